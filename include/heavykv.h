@@ -1,0 +1,200 @@
+/* heavykv — an LLM inference engine whose KV cache is bounded by an eviction policy (H2O and baselines).
+ *
+ * The one public header. Every function that can fail returns hkv_status and leaves a one-sentence
+ * message readable with hkv_last_error() on the object it was called on (or in the caller's err buffer for
+ * constructors). The library never prints and never exits.
+ *
+ * Typical use:
+ *   hkv_model *m; hkv_model_load("model.gguf", NULL, &m, err, sizeof err);
+ *   hkv_context_params cp = hkv_context_default_params();   // pick a policy / budget here
+ *   hkv_context *c; hkv_context_new(m, &cp, &c, err, sizeof err);
+ *   int32_t toks[512]; int n = hkv_tokenize(m, "Once upon", 1, 1, toks, 512);
+ *   hkv_decode(c, 0, toks, n);                      // prefill; logits of the last token in hkv_get_logits
+ *   ... sample, hkv_decode(c, 0, &tok, 1) ...
+ */
+#ifndef HEAVYKV_H
+#define HEAVYKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum hkv_status {
+    HKV_OK = 0,
+    HKV_ERR_IO,          /* cannot open / read / write a file */
+    HKV_ERR_FORMAT,      /* malformed or truncated file, bad value in it */
+    HKV_ERR_UNSUPPORTED, /* valid but not supported (architecture, tensor type, GGUF v1, ...) */
+    HKV_ERR_ARG,         /* bad argument from the caller (flag value, token id, budget, ...) */
+    HKV_ERR_NOMEM,       /* allocation failed */
+    HKV_ERR_CONTEXT,     /* sequence would exceed the context length */
+    HKV_ERR_STATE,       /* call not valid in the object's current state */
+} hkv_status;
+
+const char *hkv_status_str(hkv_status s);
+
+/* ---------------------------------------------------------------- model */
+
+typedef struct hkv_model hkv_model;
+
+typedef struct hkv_model_params {
+    int n_threads;   /* worker threads for matmuls and attention; <= 0: number of online CPUs */
+    int use_mmap;    /* 1 (default): weights stay memory-mapped */
+} hkv_model_params;
+
+hkv_model_params hkv_model_default_params(void);
+hkv_status hkv_model_load(const char *path, const hkv_model_params *p, hkv_model **out, char *err, size_t errlen);
+void hkv_model_free(hkv_model *m);
+
+typedef struct hkv_model_info {
+    const char *arch;     /* "llama", "qwen2", "qwen3" */
+    const char *name;     /* general.name or "" */
+    int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    float rope_theta, rms_eps;
+    int32_t bos, eos;     /* -1 when absent */
+    int add_bos;          /* tokenizer.ggml.add_bos_token (default 1 for llama) */
+    uint64_t n_params;    /* total elements of all weight tensors */
+    uint64_t weight_bytes;
+} hkv_model_info;
+void hkv_model_get_info(const hkv_model *m, hkv_model_info *info);
+
+/* ---------------------------------------------------------------- tokenizer (lives in the model) */
+
+/* Encode UTF-8 text. add_bos: prepend BOS if the model has one. parse_special: text such as "<|eot_id|>" that
+ * spells a special/control token is matched as that token. Returns the number of tokens written, or, when
+ * max_tokens is too small, minus the number required. */
+int hkv_tokenize(const hkv_model *m, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
+/* The raw bytes of one token (byte-fallback tokens give their byte; leading-space marker turned into ' ').
+ * Returns the length written (not NUL-terminated), or minus the length required. */
+int hkv_token_to_piece(const hkv_model *m, int32_t token, char *buf, int buflen);
+/* Whole-sequence decode into a NUL-terminated string (strips the SentencePiece leading space after BOS).
+ * Returns length, or minus the size required (including NUL). */
+int hkv_detokenize(const hkv_model *m, const int32_t *tokens, int n, char *buf, int buflen);
+int hkv_token_is_eog(const hkv_model *m, int32_t token); /* end of generation (EOS, EOT, ...) */
+
+/* Streams token bytes as valid UTF-8: bytes of a character split over several tokens are held back until
+ * the character is complete. */
+typedef struct hkv_utf8_stream { unsigned char pend[8]; int n; } hkv_utf8_stream;
+/* Appends token's bytes; writes the complete UTF-8 prefix into out (NUL-terminated), returns its length. */
+int hkv_utf8_stream_push(hkv_utf8_stream *s, const hkv_model *m, int32_t token, char *out, int outlen);
+
+/* ---------------------------------------------------------------- KV cache policy */
+
+typedef enum hkv_kv_type { HKV_KV_F16 = 0, HKV_KV_F32 = 1 } hkv_kv_type;
+
+/* How a budget number is read: absolute tokens, or a fraction of a reference length (the prompt length in
+ * `run`, the evaluated sequence length in `eval`), resolved with hkv_budget_resolve(). */
+typedef struct hkv_amount { float value; int is_ratio; int set; } hkv_amount;
+
+typedef struct hkv_kv_config {
+    char policy[16];         /* "full", "window", "sink", "h2o", "tova" */
+    hkv_amount budget;       /* total tokens per KV head (heavy + recent + sink) */
+    hkv_amount heavy, recent, sink; /* optional split; unset parts are derived (see hkv_budget_resolve) */
+    int h2o_normalized;      /* 0: score = sum of probabilities (original); 1: divided by #queries that saw it */
+    int gqa_mean;            /* 0: sum over the query heads of a KV group; 1: mean */
+    int h2o_replace;         /* 1: FlexGen order: evict before attending (capacity = budget) */
+    int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
+    int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
+    hkv_kv_type type;        /* element type of stored K/V */
+} hkv_kv_config;
+
+/* A resolved budget in tokens per KV head. */
+typedef struct hkv_budget { int total, heavy, recent, sink; } hkv_budget;
+
+/* Minimum budget a percentage resolves to (a ratio of a very short prompt is floored, not an error). */
+#define HKV_MIN_RATIO_BUDGET 4
+
+hkv_kv_config hkv_kv_default_config(void);
+/* Parse an amount: "N" (an integer: tokens), "P%" (percent of the reference length) or "0.R" (a number with a
+ * decimal point: a ratio, the paper's heavy_ratio style; must be in (0, 1]). */
+hkv_status hkv_amount_parse(const char *s, hkv_amount *out, char *err, size_t errlen);
+/* Resolve the config against ref_len (prompt length) and n_ctx into token counts; validates the split. */
+hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err, size_t errlen);
+/* Names of the built-in policies, NULL-terminated. */
+const char *const *hkv_policy_names(void);
+
+/* ---------------------------------------------------------------- context (sequences + their KV caches) */
+
+typedef struct hkv_context hkv_context;
+
+typedef struct hkv_context_params {
+    int n_ctx;               /* max positions per sequence; 0: model's training context */
+    int n_seq;               /* sequences that can decode together (each has its own cache), default 1 */
+    int n_threads;           /* <= 0: model's setting */
+    int logits_all;          /* 1: keep logits of every token of the last hkv_decode (eval); 0: last only */
+    int ref_len;             /* length that percentage budgets refer to (prompt length); 0: n_ctx */
+    hkv_kv_config kv;
+    const char *trace_path;  /* non-NULL: write JSON lines of kept positions per head after every step */
+} hkv_context_params;
+
+hkv_context_params hkv_context_default_params(void);
+hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *p, hkv_context **out, char *err, size_t errlen);
+void hkv_context_free(hkv_context *c);
+const char *hkv_last_error(const hkv_context *c);
+
+/* Run tokens of one sequence through the model at positions n_past..n_past+n-1 (prompt chunk or one decode
+ * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. */
+hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
+
+/* Several sequences, one token each, in one step (batched decode). seqs[i] distinct. */
+hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *tokens, int n);
+
+/* Logits [n_vocab] of token i of the last hkv_decode on seq (i = -1: the last token). i >= 0 needs
+ * logits_all. For hkv_decode_batch, the logits of seq's token. NULL when not available. */
+const float *hkv_get_logits(hkv_context *c, int seq, int i);
+int hkv_n_past(const hkv_context *c, int seq);
+/* Forget a sequence (cache emptied, policy state reset, position 0). */
+void hkv_seq_reset(hkv_context *c, int seq);
+hkv_budget hkv_context_budget(const hkv_context *c);
+
+typedef struct hkv_kv_stats {
+    int n_layer, n_head_kv, head_dim;
+    int capacity;            /* slots per (layer, KV head) */
+    hkv_budget budget;
+    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*head_dim*2*elt_size*n_seq */
+    uint64_t meta_bytes;     /* positions, order lists and policy state (documented constant per slot) */
+    uint64_t evictions;      /* total over all layers/heads/sequences */
+    int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */
+} hkv_kv_stats;
+void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
+/* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */
+hkv_status hkv_get_kv_layer_stats(const hkv_context *c, int layer, int *occupancy_sum, uint64_t *evictions);
+/* Positions currently kept by (seq, layer, kv_head), ascending. Returns count (or minus required). */
+int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int32_t *out, int max);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct hkv_sampler_params {
+    float temp;          /* <= 0: greedy */
+    int top_k;           /* <= 0: off */
+    float top_p;         /* >= 1: off */
+    float min_p;         /* <= 0: off */
+    float repeat_penalty;/* 1: off */
+    int repeat_last_n;   /* window for the penalty */
+    uint64_t seed;
+} hkv_sampler_params;
+
+typedef struct hkv_sampler hkv_sampler;
+hkv_sampler_params hkv_sampler_default_params(void);
+hkv_status hkv_sampler_new(const hkv_sampler_params *p, int n_vocab, hkv_sampler **out, char *err, size_t errlen);
+void hkv_sampler_free(hkv_sampler *s);
+/* Picks a token from logits (not modified) and remembers it for the repetition penalty. */
+int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
+void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
+
+/* ---------------------------------------------------------------- GGUF inspection (for `heavykv info`) */
+
+/* Writes a human-readable dump of the metadata and tensor table of a GGUF file to f. */
+hkv_status hkv_gguf_dump(const char *path, FILE *f, int max_array_items, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- misc */
+double hkv_time_sec(void);   /* monotonic clock */
+const char *hkv_cpu_features(void); /* e.g. "avx2 fma f16c" — what the runtime dispatch picked */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
