@@ -1,0 +1,551 @@
+/* Tensor element types: traits table, fp16/bf16 conversions, scalar reference dequantize / dot / quantize
+ * for the ggml block formats we support, and run-time dispatch to the SIMD kernels.
+ *
+ * Block layouts follow ggml exactly (they are what GGUF files contain):
+ *   Q8_0  32 elems: f16 d, int8 qs[32]                 x = d * q
+ *   Q4_0  32 elems: f16 d, u8 qs[16]                   x = d * (q - 8); low nibbles elems 0..15, high 16..31
+ *   Q5_0  32 elems: f16 d, u32 qh, u8 qs[16]           as Q4_0 with a 5th bit: elem j uses qh bit j, q - 16
+ *   Q4_K 256 elems: f16 d, dmin, 12 bytes of 6-bit (scale, min) pairs for 8 sub-blocks of 32, u8 qs[128]
+ *                   x = d*sc * q - dmin*m; each 32 bytes of qs hold 64 elems (low nibbles first)
+ *   Q5_K 256 elems: Q4_K plus qh[32]: elem l of 64-chunk c takes bit 2c (low half) / 2c+1 (high half) of qh[l]
+ *   Q6_K 256 elems: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16] per 16 elems, f16 d
+ *                   x = d * sc * (q - 32) */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "heavykv.h"
+#include "tensor.h"
+#include "kernels.h"
+
+/* ---------------------------------------------------------------- type traits */
+
+/* Every ggml id up to BF16 and beyond, with real block sizes, so that file sizes of tensors we cannot
+ * compute with are still validated correctly. */
+static const hkv_type_traits TRAITS[HKV_TYPE_COUNT] = {
+    [0] = {"F32", 1, 4, 1},          [1] = {"F16", 1, 2, 1},
+    [2] = {"Q4_0", 32, 18, 1},       [3] = {"Q4_1", 32, 20, 0},
+    [6] = {"Q5_0", 32, 22, 1},       [7] = {"Q5_1", 32, 24, 0},
+    [8] = {"Q8_0", 32, 34, 1},       [9] = {"Q8_1", 32, 36, 0},
+    [10] = {"Q2_K", 256, 84, 0},     [11] = {"Q3_K", 256, 110, 0},
+    [12] = {"Q4_K", 256, 144, 1},    [13] = {"Q5_K", 256, 176, 1},
+    [14] = {"Q6_K", 256, 210, 1},    [15] = {"Q8_K", 256, 292, 0},
+    [16] = {"IQ2_XXS", 256, 66, 0},  [17] = {"IQ2_XS", 256, 74, 0},
+    [18] = {"IQ3_XXS", 256, 98, 0},  [19] = {"IQ1_S", 256, 50, 0},
+    [20] = {"IQ4_NL", 32, 18, 0},    [21] = {"IQ3_S", 256, 110, 0},
+    [22] = {"IQ2_S", 256, 82, 0},    [23] = {"IQ4_XS", 256, 136, 0},
+    [24] = {"I8", 1, 1, 0},          [25] = {"I16", 1, 2, 0},
+    [26] = {"I32", 1, 4, 0},         [27] = {"I64", 1, 8, 0},
+    [28] = {"F64", 1, 8, 0},         [29] = {"IQ1_M", 256, 56, 0},
+    [30] = {"BF16", 1, 2, 1},
+    [34] = {"TQ1_0", 256, 54, 0},    [35] = {"TQ2_0", 256, 66, 0},
+};
+
+const hkv_type_traits *hkv_type_get(int type) {
+    static const hkv_type_traits unknown = {NULL, 0, 0, 0};
+    if (type < 0 || type >= HKV_TYPE_COUNT || !TRAITS[type].name) return &unknown;
+    return &TRAITS[type];
+}
+
+int hkv_type_supported(int type) { return hkv_type_get(type)->supported; }
+
+size_t hkv_row_size(int type, int64_t n) {
+    const hkv_type_traits *t = hkv_type_get(type);
+    if (!t->name || n < 0 || n % t->block_size != 0) return 0;
+    uint64_t blocks = (uint64_t)(n / t->block_size);
+    if (blocks > SIZE_MAX / t->type_size) return 0; /* would overflow size_t */
+    return (size_t)blocks * t->type_size;
+}
+
+/* ---------------------------------------------------------------- fp16 / bf16 */
+
+static uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+float hkv_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    if (exp == 0x1f) /* inf / nan; NaNs come out quiet like the F16C instruction */
+        return bits_f32(sign | 0x7f800000 | (mant << 13) | (mant ? 0x400000 : 0));
+    if (exp == 0) { /* zero or subnormal: mant * 2^-24, exact in f32 */
+        float v = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
+}
+
+/* Rounds m >> shift to nearest, ties to even. */
+static uint32_t shift_rne(uint32_t m, int shift) {
+    uint32_t r = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1))) r++;
+    return r;
+}
+
+uint16_t hkv_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    x &= 0x7fffffff;
+    if (x > 0x7f800000) return sign | 0x7e00 | (uint16_t)((x >> 13) & 0x3ff); /* quiet nan, keep payload */
+    if (x >= 0x477ff000) return sign | 0x7c00;        /* >= 65520 rounds to inf */
+    int e = (int)(x >> 23);
+    if (e >= 113) /* normal f16: rebias exponent, round 13 mantissa bits (carry may bump the exponent) */
+        return sign | (uint16_t)shift_rne(((uint32_t)(e - 112) << 23) | (x & 0x7fffff), 13);
+    if (e < 101) return sign;                         /* below 2^-25: rounds to zero */
+    /* subnormal f16: value / 2^-24 = m * 2^(e-126) with the implicit bit restored */
+    return sign | (uint16_t)shift_rne((x & 0x7fffff) | 0x800000, 126 - e);
+}
+
+float hkv_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+uint16_t hkv_f32_to_bf16(float f) {
+    uint32_t x = f32_bits(f);
+    if ((x & 0x7fffffff) > 0x7f800000) return (uint16_t)((x >> 16) | 0x40); /* quiet nan */
+    return (uint16_t)((x + 0x7fff + ((x >> 16) & 1)) >> 16);
+}
+
+/* ---------------------------------------------------------------- scalar dequantization */
+
+static float f16(uint16_t h) { return hkv_f16_to_f32(h); }
+
+static void deq_f32(const void *src, float *y, int64_t n) { memcpy(y, src, (size_t)n * sizeof(float)); }
+
+static void deq_f16(const void *src, float *y, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) y[i] = f16(s[i]);
+}
+
+static void deq_bf16(const void *src, float *y, int64_t n) {
+    const uint16_t *s = src;
+    for (int64_t i = 0; i < n; i++) y[i] = hkv_bf16_to_f32(s[i]);
+}
+
+static void deq_q8_0(const void *src, float *y, int64_t n) {
+    const block_q8_0 *b = src;
+    for (int64_t i = 0; i < n / QK8_0; i++, y += QK8_0) {
+        float d = f16(b[i].d);
+        for (int j = 0; j < QK8_0; j++) y[j] = d * (float)b[i].qs[j];
+    }
+}
+
+static void deq_q4_0(const void *src, float *y, int64_t n) {
+    const block_q4_0 *b = src;
+    for (int64_t i = 0; i < n / QK4_0; i++, y += QK4_0) {
+        float d = f16(b[i].d);
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            y[j] = d * (float)((b[i].qs[j] & 0x0f) - 8);
+            y[j + QK4_0 / 2] = d * (float)((b[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void deq_q5_0(const void *src, float *y, int64_t n) {
+    const block_q5_0 *b = src;
+    for (int64_t i = 0; i < n / QK5_0; i++, y += QK5_0) {
+        float d = f16(b[i].d);
+        uint32_t qh;
+        memcpy(&qh, b[i].qh, 4); /* little-endian bit j = 5th bit of element j */
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            int lo = (b[i].qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4);
+            int hi = (b[i].qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4);
+            y[j] = d * (float)(lo - 16);
+            y[j + QK5_0 / 2] = d * (float)(hi - 16);
+        }
+    }
+}
+
+/* Unpacks sub-block j's 6-bit scale and min from the 12-byte K-quant scales field. */
+static void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void deq_q4_k(const void *src, float *y, int64_t n) {
+    const block_q4_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = f16(b[i].d), dmin = f16(b[i].dmin);
+        const uint8_t *q = b[i].qs;
+        for (int c = 0; c < 4; c++, q += 32) { /* 64 elements per 32 bytes of qs */
+            int sc0, m0, sc1, m1;
+            k_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            k_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            float d0 = d * (float)sc0, mm0 = dmin * (float)m0, d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+            for (int l = 0; l < 32; l++) *y++ = d0 * (float)(q[l] & 0x0f) - mm0;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] >> 4) - mm1;
+        }
+    }
+}
+
+static void deq_q5_k(const void *src, float *y, int64_t n) {
+    const block_q5_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = f16(b[i].d), dmin = f16(b[i].dmin);
+        const uint8_t *q = b[i].qs, *qh = b[i].qh;
+        for (int c = 0; c < 4; c++, q += 32) {
+            int sc0, m0, sc1, m1;
+            k_scale_min(2 * c, b[i].scales, &sc0, &m0);
+            k_scale_min(2 * c + 1, b[i].scales, &sc1, &m1);
+            float d0 = d * (float)sc0, mm0 = dmin * (float)m0, d1 = d * (float)sc1, mm1 = dmin * (float)m1;
+            for (int l = 0; l < 32; l++) *y++ = d0 * (float)((q[l] & 0x0f) | (((qh[l] >> (2 * c)) & 1) << 4)) - mm0;
+            for (int l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] >> 4) | (((qh[l] >> (2 * c + 1)) & 1) << 4)) - mm1;
+        }
+    }
+}
+
+static void deq_q6_k(const void *src, float *y, int64_t n) {
+    const block_q6_K *b = src;
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        float d = f16(b[i].d);
+        const uint8_t *ql = b[i].ql, *qh = b[i].qh;
+        const int8_t *sc = b[i].scales;
+        for (int h = 0; h < 2; h++, ql += 64, qh += 32, sc += 8, y += 128) { /* two halves of 128 */
+            for (int g = 0; g < 4; g++) { /* 4 groups of 32: low/high nibble of ql[0..31] / ql[32..63] */
+                const uint8_t *qlg = ql + (g & 1) * 32;
+                int nshift = (g >> 1) * 4, hshift = g * 2;
+                for (int l = 0; l < 32; l++) {
+                    int q = (((qlg[l] >> nshift) & 0x0f) | (((qh[l] >> hshift) & 3) << 4)) - 32;
+                    float ds = d * (float)sc[2 * g + l / 16];
+                    y[32 * g + l] = ds * (float)q;
+                }
+            }
+        }
+    }
+}
+
+hkv_dequant_fn hkv_dequant_ref_fn(int type) {
+    switch (type) {
+    case HKV_TYPE_F32: return deq_f32;
+    case HKV_TYPE_F16: return deq_f16;
+    case HKV_TYPE_BF16: return deq_bf16;
+    case HKV_TYPE_Q8_0: return deq_q8_0;
+    case HKV_TYPE_Q4_0: return deq_q4_0;
+    case HKV_TYPE_Q5_0: return deq_q5_0;
+    case HKV_TYPE_Q4_K: return deq_q4_k;
+    case HKV_TYPE_Q5_K: return deq_q5_k;
+    case HKV_TYPE_Q6_K: return deq_q6_k;
+    default: return NULL;
+    }
+}
+
+void hkv_dequant_row_ref(int type, const void *src, float *dst, int64_t n) {
+    hkv_dequant_fn f = hkv_dequant_ref_fn(type);
+    if (f && hkv_row_size(type, n) > 0) f(src, dst, n);
+}
+
+/* Products are exact in double; accumulating in double makes this the accuracy reference. */
+static double dot_f32_ref(const float *a, const float *b, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+float hkv_dot_ref(int type, const void *row, const float *x, int64_t n) {
+    hkv_dequant_fn f = hkv_dequant_ref_fn(type);
+    size_t rs = hkv_row_size(type, n);
+    if (!f || rs == 0) return 0.0f;
+    if (type == HKV_TYPE_F32) return (float)dot_f32_ref(row, x, n);
+    /* Dequantize one block (or 256 elements for float types) at a time into a stack buffer. */
+    int bs = hkv_type_get(type)->block_size, chunk = bs == 1 ? 256 : bs;
+    size_t chunk_bytes = hkv_row_size(type, chunk);
+    const uint8_t *p = row;
+    float buf[256];
+    double s = 0;
+    for (int64_t i = 0; i < n; i += chunk, p += chunk_bytes) {
+        int m = n - i < chunk ? (int)(n - i) : chunk;
+        f(p, buf, m);
+        s += dot_f32_ref(buf, x + i, m);
+    }
+    return (float)s;
+}
+
+/* ---------------------------------------------------------------- quantization */
+
+static int nearest_int(float v) { return (int)lrintf(v); }
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* d rounded to f16 as it will be stored, kept finite. The quantizers divide by the stored value so that
+ * the dequantization error is at most half a step of the scale the reader actually sees. */
+static uint16_t f16_scale(float d) {
+    uint16_t h = hkv_f32_to_f16(d);
+    return (h & 0x7fff) >= 0x7c00 ? (uint16_t)((h & 0x8000) | 0x7bff) : h;
+}
+
+static void quant_q8_0(const float *x, void *dst, int64_t n) {
+    block_q8_0 *b = dst;
+    for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+        float amax = 0;
+        for (int j = 0; j < QK8_0; j++) amax = fmaxf(amax, fabsf(x[j]));
+        b[i].d = f16_scale(amax / 127.0f);
+        float d = f16(b[i].d), id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < QK8_0; j++) b[i].qs[j] = (int8_t)clampi(nearest_int(x[j] * id), -127, 127);
+    }
+}
+
+/* Signed value of largest magnitude: Q4_0/Q5_0 map it to the extreme code -8 / -16, gaining one level. */
+static float signed_absmax(const float *x, int n) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); max = x[j]; }
+    return max;
+}
+
+static void quant_q4_0(const float *x, void *dst, int64_t n) {
+    block_q4_0 *b = dst;
+    for (int64_t i = 0; i < n / QK4_0; i++, x += QK4_0) {
+        b[i].d = f16_scale(signed_absmax(x, QK4_0) / -8.0f);
+        float d = f16(b[i].d), id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < QK4_0 / 2; j++) {
+            int q0 = clampi(nearest_int(x[j] * id) + 8, 0, 15);
+            int q1 = clampi(nearest_int(x[j + QK4_0 / 2] * id) + 8, 0, 15);
+            b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+static void quant_q5_0(const float *x, void *dst, int64_t n) {
+    block_q5_0 *b = dst;
+    for (int64_t i = 0; i < n / QK5_0; i++, x += QK5_0) {
+        b[i].d = f16_scale(signed_absmax(x, QK5_0) / -16.0f);
+        float d = f16(b[i].d), id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint32_t qh = 0;
+        for (int j = 0; j < QK5_0 / 2; j++) {
+            int q0 = clampi(nearest_int(x[j] * id) + 16, 0, 31);
+            int q1 = clampi(nearest_int(x[j + QK5_0 / 2] * id) + 16, 0, 31);
+            b[i].qs[j] = (uint8_t)((q0 & 0x0f) | ((q1 & 0x0f) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j;
+            qh |= (uint32_t)(q1 >> 4) << (j + 16);
+        }
+        memcpy(b[i].qh, &qh, 4);
+    }
+}
+
+/* Asymmetric fit of n values to levels 0..nmax: x ~= scale*q - min with min >= 0 (the block's minimum
+ * is clipped to <= 0 as in ggml, so min = 0 handles all-positive data). Tries a few candidate scales
+ * around the range/nmax one, refits (scale, min) by least squares for each set of levels, keeps the
+ * best squared error. */
+static void fit_scale_min(const float *x, int n, int nmax, float *scale, float *min) {
+    float lo = 0, hi = x[0];
+    for (int j = 0; j < n; j++) { lo = fminf(lo, x[j]); hi = fmaxf(hi, x[j]); }
+    *scale = hi > lo ? (hi - lo) / (float)nmax : 0.0f;
+    *min = -lo;
+    if (hi <= lo) return;
+    float best = INFINITY;
+    for (int step = -6; step <= 6; step++) {
+        float iscale = ((float)nmax + 0.1f * (float)step) / (hi - lo);
+        double sl = 0, sll = 0, sx = 0, slx = 0;
+        for (int j = 0; j < n; j++) {
+            int q = clampi(nearest_int(iscale * (x[j] - lo)), 0, nmax);
+            sl += q; sll += (double)q * q; sx += x[j]; slx += (double)q * x[j];
+        }
+        double det = n * sll - sl * sl;
+        if (det <= 0) continue;
+        double s = (n * slx - sl * sx) / det, m = (sl * slx - sll * sx) / det; /* x ~= s*q - m */
+        if (m < 0) { m = 0; s = sll > 0 ? slx / sll : 0; }
+        if (s <= 0) continue;
+        double err = 0;
+        for (int j = 0; j < n; j++) {
+            double e = s * clampi(nearest_int((float)((x[j] + m) / s)), 0, nmax) - m - x[j];
+            err += e * e;
+        }
+        if (err < best) { best = err; *scale = (float)s; *min = (float)m; }
+    }
+}
+
+/* Shared by Q4_K / Q5_K: fits 8 sub-blocks of 32, stores 6-bit scales/mins relative to super-block d/dmin,
+ * then recomputes the levels L[256] (0..nmax) against the scales as they will be dequantized. */
+static void quant_k_scales(const float *x, int nmax, uint16_t *dh, uint16_t *dminh, uint8_t *scales, uint8_t *L) {
+    float sc[8], mn[8], max_sc = 0, max_mn = 0;
+    for (int j = 0; j < 8; j++) {
+        fit_scale_min(x + 32 * j, 32, nmax, &sc[j], &mn[j]);
+        max_sc = fmaxf(max_sc, sc[j]);
+        max_mn = fmaxf(max_mn, mn[j]);
+    }
+    *dh = f16_scale(max_sc / 63.0f);
+    *dminh = f16_scale(max_mn / 63.0f);
+    float d = f16(*dh), dmin = f16(*dminh);
+    memset(scales, 0, K_SCALE_SIZE);
+    for (int j = 0; j < 8; j++) {
+        int ls = d > 0 ? clampi(nearest_int(sc[j] / d), 0, 63) : 0;
+        int lm = dmin > 0 ? clampi(nearest_int(mn[j] / dmin), 0, 63) : 0;
+        if (j < 4) {
+            scales[j] = (uint8_t)ls;
+            scales[j + 4] = (uint8_t)lm;
+        } else {
+            scales[j + 4] = (uint8_t)((ls & 0x0f) | ((lm & 0x0f) << 4));
+            scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            scales[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    for (int j = 0; j < 8; j++) {
+        int ls, lm;
+        k_scale_min(j, scales, &ls, &lm);
+        float ds = d * (float)ls, dm = dmin * (float)lm;
+        for (int l = 0; l < 32; l++)
+            L[32 * j + l] = (uint8_t)(ds > 0 ? clampi(nearest_int((x[32 * j + l] + dm) / ds), 0, nmax) : 0);
+    }
+}
+
+static void quant_q4_k(const float *x, void *dst, int64_t n) {
+    block_q4_K *b = dst;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        quant_k_scales(x, 15, &b[i].d, &b[i].dmin, b[i].scales, L);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) b[i].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+    }
+}
+
+static void quant_q5_k(const float *x, void *dst, int64_t n) {
+    block_q5_K *b = dst;
+    uint8_t L[QK_K];
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        quant_k_scales(x, 31, &b[i].d, &b[i].dmin, b[i].scales, L);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+                b[i].qs[32 * c + l] = (uint8_t)((lo & 0x0f) | ((hi & 0x0f) << 4));
+                b[i].qh[l] |= (uint8_t)(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+            }
+    }
+}
+
+/* Symmetric fit of n values to levels -nmax..nmax-1: scale = signed absmax / -nmax (the extreme maps to
+ * -nmax), then candidate scales around it are refit by least squares; returns the best scale. */
+static float fit_scale_sym(const float *x, int n, int nmax) {
+    float max = signed_absmax(x, n);
+    if (max == 0) return 0;
+    float best_s = max / (float)-nmax, best = INFINITY;
+    for (int step = -6; step <= 6; step++) {
+        float iscale = -((float)nmax + 0.1f * (float)step) / max;
+        double slx = 0, sll = 0;
+        for (int j = 0; j < n; j++) {
+            int q = clampi(nearest_int(iscale * x[j]), -nmax, nmax - 1);
+            slx += (double)q * x[j]; sll += (double)q * q;
+        }
+        if (sll <= 0) continue;
+        float s = (float)(slx / sll);
+        double err = 0;
+        for (int j = 0; j < n; j++) {
+            double e = (double)s * clampi(nearest_int(x[j] / s), -nmax, nmax - 1) - x[j];
+            err += e * e;
+        }
+        if (err < best) { best = err; best_s = s; }
+    }
+    return best_s;
+}
+
+static void quant_q6_k(const float *x, void *dst, int64_t n) {
+    block_q6_K *b = dst;
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+        float sc[16], max_sc = 0;
+        for (int j = 0; j < 16; j++) {
+            sc[j] = fit_scale_sym(x + 16 * j, 16, 32);
+            if (fabsf(sc[j]) > fabsf(max_sc)) max_sc = sc[j];
+        }
+        /* int8 sub-scales relative to d; max_sc maps to -128 (int8 range is asymmetric, like Q4_0) */
+        b[i].d = f16_scale(max_sc / -128.0f);
+        float d = f16(b[i].d);
+        uint8_t L[QK_K];
+        for (int j = 0; j < 16; j++) {
+            int s = d != 0 ? clampi(nearest_int(sc[j] / d), -128, 127) : 0;
+            b[i].scales[j] = (int8_t)s;
+            float ds = d * (float)s;
+            for (int l = 0; l < 16; l++)
+                L[16 * j + l] = (uint8_t)(ds != 0 ? clampi(nearest_int(x[16 * j + l] / ds), -32, 31) + 32 : 32);
+        }
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *Lh = L + 128 * h;
+            uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                int q1 = Lh[l], q2 = Lh[l + 32], q3 = Lh[l + 64], q4 = Lh[l + 96];
+                ql[l] = (uint8_t)((q1 & 0x0f) | ((q3 & 0x0f) << 4));
+                ql[l + 32] = (uint8_t)((q2 & 0x0f) | ((q4 & 0x0f) << 4));
+                qh[l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+            }
+        }
+    }
+}
+
+size_t hkv_quantize_row(int type, const float *src, void *dst, int64_t n) {
+    size_t rs = hkv_row_size(type, n);
+    if (rs == 0 || !hkv_type_supported(type)) return 0;
+    switch (type) {
+    case HKV_TYPE_F32: memcpy(dst, src, rs); break;
+    case HKV_TYPE_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = hkv_f32_to_f16(src[i]); break;
+    case HKV_TYPE_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = hkv_f32_to_bf16(src[i]); break;
+    case HKV_TYPE_Q8_0: quant_q8_0(src, dst, n); break;
+    case HKV_TYPE_Q4_0: quant_q4_0(src, dst, n); break;
+    case HKV_TYPE_Q5_0: quant_q5_0(src, dst, n); break;
+    case HKV_TYPE_Q4_K: quant_q4_k(src, dst, n); break;
+    case HKV_TYPE_Q5_K: quant_q5_k(src, dst, n); break;
+    case HKV_TYPE_Q6_K: quant_q6_k(src, dst, n); break;
+    default: return 0;
+    }
+    return rs;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static float scalar_dot_f32(const float *a, const float *b, int64_t n) { return (float)dot_f32_ref(a, b, n); }
+
+static void scalar_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static hkv_kernel_set g_simd;         /* filled once by init_kernels (the one-time CPU detection) */
+static int g_simd_ok;                 /* 1: g_simd is usable on this CPU and not disabled by env */
+static atomic_int g_force_scalar;     /* hkv_kernels_force_scalar */
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void init_kernels(void) {
+    const char *env = getenv("HEAVYKV_NO_SIMD");
+    if (env && env[0] && strcmp(env, "0") != 0) return;
+}
+
+static const hkv_kernel_set *simd(void) {
+    pthread_once(&g_once, init_kernels);
+    return g_simd_ok && !atomic_load_explicit(&g_force_scalar, memory_order_relaxed) ? &g_simd : NULL;
+}
+
+void hkv_kernels_force_scalar(int on) { atomic_store(&g_force_scalar, on ? 1 : 0); }
+
+const char *hkv_kernel_name(void) {
+    const hkv_kernel_set *ks = simd();
+    return ks ? ks->name : "scalar";
+}
+
+const char *hkv_cpu_features(void) {
+    const hkv_kernel_set *ks = simd();
+    return ks ? ks->features : "scalar";
+}
+
+void hkv_dequant_row(int type, const void *src, float *dst, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    if (ks && type >= 0 && type < HKV_TYPE_COUNT && ks->dequant[type] && hkv_row_size(type, n) > 0)
+        ks->dequant[type](src, dst, n);
+    else
+        hkv_dequant_row_ref(type, src, dst, n);
+}
+
+float hkv_dot(int type, const void *row, const float *x, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    if (!ks) return hkv_dot_ref(type, row, x, n);
+    if (hkv_row_size(type, n) == 0 || !hkv_type_supported(type)) return 0.0f;
+    return ks->dot[type](row, x, n);
+}
+
+float hkv_dot_f32(const float *a, const float *b, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    return ks ? ks->dot_f32(a, b, n) : scalar_dot_f32(a, b, n);
+}
+
+void hkv_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    if (ks) ks->axpy_f32(y, a, x, n);
+    else scalar_axpy_f32(y, a, x, n);
+}
