@@ -1,0 +1,184 @@
+/* Persistent thread pool and the matmul built on it.
+ *
+ * hkv_pool_run hands one job (fn, arg, n) to all workers; the caller works too (as thread 0). Indices are
+ * taken from a shared atomic counter, so every index runs exactly once, on some thread; fn must not combine
+ * results across indices, which keeps results independent of the thread count. Workers spin briefly on
+ * the job generation before sleeping on a condition variable, because a decode step issues many small
+ * jobs back to back. One hkv_pool_run at a time per pool. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+#include "heavykv.h"
+#include "tensor.h"
+
+#define SPIN_ITERS 20000
+
+struct hkv_pool {
+    int n_threads;                 /* total, including the calling thread */
+    pthread_t *workers;            /* [n_threads - 1] */
+    pthread_mutex_t mu;
+    pthread_cond_t start_cv;       /* signals a new generation (or stop) to workers */
+    pthread_cond_t done_cv;        /* signals pending reaching 0 to the caller */
+    atomic_uint_fast64_t generation; /* bumped once per job */
+    atomic_int pending;            /* workers still busy with the current job */
+    atomic_int next;               /* next index to hand out */
+    atomic_int stop;
+    void (*fn)(void *arg, int i, int thread);
+    void *arg;
+    int n;
+};
+
+typedef struct { hkv_pool *p; int thread; } worker_arg;
+
+static void run_share(hkv_pool *p, int thread) {
+    for (;;) {
+        int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
+        if (i >= p->n) break;
+        p->fn(p->arg, i, thread);
+    }
+}
+
+static void *worker_main(void *v) {
+    worker_arg wa = *(worker_arg *)v;
+    free(v);
+    hkv_pool *p = wa.p;
+    uint_fast64_t seen = 0;
+    for (;;) {
+        uint_fast64_t g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        for (int s = 0; g == seen && s < SPIN_ITERS && !atomic_load(&p->stop); s++)
+            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (g == seen) {
+            pthread_mutex_lock(&p->mu);
+            while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
+                pthread_cond_wait(&p->start_cv, &p->mu);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->stop)) return NULL;
+        seen = g;
+        run_share(p, wa.thread);
+        if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+hkv_pool *hkv_pool_new(int n_threads) {
+    hkv_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->n_threads = n_threads < 1 ? 1 : n_threads;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start_cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
+    if (p->n_threads == 1) return p;
+    p->workers = calloc((size_t)p->n_threads - 1, sizeof(pthread_t));
+    if (!p->workers) { hkv_pool_free(p); return NULL; }
+    for (int t = 1; t < p->n_threads; t++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (wa) *wa = (worker_arg){p, t};
+        if (!wa || pthread_create(&p->workers[t - 1], NULL, worker_main, wa) != 0) {
+            free(wa);
+            p->n_threads = t; /* threads 1..t-1 exist; free() joins exactly those */
+            hkv_pool_free(p);
+            return NULL;
+        }
+    }
+    return p;
+}
+
+void hkv_pool_free(hkv_pool *p) {
+    if (!p) return;
+    if (p->workers) {
+        pthread_mutex_lock(&p->mu);
+        atomic_store(&p->stop, 1);
+        pthread_cond_broadcast(&p->start_cv);
+        pthread_mutex_unlock(&p->mu);
+        for (int t = 1; t < p->n_threads; t++) pthread_join(p->workers[t - 1], NULL);
+        free(p->workers);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start_cv);
+    pthread_cond_destroy(&p->done_cv);
+    free(p);
+}
+
+int hkv_pool_size(const hkv_pool *p) { return p ? p->n_threads : 1; }
+
+void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *arg, int n) {
+    if (n <= 0) return;
+    if (!p || p->n_threads <= 1 || n == 1) {
+        for (int i = 0; i < n; i++) fn(arg, i, 0);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    p->n = n;
+    atomic_store(&p->next, 0);
+    atomic_store(&p->pending, p->n_threads - 1);
+    pthread_mutex_lock(&p->mu);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    pthread_cond_broadcast(&p->start_cv);
+    pthread_mutex_unlock(&p->mu);
+    run_share(p, 0);
+    for (int s = 0; s < SPIN_ITERS && atomic_load_explicit(&p->pending, memory_order_acquire) > 0; s++) {}
+    if (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done_cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+typedef struct {
+    float *out;
+    int type;
+    const uint8_t *W;
+    size_t row_bytes;
+    const float *x;
+    int rows, cols, n_tok, block_rows;
+    float *scratch;       /* [n_threads][cols] dequantized row, used when n_tok >= 4 */
+} matmul_job;
+
+/* One block of rows, all tokens. With several tokens each row is dequantized once into the thread's
+ * scratch and reused; hkv_dot gives the same bits as dot_f32 over the dequantized row (see kernels.h),
+ * so both paths produce identical results. */
+static void matmul_block(void *v, int blk, int thread) {
+    const matmul_job *j = v;
+    int r0 = blk * j->block_rows, r1 = r0 + j->block_rows < j->rows ? r0 + j->block_rows : j->rows;
+    float *tmp = j->scratch ? j->scratch + (size_t)thread * (size_t)j->cols : NULL;
+    for (int r = r0; r < r1; r++) {
+        const void *row = j->W + (size_t)r * j->row_bytes;
+        if (tmp) {
+            hkv_dequant_row(j->type, row, tmp, j->cols);
+            for (int t = 0; t < j->n_tok; t++)
+                j->out[(size_t)t * j->rows + r] = hkv_dot_f32(tmp, j->x + (size_t)t * j->cols, j->cols);
+        } else {
+            for (int t = 0; t < j->n_tok; t++)
+                j->out[(size_t)t * j->rows + r] = hkv_dot(j->type, row, j->x + (size_t)t * j->cols, j->cols);
+        }
+    }
+}
+
+void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok) {
+    size_t row_bytes = hkv_row_size(type, cols);
+    if (rows <= 0 || n_tok <= 0 || row_bytes == 0 || !hkv_type_supported(type)) return;
+    int nt = hkv_pool_size(p);
+    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL};
+    if (n_tok >= 4 && type != HKV_TYPE_F32)
+        j.scratch = malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
+    /* ~8 blocks per thread for load balance, at least 4 rows each */
+    j.block_rows = rows / (nt * 8);
+    if (j.block_rows < 4) j.block_rows = 4;
+    int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
+    hkv_pool_run(p, matmul_block, &j, n_blocks);
+    free(j.scratch);
+}
+
+double hkv_time_sec(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
