@@ -56,6 +56,7 @@ typedef struct hkv_model_info {
     float rope_theta, rms_eps;
     int32_t bos, eos;     /* -1 when absent */
     int add_bos;          /* tokenizer.ggml.add_bos_token (default 1 for llama) */
+    int spm;              /* 1: SentencePiece-style vocabulary (leading-space marker), 0: byte-level BPE */
     uint64_t n_params;    /* total elements of all weight tensors */
     uint64_t weight_bytes;
 } hkv_model_info;
@@ -77,7 +78,12 @@ int hkv_token_is_eog(const hkv_model *m, int32_t token); /* end of generation (E
 
 /* Streams token bytes as valid UTF-8: bytes of a character split over several tokens are held back until
  * the character is complete. */
-typedef struct hkv_utf8_stream { unsigned char pend[8]; int n; } hkv_utf8_stream;
+typedef struct hkv_utf8_stream {
+    unsigned char pend[8];   /* bytes of an incomplete character */
+    int n;                   /* how many */
+    int strip_space;         /* caller sets 1 at the start of a text: one leading ' ' is dropped (SentencePiece
+                                dummy prefix); cleared after the first non-empty output */
+} hkv_utf8_stream;
 /* Appends token's bytes; writes the complete UTF-8 prefix into out (NUL-terminated), returns its length. */
 int hkv_utf8_stream_push(hkv_utf8_stream *s, const hkv_model *m, int32_t token, char *out, int outlen);
 

@@ -1,0 +1,30 @@
+/* Shared pieces of the heavykv command line: error reporting, number parsing, the KV-cache flags. Each
+ * subcommand lives in its own cli/cmd_*.c and is a thin user of include/heavykv.h. */
+#ifndef HKV_CLI_H
+#define HKV_CLI_H
+#include "heavykv.h"
+
+/* Prints "heavykv: error: <msg>" to stderr; returns 1 (the exit code to use). */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Strict parsers: whole string must be a number within [lo, hi]; otherwise print an error naming the flag. */
+int cli_int(const char *flag, const char *s, long lo, long hi, int *out);
+int cli_u64(const char *flag, const char *s, uint64_t *out);
+int cli_float(const char *flag, const char *s, double lo, double hi, float *out);
+/* The value after argv[*i] for flag, advancing *i; prints an error and returns NULL when missing. */
+const char *cli_value(int argc, char **argv, int *i);
+/* Default model: $HEAVYKV_MODEL, else ../shared/models/stories260K.gguf. */
+const char *cli_default_model(void);
+/* Reads a whole file into a NUL-terminated malloc'ed string; prints an error and returns NULL on failure. */
+char *cli_read_file(const char *path, size_t *len);
+
+/* KV flags common to run/eval/bench: --kv-policy --kv-budget --kv-heavy --kv-recent --kv-sink --h2o-score
+ * --gqa-agg --h2o-order --kv-simulate --prefill-chunk --kv-type. Returns 1 if argv[*i] was one of them
+ * (consumed, *i advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
+int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
+extern const char *const cli_kv_help;
+/* Loads a model, printing a one-line error on failure. */
+hkv_model *cli_load_model(const char *path, int n_threads);
+
+int cmd_run(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+#endif

@@ -1,0 +1,147 @@
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cli.h"
+
+int cli_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("heavykv: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+
+int cli_int(const char *flag, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || errno || v < lo || v > hi) {
+        cli_error("%s expects an integer in [%ld, %ld], got '%s'", flag, lo, hi, s);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+int cli_u64(const char *flag, const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || errno || *s == '-') { cli_error("%s expects a non-negative integer, got '%s'", flag, s); return 0; }
+    *out = v;
+    return 1;
+}
+
+int cli_float(const char *flag, const char *s, double lo, double hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi) {
+        cli_error("%s expects a number in [%g, %g], got '%s'", flag, lo, hi, s);
+        return 0;
+    }
+    *out = (float)v;
+    return 1;
+}
+
+const char *cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) { cli_error("%s needs a value", argv[*i]); return NULL; }
+    return argv[++*i];
+}
+
+const char *cli_default_model(void) {
+    const char *m = getenv("HEAVYKV_MODEL");
+    return m && *m ? m : "../shared/models/stories260K.gguf";
+}
+
+char *cli_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { cli_error("cannot open '%s': %s", path, strerror(errno)); return NULL; }
+    size_t cap = 1 << 16, n = 0;
+    char *b = malloc(cap);
+    for (size_t r; b && (r = fread(b + n, 1, cap - n - 1, f)) > 0;) {
+        n += r;
+        if (cap - n < 2) { char *nb = realloc(b, cap * 2); if (!nb) { free(b); b = NULL; break; } b = nb; cap *= 2; }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (!b || bad) { free(b); cli_error("cannot read '%s'", path); return NULL; }
+    b[n] = 0;
+    if (len) *len = n;
+    return b;
+}
+
+static int amount(const char *flag, const char *s, hkv_amount *a) {
+    char err[256];
+    if (hkv_amount_parse(s, a, err, sizeof err)) { cli_error("%s: %s", flag, err); return 0; }
+    return 1;
+}
+
+static int choice(const char *flag, const char *s, const char *a, const char *b, int *out) {
+    if (!strcmp(s, a)) { *out = 0; return 1; }
+    if (!strcmp(s, b)) { *out = 1; return 1; }
+    cli_error("%s expects '%s' or '%s', got '%s'", flag, a, b, s);
+    return 0;
+}
+
+int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
+    const char *f = argv[*i];
+    static const char *const with_value[] = {"--kv-policy", "--kv-budget", "--kv-heavy", "--kv-recent", "--kv-sink",
+                                             "--h2o-score", "--gqa-agg", "--h2o-order", "--prefill-chunk", "--kv-type", NULL};
+    if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
+    int known = 0;
+    for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
+    if (!known) return 0;
+    const char *v = cli_value(argc, argv, i);
+    if (!v) return -1;
+    int ok = 1;
+    if (!strcmp(f, "--kv-policy")) {
+        const char *const *names = hkv_policy_names();
+        int found = 0;
+        for (int k = 0; names[k]; k++) found |= !strcmp(names[k], v);
+        if (!found) return cli_error("unknown KV policy '%s' (choose full, window, sink, h2o or tova)", v), -1;
+        snprintf(kv->policy, sizeof kv->policy, "%s", v);
+    } else if (!strcmp(f, "--kv-budget")) ok = amount(f, v, &kv->budget);
+    else if (!strcmp(f, "--kv-heavy")) ok = amount(f, v, &kv->heavy);
+    else if (!strcmp(f, "--kv-recent")) ok = amount(f, v, &kv->recent);
+    else if (!strcmp(f, "--kv-sink")) ok = amount(f, v, &kv->sink);
+    else if (!strcmp(f, "--h2o-score")) ok = choice(f, v, "sum", "normalized", &kv->h2o_normalized);
+    else if (!strcmp(f, "--gqa-agg")) ok = choice(f, v, "sum", "mean", &kv->gqa_mean);
+    else if (!strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->h2o_replace);
+    else if (!strcmp(f, "--prefill-chunk")) ok = cli_int(f, v, 0, 1 << 20, &kv->prefill_chunk);
+    else if (!strcmp(f, "--kv-type")) {
+        int t;
+        ok = choice(f, v, "f16", "f32", &t);
+        kv->type = t ? HKV_KV_F32 : HKV_KV_F16;
+    }
+    return ok ? 1 : -1;
+}
+
+const char *const cli_kv_help =
+    "KV cache (per KV head; see README 'KV cache policies'):\n"
+    "  --kv-policy NAME      full | window | sink | h2o | tova   (default full)\n"
+    "  --kv-budget B         tokens kept per head: N tokens, P% of the prompt, or a ratio 0.R\n"
+    "  --kv-heavy B          h2o: heavy-hitter part of the budget (default: half)\n"
+    "  --kv-recent B         recent-window part (default: the rest)\n"
+    "  --kv-sink B           first tokens always kept (sink default 4, h2o default 0)\n"
+    "  --h2o-score S         sum (original H2O) | normalized (divided by #queries that saw the token)\n"
+    "  --gqa-agg A           sum | mean over the query heads of a KV group\n"
+    "  --h2o-order O         append (paper: attend with budget+1 then evict) | replace (FlexGen: evict first)\n"
+    "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
+    "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
+    "                        0 = whole prompt, then cut (the paper's order; default)\n"
+    "  --kv-type T           f16 (default) | f32 element type of stored K/V\n";
+
+hkv_model *cli_load_model(const char *path, int n_threads) {
+    hkv_model_params mp = hkv_model_default_params();
+    mp.n_threads = n_threads;
+    hkv_model *m;
+    char err[512];
+    if (hkv_model_load(path, &mp, &m, err, sizeof err)) { cli_error("%s", err); return NULL; }
+    return m;
+}

@@ -1,0 +1,325 @@
+/* Bounded KV cache storage and attention over it. See kvcache.h for the layout and why slots are kept in
+ * position order. */
+#include "kvcache.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tensor.h"
+
+static void *xcalloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz); }
+
+/* Bytes held, documented in the README: K/V = 2 * capacity * head_dim * elt per (seq, layer, head); metadata =
+ * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
+static void kv_account(kv_cache *kv) {
+    uint64_t heads = (uint64_t)kv->n_seq * kv->n_layer * kv->n_head_kv;
+    uint64_t per_slot = (kv->simulate ? 2 : 3) * sizeof(int32_t) + sizeof(float) * (uint64_t)kv->ops->state_floats;
+    kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->head_dim * kv->elt;
+    kv->meta_bytes = heads * ((uint64_t)kv->capacity * per_slot + 2 * sizeof(int32_t) + sizeof(uint64_t));
+}
+
+static int layer_alloc(kv_cache *kv, kv_layer *L) {
+    size_t hc = (size_t)kv->n_head_kv * kv->capacity;
+    int sf = kv->ops->state_floats;
+    L->k = xcalloc(hc * kv->head_dim, kv->elt);
+    L->v = xcalloc(hc * kv->head_dim, kv->elt);
+    L->pos = xcalloc(hc, sizeof(int32_t));
+    L->order = xcalloc(hc, sizeof(int32_t));
+    L->free_stack = kv->simulate ? NULL : xcalloc(hc, sizeof(int32_t));
+    L->pstate = sf ? xcalloc(hc * sf, sizeof(float)) : NULL;
+    L->n_live = xcalloc(kv->n_head_kv, sizeof(int32_t));
+    L->n_free = xcalloc(kv->n_head_kv, sizeof(int32_t));
+    L->evictions = xcalloc(kv->n_head_kv, sizeof(uint64_t));
+    return L->k && L->v && L->pos && L->order && (kv->simulate || L->free_stack) && (!sf || L->pstate) &&
+           L->n_live && L->n_free && L->evictions;
+}
+
+static void layer_reset(kv_cache *kv, kv_layer *L) {
+    for (int h = 0; h < kv->n_head_kv; h++) {
+        int32_t *pos = L->pos + (size_t)h * kv->capacity;
+        for (int s = 0; s < kv->capacity; s++) pos[s] = -1;
+        L->n_live[h] = 0;
+        if (!kv->simulate) {
+            /* free stack pops slot 0 first, so an unbounded run fills slots in position order */
+            int32_t *fs = L->free_stack + (size_t)h * kv->capacity;
+            for (int s = 0; s < kv->capacity; s++) fs[s] = kv->capacity - 1 - s;
+            L->n_free[h] = kv->capacity;
+        }
+    }
+}
+
+hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
+                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg,
+                  char *err, size_t errlen) {
+    *out = NULL;
+    kv_cache *kv = calloc(1, sizeof *kv);
+    if (!kv) { snprintf(err, errlen, "out of memory allocating the KV cache"); return HKV_ERR_NOMEM; }
+    kv->n_seq = n_seq; kv->n_layer = n_layer; kv->n_head_kv = n_head_kv; kv->head_dim = head_dim;
+    kv->n_ctx = n_ctx;
+    kv->capacity = simulate ? n_ctx : capacity;
+    kv->type = type;
+    kv->elt = type == HKV_KV_F32 ? 4 : 2;
+    kv->simulate = simulate;
+    kv->ops = ops;
+    kv->cfg = *cfg;
+    kv->layers = calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
+    kv->newest = calloc((size_t)n_seq, sizeof(int32_t));
+    int ok = kv->layers && kv->newest;
+    for (int i = 0; ok && i < n_seq * n_layer; i++) ok = layer_alloc(kv, &kv->layers[i]);
+    if (!ok) {
+        kv_free(kv);
+        snprintf(err, errlen, "out of memory allocating the KV cache (%d slots per head)", capacity);
+        return HKV_ERR_NOMEM;
+    }
+    for (int s = 0; s < n_seq; s++) kv_seq_reset(kv, s);
+    kv_account(kv);
+    *out = kv;
+    return HKV_OK;
+}
+
+void kv_free(kv_cache *kv) {
+    if (!kv) return;
+    for (int i = 0; kv->layers && i < kv->n_seq * kv->n_layer; i++) {
+        kv_layer *L = &kv->layers[i];
+        free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+        free(L->n_live); free(L->n_free); free(L->evictions);
+    }
+    free(kv->layers);
+    free(kv->newest);
+    free(kv);
+}
+
+void kv_seq_reset(kv_cache *kv, int seq) {
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = kv_layer_of(kv, seq, l);
+        layer_reset(kv, L);
+        memset(L->evictions, 0, sizeof(uint64_t) * kv->n_head_kv);
+    }
+    kv->newest[seq] = -1;
+}
+
+void kv_set_newest(kv_cache *kv, int seq, int32_t pos) { kv->newest[seq] = pos; }
+
+/* The policy's view of head h. newest = the newest position written to this head so far. */
+static hkv_head_view head_view(const kv_cache *kv, kv_layer *L, int h) {
+    hkv_head_view v;
+    size_t base = (size_t)h * kv->capacity;
+    v.slots = L->order + base;
+    v.pos = L->pos + base;
+    v.n = L->n_live[h];
+    v.newest = v.n ? v.pos[v.slots[v.n - 1]] : -1;
+    v.state = L->pstate ? L->pstate + base * kv->ops->state_floats : NULL;
+    return v;
+}
+
+/* Remove live entry j of head h (the policy's choice). Real drop frees the slot; simulation only masks it. */
+static void evict_at(kv_cache *kv, kv_layer *L, int h, int j) {
+    int32_t *order = L->order + (size_t)h * kv->capacity;
+    int32_t slot = order[j];
+    memmove(order + j, order + j + 1, sizeof(int32_t) * (size_t)(L->n_live[h] - j - 1));
+    L->n_live[h]--;
+    if (!kv->simulate) {
+        L->pos[(size_t)h * kv->capacity + slot] = -1;
+        L->free_stack[(size_t)h * kv->capacity + L->n_free[h]++] = slot;
+    } else {
+        /* masked: keep pos so the dense scan knows the slot is occupied, mark it with the evicted flag */
+        L->pos[(size_t)h * kv->capacity + slot] = -2 - L->pos[(size_t)h * kv->capacity + slot];
+    }
+    L->evictions[h]++;
+}
+
+/* Evict one token chosen by the policy; returns 0 if the policy protects everything. */
+static int evict_one(kv_cache *kv, kv_layer *L, int h) {
+    hkv_head_view v = head_view(kv, L, h);
+    int j = kv->ops->victim(&kv->cfg, &v);
+    if (j < 0 || j >= v.n) return 0;
+    evict_at(kv, L, h, j);
+    return 1;
+}
+
+void kv_make_room(kv_cache *kv, kv_layer *L, int h) {
+    if (L->n_live[h] >= kv->cfg.b.total) evict_one(kv, L, h);
+}
+
+void kv_trim(kv_cache *kv, kv_layer *L, int h) {
+    while (L->n_live[h] > kv->cfg.b.total)
+        if (!evict_one(kv, L, h)) break;
+}
+
+static void store_vec(const kv_cache *kv, void *base, size_t idx, const float *x) {
+    if (kv->type == HKV_KV_F32) {
+        memcpy((float *)base + idx * kv->head_dim, x, sizeof(float) * kv->head_dim);
+    } else {
+        uint16_t *d = (uint16_t *)base + idx * kv->head_dim;
+        for (int i = 0; i < kv->head_dim; i++) d[i] = hkv_f32_to_f16(x[i]);
+    }
+}
+
+hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v) {
+    size_t base = (size_t)h * kv->capacity;
+    int32_t slot;
+    if (kv->simulate) {
+        if (pos < 0 || pos >= kv->capacity) return HKV_ERR_CONTEXT;
+        slot = pos;
+    } else {
+        if (L->n_free[h] == 0) return HKV_ERR_STATE;
+        slot = L->free_stack[base + --L->n_free[h]];
+    }
+    store_vec(kv, L->k, base + slot, k);
+    store_vec(kv, L->v, base + slot, v);
+    L->pos[base + slot] = pos;
+    int32_t *order = L->order + base;
+    /* tokens arrive in position order, so the new one goes last */
+    order[L->n_live[h]++] = slot;
+    if (kv->ops->on_insert) {
+        hkv_head_view hv = head_view(kv, L, h);
+        kv->ops->on_insert(&kv->cfg, &hv, slot);
+    }
+    return HKV_OK;
+}
+
+/* Key/value row of a slot as F32 (dst used only when a conversion is needed). */
+static const float *row_f32(const kv_cache *kv, const void *base, size_t idx, float *dst) {
+    if (kv->type == HKV_KV_F32) return (const float *)base + idx * kv->head_dim;
+    const uint16_t *s = (const uint16_t *)base + idx * kv->head_dim;
+    for (int i = 0; i < kv->head_dim; i++) dst[i] = hkv_f16_to_f32(s[i]);
+    return dst;
+}
+
+/* Slots visible to query position qpos, in ascending position. Real drop: the order list (a prefix of it,
+ * since it is sorted). Simulation: a dense scan of positions 0..qpos skipping masked/free ones, the way a
+ * masked full cache computes it. Both yield the same sequence. */
+static int visible_slots(const kv_cache *kv, kv_layer *L, int h, int32_t qpos, int32_t *vis) {
+    size_t base = (size_t)h * kv->capacity;
+    int n = 0;
+    if (kv->simulate) {
+        const int32_t *pos = L->pos + base;
+        int32_t lim = qpos < kv->capacity - 1 ? qpos : kv->capacity - 1;
+        for (int32_t s = 0; s <= lim; s++)
+            if (pos[s] >= 0) vis[n++] = s;
+    } else {
+        const int32_t *order = L->order + base, *pos = L->pos + base;
+        int nl = L->n_live[h];
+        while (n < nl && pos[order[n]] <= qpos) { vis[n] = order[n]; n++; }
+    }
+    return n;
+}
+
+void kv_attend(kv_cache *kv, kv_layer *L, int h, const float *q, int group, int gqa_mean, int32_t qpos,
+               float *out, float *scratch) {
+    const int hd = kv->head_dim, cap = kv->capacity;
+    const size_t base = (size_t)h * cap;
+    int32_t *vis = (int32_t *)(scratch + (size_t)(group + 1) * cap); /* caller gives room: see model.c */
+    float *agg = scratch + (size_t)group * cap;
+    float tmp[512];
+    int n = visible_slots(kv, L, h, qpos, vis);
+    const float scale = 1.0f / sqrtf((float)hd);
+    int need_probs = kv->ops->needs_probs;
+    if (need_probs) memset(agg, 0, sizeof(float) * (size_t)L->n_live[h]);
+    for (int g = 0; g < group; g++) {
+        const float *qg = q + (size_t)g * hd;
+        float *att = scratch + (size_t)g * cap;
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            const float *kr = row_f32(kv, L->k, base + vis[j], tmp);
+            att[j] = hkv_dot_f32(qg, kr, hd) * scale;
+            if (att[j] > mx) mx = att[j];
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < n; j++) { att[j] = expf(att[j] - mx); sum += att[j]; }
+        float inv = 1.0f / sum;
+        float *og = out + (size_t)g * hd;
+        memset(og, 0, sizeof(float) * hd);
+        for (int j = 0; j < n; j++) {
+            att[j] *= inv;
+            hkv_axpy_f32(og, att[j], row_f32(kv, L->v, base + vis[j], tmp), hd);
+            if (need_probs) agg[j] += att[j];
+        }
+    }
+    if (!need_probs) return;
+    if (gqa_mean) for (int j = 0; j < n; j++) agg[j] /= (float)group;
+    hkv_head_view v = head_view(kv, L, h);
+    kv->ops->observe(&kv->cfg, &v, agg, n, qpos);
+}
+
+int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max) {
+    kv_layer *L = &kv->layers[seq * kv->n_layer + layer];
+    const int32_t *order = L->order + (size_t)h * kv->capacity, *pos = L->pos + (size_t)h * kv->capacity;
+    int n = L->n_live[h];
+    if (n > max) return -n;
+    for (int j = 0; j < n; j++) out[j] = pos[order[j]];
+    return n;
+}
+
+void kv_trace_write(const kv_cache *kv, int seq, FILE *f) {
+    fprintf(f, "{\"seq\":%d,\"pos\":%d,\"layers\":[", seq, kv->newest[seq]);
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = &kv->layers[seq * kv->n_layer + l];
+        fputs(l ? ",[" : "[", f);
+        for (int h = 0; h < kv->n_head_kv; h++) {
+            const int32_t *order = L->order + (size_t)h * kv->capacity, *pos = L->pos + (size_t)h * kv->capacity;
+            fputs(h ? ",[" : "[", f);
+            for (int j = 0; j < L->n_live[h]; j++) fprintf(f, j ? ",%d" : "%d", pos[order[j]]);
+            fputc(']', f);
+        }
+        fputc(']', f);
+    }
+    fputs("]}\n", f);
+}
+
+/* Move one (sequence, layer) to a new capacity: live slots are copied to slots 0..n-1 in position order.
+ * Used between a multi-token prefill chunk (which needs budget + chunk slots) and the decode steps (budget +
+ * 1), so the memory held during generation is the budget, not the prompt. Only real-drop caches resize. */
+static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
+    kv_layer N;
+    memset(&N, 0, sizeof N);
+    int sf = kv->ops->state_floats, hd = kv->head_dim;
+    size_t hc = (size_t)kv->n_head_kv * cap;
+    N.k = calloc(hc * hd, kv->elt);
+    N.v = calloc(hc * hd, kv->elt);
+    N.pos = malloc(hc * sizeof(int32_t));
+    N.order = malloc(hc * sizeof(int32_t));
+    N.free_stack = malloc(hc * sizeof(int32_t));
+    N.pstate = sf ? calloc(hc * sf, sizeof(float)) : NULL;
+    if (!N.k || !N.v || !N.pos || !N.order || !N.free_stack || (sf && !N.pstate)) {
+        free(N.k); free(N.v); free(N.pos); free(N.order); free(N.free_stack); free(N.pstate);
+        return 0;
+    }
+    for (int h = 0; h < kv->n_head_kv; h++) {
+        size_t ob = (size_t)h * old, nb = (size_t)h * cap;
+        int n = L->n_live[h];
+        for (int j = 0; j < n; j++) {
+            int32_t s = L->order[ob + j];
+            memcpy((char *)N.k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
+            memcpy((char *)N.v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
+            if (sf) memcpy(N.pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
+            N.pos[nb + j] = L->pos[ob + s];
+            N.order[nb + j] = j;
+        }
+        for (int s = n; s < cap; s++) N.pos[nb + s] = -1;
+        L->n_free[h] = 0;
+        for (int s = cap - 1; s >= n; s--) N.free_stack[nb + L->n_free[h]++] = s;
+    }
+    free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+    L->k = N.k; L->v = N.v; L->pos = N.pos; L->order = N.order; L->free_stack = N.free_stack; L->pstate = N.pstate;
+    return 1;
+}
+
+hkv_status kv_resize(kv_cache *kv, int capacity) {
+    if (kv->simulate || capacity == kv->capacity) return HKV_OK;
+    if (capacity < 1 || capacity > kv->n_ctx) return HKV_ERR_ARG;
+    for (int i = 0; i < kv->n_seq * kv->n_layer; i++)
+        for (int h = 0; h < kv->n_head_kv; h++)
+            if (kv->layers[i].n_live[h] > capacity) return HKV_ERR_STATE;
+    int old = kv->capacity;
+    for (int i = 0; i < kv->n_seq * kv->n_layer; i++) {
+        if (!layer_resize(kv, &kv->layers[i], old, capacity)) {
+            /* keep the cache consistent: move the layers already done back (shrinking them back always
+             * fits, they were that size a moment ago) */
+            for (int j = 0; j < i; j++) layer_resize(kv, &kv->layers[j], capacity, old);
+            return HKV_ERR_NOMEM;
+        }
+    }
+    kv->capacity = capacity;
+    kv_account(kv);
+    return HKV_OK;
+}

@@ -1,0 +1,64 @@
+/* Bounded KV cache: per sequence, per layer, per KV head a set of `capacity` slots holding the rotated key,
+ * the value, the token's original position and the policy's per-slot state. A policy (policy.h) decides which
+ * token leaves. Slots are reused in O(1) (free stack, no compaction); a small list of slot indices in position
+ * order is kept so the attention arithmetic runs in position order — which makes real drop and the masked
+ * full-cache simulation bit-identical.
+ *
+ * Simulation mode: capacity = n_ctx, slot == position, evicted tokens are masked instead of freed, and
+ * attention scans the dense cache skipping masked positions (like the original H2O h2o_hf code). */
+#ifndef HKV_KVCACHE_H
+#define HKV_KVCACHE_H
+#include <stdint.h>
+#include <stdio.h>
+#include "heavykv.h"
+#include "policy.h"
+
+typedef struct kv_layer {      /* one (sequence, layer) */
+    void *k;                   /* [n_head_kv][capacity][head_dim] F16 or F32, keys rotated at their position */
+    void *v;                   /* [n_head_kv][capacity][head_dim] */
+    int32_t *pos;              /* [n_head_kv][capacity] position held by each slot, -1 = free */
+    int32_t *order;            /* [n_head_kv][capacity] live slots, ascending position; n_live[h] valid */
+    int32_t *n_live;           /* [n_head_kv] */
+    int32_t *free_stack;       /* [n_head_kv][capacity] free slots (real drop only) */
+    int32_t *n_free;           /* [n_head_kv] */
+    float *pstate;             /* [n_head_kv][capacity][state_floats] policy state */
+    uint64_t *evictions;       /* [n_head_kv] */
+} kv_layer;
+
+typedef struct kv_cache {
+    int n_seq, n_layer, n_head_kv, head_dim, capacity, n_ctx;
+    hkv_kv_type type;
+    size_t elt;                /* bytes per K/V element */
+    int simulate;
+    const hkv_policy_ops *ops;
+    hkv_policy_cfg cfg;
+    kv_layer *layers;          /* [n_seq][n_layer] */
+    int32_t *newest;           /* [n_seq] position of the newest token, -1 when empty */
+    uint64_t kv_bytes, meta_bytes;
+} kv_cache;
+
+hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
+                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg,
+                  char *err, size_t errlen);
+void kv_free(kv_cache *kv);
+void kv_seq_reset(kv_cache *kv, int seq);
+static inline kv_layer *kv_layer_of(kv_cache *kv, int seq, int layer) { return &kv->layers[seq * kv->n_layer + layer]; }
+
+/* FlexGen order (h2o --h2o-order replace): before a decode step writes, evict if the head is at budget. */
+void kv_make_room(kv_cache *kv, kv_layer *L, int h);
+/* Write token (pos) K/V for head h into a free slot (or slot == pos in simulation). */
+hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v);
+/* Attention of `group` query heads q[group][head_dim] at position qpos over head h; writes out[group][head_dim].
+ * scratch: [group + 1][capacity] floats. Feeds the policy the group-aggregated probabilities. */
+void kv_attend(kv_cache *kv, kv_layer *L, int h, const float *q, int group, int gqa_mean, int32_t qpos,
+               float *out, float *scratch);
+/* Evict from head h until it holds at most the budget. */
+void kv_trim(kv_cache *kv, kv_layer *L, int h);
+void kv_set_newest(kv_cache *kv, int seq, int32_t pos);
+/* Change the slots per head (real drop only), compacting live slots; fails if a head holds more. */
+hkv_status kv_resize(kv_cache *kv, int capacity);
+/* Positions kept by a head, ascending. */
+int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max);
+/* One JSON line: {"seq":s,"pos":p,"layers":[[[kept positions of head 0],...],...]} */
+void kv_trace_write(const kv_cache *kv, int seq, FILE *f);
+#endif
