@@ -16,7 +16,7 @@ typedef void (*hkv_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef struct hkv_kernel_set {
     const char *name;                         /* "avx2", ... */
     const char *features;                     /* CPU features it relies on, e.g. "avx2 fma f16c" */
-    hkv_dot_fn dot[HKV_TYPE_COUNT];           /* per type; NULL: dequantize + dot_f32 in blocks */
+    hkv_dot_fn dot[HKV_TYPE_COUNT];           /* per supported type (NULL: scalar reference) */
     hkv_dequant_fn dequant[HKV_TYPE_COUNT];   /* per type; NULL: scalar reference */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);

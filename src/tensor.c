@@ -237,8 +237,7 @@ void hkv_dequant_row_ref(int type, const void *src, float *dst, int64_t n) {
 }
 
 /* Products are exact in double; accumulating in double makes this the accuracy reference. */
-static double dot_f32_ref(const float *a, const float *b, int64_t n) {
-    double s = 0;
+static double dot_f32_ref(double s, const float *a, const float *b, int64_t n) {
     for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
     return s;
 }
@@ -247,7 +246,7 @@ float hkv_dot_ref(int type, const void *row, const float *x, int64_t n) {
     hkv_dequant_fn f = hkv_dequant_ref_fn(type);
     size_t rs = hkv_row_size(type, n);
     if (!f || rs == 0) return 0.0f;
-    if (type == HKV_TYPE_F32) return (float)dot_f32_ref(row, x, n);
+    if (type == HKV_TYPE_F32) return (float)dot_f32_ref(0.0, row, x, n);
     /* Dequantize one block (or 256 elements for float types) at a time into a stack buffer. */
     int bs = hkv_type_get(type)->block_size, chunk = bs == 1 ? 256 : bs;
     size_t chunk_bytes = hkv_row_size(type, chunk);
@@ -257,7 +256,7 @@ float hkv_dot_ref(int type, const void *row, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i += chunk, p += chunk_bytes) {
         int m = n - i < chunk ? (int)(n - i) : chunk;
         f(p, buf, m);
-        s += dot_f32_ref(buf, x + i, m);
+        s = dot_f32_ref(s, buf, x + i, m); /* one running sum: same bits as over the whole row */
     }
     return (float)s;
 }
@@ -491,7 +490,7 @@ size_t hkv_quantize_row(int type, const float *src, void *dst, int64_t n) {
 
 /* ---------------------------------------------------------------- dispatch */
 
-static float scalar_dot_f32(const float *a, const float *b, int64_t n) { return (float)dot_f32_ref(a, b, n); }
+static float scalar_dot_f32(const float *a, const float *b, int64_t n) { return (float)dot_f32_ref(0.0, a, b, n); }
 
 static void scalar_axpy_f32(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
@@ -505,6 +504,13 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static void init_kernels(void) {
     const char *env = getenv("HEAVYKV_NO_SIMD");
     if (env && env[0] && strcmp(env, "0") != 0) return;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        hkv_kernels_avx2_init(&g_simd);
+        g_simd_ok = 1;
+    }
+#endif
 }
 
 static const hkv_kernel_set *simd(void) {
@@ -536,7 +542,7 @@ float hkv_dot(int type, const void *row, const float *x, int64_t n) {
     const hkv_kernel_set *ks = simd();
     if (!ks) return hkv_dot_ref(type, row, x, n);
     if (hkv_row_size(type, n) == 0 || !hkv_type_supported(type)) return 0.0f;
-    return ks->dot[type](row, x, n);
+    return ks->dot[type] ? ks->dot[type](row, x, n) : hkv_dot_ref(type, row, x, n);
 }
 
 float hkv_dot_f32(const float *a, const float *b, int64_t n) {

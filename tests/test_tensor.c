@@ -1,0 +1,415 @@
+/* Tensor types: conversions, block layouts, quantization error bounds, SIMD vs scalar agreement,
+ * thread pool and matmul determinism. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "heavykv.h"
+#include "tensor.h"
+#include "testutil.h"
+
+static const int QTYPES[] = {HKV_TYPE_F32, HKV_TYPE_F16, HKV_TYPE_BF16, HKV_TYPE_Q8_0, HKV_TYPE_Q4_0,
+                             HKV_TYPE_Q5_0, HKV_TYPE_Q4_K, HKV_TYPE_Q5_K, HKV_TYPE_Q6_K};
+#define N_QTYPES ((int)(sizeof QTYPES / sizeof QTYPES[0]))
+
+/* Deterministic generator: xorshift64 + Box-Muller for N(0,1). */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static double rng_u(void) {
+    rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7; rng_state ^= rng_state << 17;
+    return ((double)(rng_state >> 11) + 0.5) / 9007199254740992.0;
+}
+static float rng_normal(void) { return (float)(sqrt(-2.0 * log(rng_u())) * cos(6.283185307179586 * rng_u())); }
+static void fill_normal(float *x, int64_t n, float scale) { for (int64_t i = 0; i < n; i++) x[i] = scale * rng_normal(); }
+
+static uint32_t fbits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float bitsf(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static void test_f16(void) {
+    CHECK(hkv_f32_to_f16(0.0f) == 0x0000);
+    CHECK(hkv_f32_to_f16(-0.0f) == 0x8000);
+    CHECK(hkv_f32_to_f16(1.0f) == 0x3c00);
+    CHECK(hkv_f32_to_f16(-2.0f) == 0xc000);
+    CHECK(hkv_f32_to_f16(65504.0f) == 0x7bff);
+    CHECK(hkv_f32_to_f16(65519.996f) == 0x7bff);          /* just below the halfway point to 65536 */
+    CHECK(hkv_f32_to_f16(65520.0f) == 0x7c00);            /* tie rounds to even = overflow to inf */
+    CHECK(hkv_f32_to_f16(INFINITY) == 0x7c00);
+    CHECK(hkv_f32_to_f16(-INFINITY) == 0xfc00);
+    uint16_t hn = hkv_f32_to_f16(NAN);
+    CHECK((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) != 0);
+    CHECK(hkv_f32_to_f16(ldexpf(1.0f, -14)) == 0x0400);   /* smallest normal */
+    CHECK(hkv_f32_to_f16(ldexpf(1.0f, -24)) == 0x0001);   /* smallest subnormal */
+    CHECK(hkv_f32_to_f16(ldexpf(1.0f, -25)) == 0x0000);   /* half of it: tie to even (0) */
+    CHECK(hkv_f32_to_f16(ldexpf(1.5f, -25)) == 0x0001);
+    CHECK(hkv_f32_to_f16(ldexpf(3.0f, -25)) == 0x0002);   /* 1.5 ulp: tie to even (2) */
+    CHECK(hkv_f32_to_f16(ldexpf(1.0f, -26)) == 0x0000);
+    CHECK(hkv_f32_to_f16(ldexpf(1023.5f, -24)) == 0x0400); /* subnormal rounding carries into normal */
+    CHECK(hkv_f32_to_f16(1.0f + ldexpf(1.0f, -11)) == 0x3c00); /* tie, even stays */
+    CHECK(hkv_f32_to_f16(1.0f + ldexpf(3.0f, -11)) == 0x3c02); /* tie, odd rounds up */
+    CHECK(hkv_f32_to_f16(1.0f + ldexpf(1.0f, -11) + ldexpf(1.0f, -20)) == 0x3c01);
+    CHECK(hkv_f16_to_f32(0x0001) == ldexpf(1.0f, -24));
+    CHECK(hkv_f16_to_f32(0x03ff) == ldexpf(1023.0f, -24));
+    CHECK(hkv_f16_to_f32(0x7bff) == 65504.0f);
+    CHECK(isinf(hkv_f16_to_f32(0xfc00)) && hkv_f16_to_f32(0xfc00) < 0);
+    CHECK(isnan(hkv_f16_to_f32(0x7e00)) && isnan(hkv_f16_to_f32(0x7c01)));
+    CHECK(fbits(hkv_f16_to_f32(0x8000)) == 0x80000000u);
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) { /* every non-NaN half survives the round trip */
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;
+        bad += hkv_f32_to_f16(hkv_f16_to_f32((uint16_t)h)) != h;
+    }
+    CHECKF(bad == 0, "%d halves do not round-trip", bad);
+    /* rounding is to nearest: compare against the two neighbouring halves for random floats */
+    bad = 0;
+    for (int i = 0; i < 20000; i++) {
+        float f = (float)((rng_u() - 0.5) * ldexp(1.0, (int)(rng_u() * 44) - 26));
+        float r = hkv_f16_to_f32(hkv_f32_to_f16(f));
+        uint16_t h = hkv_f32_to_f16(f);
+        float up = hkv_f16_to_f32((uint16_t)(h + 1)), dn = (h & 0x7fff) ? hkv_f16_to_f32((uint16_t)(h - 1)) : r;
+        if (fabsf(up - f) < fabsf(r - f) || fabsf(dn - f) < fabsf(r - f)) bad++;
+    }
+    CHECKF(bad == 0, "%d floats not rounded to nearest half", bad);
+}
+
+static void test_bf16(void) {
+    CHECK(hkv_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(hkv_f32_to_bf16(bitsf(0x3f808000u)) == 0x3f80); /* tie, even stays */
+    CHECK(hkv_f32_to_bf16(bitsf(0x3f818000u)) == 0x3f82); /* tie, odd rounds up */
+    CHECK(hkv_f32_to_bf16(bitsf(0x3f808001u)) == 0x3f81);
+    CHECK(hkv_f32_to_bf16(INFINITY) == 0x7f80);
+    CHECK(hkv_f32_to_bf16(bitsf(0x7f7fffffu)) == 0x7f80);  /* FLT_MAX rounds to inf */
+    uint16_t n = hkv_f32_to_bf16(bitsf(0x7f800001u));      /* NaN with payload only in the low bits */
+    CHECK((n & 0x7f80) == 0x7f80 && (n & 0x7f) != 0);
+    CHECK(hkv_f32_to_bf16(bitsf(0x00000001u)) == 0x0000);  /* tiny subnormal */
+    CHECK(hkv_bf16_to_f32(0xbf80) == -1.0f);
+    CHECK(hkv_bf16_to_f32(0x0001) == bitsf(0x00010000u));
+    int bad = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7f80) == 0x7f80 && (h & 0x7f)) continue;
+        bad += hkv_f32_to_bf16(hkv_bf16_to_f32((uint16_t)h)) != h;
+    }
+    CHECKF(bad == 0, "%d bf16 values do not round-trip", bad);
+}
+
+static void test_traits(void) {
+    struct { int t; const char *name; int bs; size_t ts; int sup; } want[] = {
+        {HKV_TYPE_F32, "F32", 1, 4, 1}, {HKV_TYPE_F16, "F16", 1, 2, 1}, {HKV_TYPE_BF16, "BF16", 1, 2, 1},
+        {HKV_TYPE_Q4_0, "Q4_0", 32, 18, 1}, {HKV_TYPE_Q4_1, "Q4_1", 32, 20, 0},
+        {HKV_TYPE_Q5_0, "Q5_0", 32, 22, 1}, {HKV_TYPE_Q5_1, "Q5_1", 32, 24, 0},
+        {HKV_TYPE_Q8_0, "Q8_0", 32, 34, 1}, {HKV_TYPE_Q8_1, "Q8_1", 32, 36, 0},
+        {HKV_TYPE_Q2_K, "Q2_K", 256, 84, 0}, {HKV_TYPE_Q3_K, "Q3_K", 256, 110, 0},
+        {HKV_TYPE_Q4_K, "Q4_K", 256, 144, 1}, {HKV_TYPE_Q5_K, "Q5_K", 256, 176, 1},
+        {HKV_TYPE_Q6_K, "Q6_K", 256, 210, 1}, {HKV_TYPE_Q8_K, "Q8_K", 256, 292, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const hkv_type_traits *t = hkv_type_get(want[i].t);
+        CHECKF(t->name && strcmp(t->name, want[i].name) == 0, "type %d", want[i].t);
+        CHECKF(t->block_size == want[i].bs && t->type_size == want[i].ts, "%s size", want[i].name);
+        CHECKF(hkv_type_supported(want[i].t) == want[i].sup, "%s supported", want[i].name);
+    }
+    /* the structs in tensor.h match the byte sizes */
+    CHECK(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18 && sizeof(block_q5_0) == 22);
+    CHECK(sizeof(block_q4_K) == 144 && sizeof(block_q5_K) == 176 && sizeof(block_q6_K) == 210);
+    CHECK(hkv_type_get(4)->name == NULL && hkv_type_get(-1)->name == NULL && hkv_type_get(HKV_TYPE_COUNT)->name == NULL);
+    CHECK(hkv_type_get(1000)->name == NULL && !hkv_type_supported(1000));
+    CHECK(hkv_row_size(HKV_TYPE_Q4_0, 64) == 36);
+    CHECK(hkv_row_size(HKV_TYPE_Q4_K, 512) == 288);
+    CHECK(hkv_row_size(HKV_TYPE_F16, 7) == 14);
+    CHECK(hkv_row_size(HKV_TYPE_Q4_0, 33) == 0);
+    CHECK(hkv_row_size(HKV_TYPE_Q6_K, 128) == 0);
+    CHECK(hkv_row_size(HKV_TYPE_F32, -4) == 0);
+    CHECK(hkv_row_size(4, 32) == 0);
+    CHECK(hkv_row_size(HKV_TYPE_F32, INT64_MAX) == 0);        /* overflows size_t */
+    float x[33] = {0};
+    uint8_t buf[64];
+    CHECK(hkv_quantize_row(HKV_TYPE_Q8_0, x, buf, 33) == 0);
+    CHECK(hkv_quantize_row(HKV_TYPE_Q4_1, x, buf, 32) == 0);
+}
+
+/* Hand-built blocks with known values. */
+static void test_known_blocks(void) {
+    float y[256];
+    block_q8_0 b8;
+    b8.d = 0x3800; /* 0.5 */
+    for (int j = 0; j < 32; j++) b8.qs[j] = (int8_t)(j * 8 - 127);
+    hkv_dequant_row_ref(HKV_TYPE_Q8_0, &b8, y, 32);
+    int bad = 0;
+    for (int j = 0; j < 32; j++) bad += y[j] != 0.5f * (float)(j * 8 - 127);
+    CHECK(bad == 0);
+
+    block_q4_0 b4;
+    b4.d = 0x4000; /* 2.0 */
+    for (int j = 0; j < 16; j++) b4.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+    hkv_dequant_row_ref(HKV_TYPE_Q4_0, &b4, y, 32);
+    bad = 0;
+    for (int j = 0; j < 16; j++) bad += y[j] != 2.0f * (float)(j - 8) || y[j + 16] != 2.0f * (float)(7 - j);
+    CHECK(bad == 0);
+
+    block_q5_0 b5;
+    b5.d = 0x3c00; /* 1.0 */
+    uint32_t qh = 0xA5C30F01u;
+    memcpy(b5.qh, &qh, 4);
+    for (int j = 0; j < 16; j++) b5.qs[j] = (uint8_t)(j | ((15 - j) << 4));
+    hkv_dequant_row_ref(HKV_TYPE_Q5_0, &b5, y, 32);
+    bad = 0;
+    for (int j = 0; j < 16; j++) {
+        bad += y[j] != (float)((j | (int)(((qh >> j) & 1) << 4)) - 16);
+        bad += y[j + 16] != (float)(((15 - j) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
+    }
+    CHECK(bad == 0);
+
+    /* Q4_K: 6-bit scales/mins, the upper four sub-blocks split across bytes 0..3 / 4..7 top bits and 8..11 */
+    block_q4_K bk;
+    const int sc[8] = {1, 2, 3, 4, 17, 33, 48, 63}, mn[8] = {0, 5, 10, 15, 20, 40, 50, 60};
+    bk.d = 0x3c00;    /* 1.0 */
+    bk.dmin = 0x3800; /* 0.5 */
+    for (int j = 0; j < 4; j++) {
+        bk.scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        bk.scales[j + 4] = (uint8_t)(mn[j] | ((mn[j + 4] >> 4) << 6));
+        bk.scales[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((mn[j + 4] & 15) << 4));
+    }
+    memset(bk.qs, 0x31, sizeof bk.qs); /* low nibble 1, high nibble 3 */
+    hkv_dequant_row_ref(HKV_TYPE_Q4_K, &bk, y, 256);
+    bad = 0;
+    for (int e = 0; e < 256; e++) {
+        int sub = e / 32, q = (sub % 2) ? 3 : 1;
+        bad += y[e] != (float)(sc[sub] * q) - 0.5f * (float)mn[sub];
+    }
+    CHECKF(bad == 0, "Q4_K hand block: %d wrong", bad);
+
+    /* Q6_K: element l of a 128-half: low 4 bits from ql, high 2 bits from qh, 16-element int8 scales */
+    block_q6_K b6;
+    b6.d = 0x3c00;
+    for (int j = 0; j < 16; j++) b6.scales[j] = (int8_t)(j - 8);
+    for (int j = 0; j < 128; j++) b6.ql[j] = (uint8_t)(j * 37);
+    for (int j = 0; j < 64; j++) b6.qh[j] = (uint8_t)(j * 101 + 7);
+    hkv_dequant_row_ref(HKV_TYPE_Q6_K, &b6, y, 256);
+    bad = 0;
+    for (int e = 0; e < 256; e++) { /* element e: half h, group g (32 wide), lane l */
+        int h = e / 128, g = (e % 128) / 32, l = e % 32;
+        int low = (b6.ql[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 15;
+        int high = (b6.qh[32 * h + l] >> (2 * g)) & 3;
+        bad += y[e] != (float)b6.scales[e / 16] * (float)((low | (high << 4)) - 32);
+    }
+    CHECKF(bad == 0, "Q6_K hand block: %d wrong", bad);
+}
+
+/* Relative RMS error bounds for N(0,1) data. Uniform quantization noise has RMS step/sqrt(12); with
+ * the expected block absmax / range of Gaussian samples this gives: Q8_0 (step amax/127, amax~2.1 over 32)
+ * ~0.005; Q5_0 (amax/16) ~0.04; Q4_0 (amax/8) ~0.08 plus the clamped extreme; Q6_K (16-wide, amax/32)
+ * ~0.016; Q5_K (range~4.1 /31) ~0.038; Q4_K (/15) ~0.079 before the scale search; F16 2^-11 relative
+ * rounding ~2e-4; BF16 2^-8 ~1.6e-3. The bounds below add ~25% slack over those estimates. */
+static double rms_bound(int type) {
+    switch (type) {
+    case HKV_TYPE_F32: return 0.0;
+    case HKV_TYPE_F16: return 3e-4;
+    case HKV_TYPE_BF16: return 2.5e-3;
+    case HKV_TYPE_Q8_0: return 0.007;
+    case HKV_TYPE_Q4_0: return 0.10;
+    case HKV_TYPE_Q5_0: return 0.05;
+    case HKV_TYPE_Q4_K: return 0.09;
+    case HKV_TYPE_Q5_K: return 0.045;
+    case HKV_TYPE_Q6_K: return 0.022;
+    default: return 0;
+    }
+}
+
+/* For the 32-blocks the per-element bound is exact: half a step, or the distance to the clamped top code
+ * (the largest-magnitude value takes the extreme code -8/-16/-127, its opposite side has one level less). */
+static int check_block_bounds(int type, const void *q, const float *x, const float *y, int64_t n) {
+    int bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *blk = (const uint8_t *)q + (i / 32) * hkv_type_get(type)->type_size;
+        uint16_t dh;
+        memcpy(&dh, blk, 2);
+        double d = fabs(hkv_f16_to_f32(dh)), top = type == HKV_TYPE_Q8_0 ? 127 : type == HKV_TYPE_Q4_0 ? 7 : 15;
+        double bound = 0.5 * d + fmax(0.0, fabs(x[i]) - (top + 0.5) * d);
+        bad += fabs((double)x[i] - y[i]) > bound * (1 + 1e-6) + 1e-30;
+    }
+    return bad;
+}
+
+static void test_quant_roundtrip(void) {
+    const int64_t n = 4096;
+    float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float)), *y2 = malloc(n * sizeof(float));
+    uint8_t *q = malloc(n * 4), *q2 = malloc(n * 4);
+    const float scales[] = {1.0f, 1e-3f, 300.0f};
+    for (int ti = 0; ti < N_QTYPES; ti++) {
+        int t = QTYPES[ti];
+        const char *nm = hkv_type_get(t)->name;
+        for (int si = 0; si < 3; si++) {
+            fill_normal(x, n, scales[si]);
+            CHECKF(hkv_quantize_row(t, x, q, n) == hkv_row_size(t, n), "%s size", nm);
+            hkv_dequant_row_ref(t, q, y, n);
+            double e2 = 0, s2 = 0;
+            for (int64_t i = 0; i < n; i++) { e2 += ((double)x[i] - y[i]) * ((double)x[i] - y[i]); s2 += (double)x[i] * x[i]; }
+            double rel = sqrt(e2 / s2);
+            CHECKF(rel <= rms_bound(t), "%s scale %g: relative RMS error %g > %g", nm, scales[si], rel, rms_bound(t));
+            if (t == HKV_TYPE_Q8_0 || t == HKV_TYPE_Q4_0 || t == HKV_TYPE_Q5_0)
+                CHECKF(check_block_bounds(t, q, x, y, n) == 0, "%s per-element bound", nm);
+            /* requantizing the dequantized values must not drift far (codes are stable) */
+            hkv_quantize_row(t, y, q2, n);
+            hkv_dequant_row_ref(t, q2, y2, n);
+            double e3 = 0;
+            for (int64_t i = 0; i < n; i++) e3 += ((double)y2[i] - y[i]) * ((double)y2[i] - y[i]);
+            CHECKF(sqrt(e3 / s2) <= rms_bound(t), "%s requantize drift %g", nm, sqrt(e3 / s2));
+        }
+        /* all-zero and all-positive rows */
+        memset(x, 0, n * sizeof(float));
+        hkv_quantize_row(t, x, q, n);
+        hkv_dequant_row_ref(t, q, y, n);
+        int nz = 0;
+        for (int64_t i = 0; i < n; i++) nz += y[i] != 0.0f;
+        CHECKF(nz == 0, "%s zero row", nm);
+        for (int64_t i = 0; i < n; i++) x[i] = 2.0f + fabsf(rng_normal());
+        hkv_quantize_row(t, x, q, n);
+        hkv_dequant_row_ref(t, q, y, n);
+        double e2 = 0, s2 = 0;
+        for (int64_t i = 0; i < n; i++) { e2 += ((double)x[i] - y[i]) * ((double)x[i] - y[i]); s2 += (double)x[i] * x[i]; }
+        CHECKF(sqrt(e2 / s2) <= rms_bound(t), "%s positive row rel RMS %g", nm, sqrt(e2 / s2));
+    }
+    free(x); free(y); free(y2); free(q); free(q2);
+}
+
+/* Dot products: reference vs dequantized f64 dot; dispatched vs reference; dispatched bit-identical to
+ * dot_f32 over the dispatched dequantization (the batch-invariance contract hkv_matmul relies on). */
+static void test_dots(void) {
+    const int64_t maxn = 4096;
+    float *w = malloc(maxn * sizeof(float)), *x = malloc(maxn * sizeof(float));
+    float *y = malloc(maxn * sizeof(float)), *y2 = malloc(maxn * sizeof(float));
+    uint8_t *q = malloc(maxn * 4);
+    const int64_t lens[] = {1, 7, 8, 31, 32, 33, 64, 100, 255, 256, 257, 512, 1000, 1024, 2048, 2304, 4095, 4096};
+    int tested = 0;
+    for (int ti = 0; ti < N_QTYPES; ti++) {
+        int t = QTYPES[ti];
+        const char *nm = hkv_type_get(t)->name;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            int64_t n = lens[li];
+            if (hkv_row_size(t, n) == 0) continue;
+            fill_normal(w, n, 1.0f);
+            fill_normal(x, n, 1.0f);
+            hkv_quantize_row(t, w, q, n);
+            hkv_dequant_row_ref(t, q, y, n);
+            double exact = 0, mag = 0;
+            for (int64_t i = 0; i < n; i++) { exact += (double)y[i] * x[i]; mag += fabs((double)y[i] * x[i]); }
+            float ref = hkv_dot_ref(t, q, x, n);
+            CHECKF(fabs(ref - exact) <= 1e-4 * mag + 1e-30, "%s n=%lld ref %g vs %g", nm, (long long)n, ref, exact);
+            float simd = hkv_dot(t, q, x, n);
+            CHECKF(fabs(simd - ref) <= 1e-5 * mag + 1e-30, "%s n=%lld dispatched %g vs ref %g", nm, (long long)n, simd, ref);
+            hkv_dequant_row(t, q, y2, n);
+            CHECKF(memcmp(y, y2, (size_t)n * sizeof(float)) == 0, "%s n=%lld dispatched dequant differs", nm, (long long)n);
+            float via = hkv_dot_f32(y2, x, n);
+            CHECKF(fbits(via) == fbits(simd), "%s n=%lld dot %a vs dot_f32(dequant) %a", nm, (long long)n, simd, via);
+            tested++;
+        }
+    }
+    CHECK(tested == 96); /* 54 float-type + 24 block-32 + 18 block-256 cases */
+    /* axpy against a double reference */
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        int64_t n = lens[li];
+        fill_normal(x, n, 1.0f);
+        fill_normal(y, n, 1.0f);
+        memcpy(y2, y, (size_t)n * sizeof(float));
+        hkv_axpy_f32(y2, 0.75f, x, n);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += fabs(y2[i] - (y[i] + 0.75 * x[i])) > 1e-6 * (fabs(y[i]) + fabs(x[i]));
+        CHECKF(bad == 0, "axpy n=%lld", (long long)n);
+    }
+    /* unsupported type / bad length: no crash, 0 */
+    CHECK(hkv_dot(HKV_TYPE_Q4_1, q, x, 32) == 0.0f);
+    CHECK(hkv_dot(HKV_TYPE_Q4_0, q, x, 31) == 0.0f);
+    free(w); free(x); free(y); free(y2); free(q);
+}
+
+typedef struct { atomic_int *count; int bad_thread; int n_threads; } pool_probe;
+static void probe_fn(void *arg, int i, int thread) {
+    pool_probe *p = arg;
+    atomic_fetch_add(&p->count[i], 1);
+    if (thread < 0 || thread >= p->n_threads) p->bad_thread = 1;
+}
+
+static void test_pool(void) {
+    for (int nt = 1; nt <= 4; nt++) {
+        hkv_pool *p = hkv_pool_new(nt);
+        CHECK(p != NULL);
+        if (!p) continue;
+        CHECK(hkv_pool_size(p) == nt);
+        for (int rep = 0; rep < 50; rep++) {
+            int n = 1 + rep * 7;
+            atomic_int count[400];
+            for (int i = 0; i < n; i++) atomic_init(&count[i], 0);
+            pool_probe pr = {count, 0, nt};
+            hkv_pool_run(p, probe_fn, &pr, n);
+            int wrong = 0;
+            for (int i = 0; i < n; i++) wrong += atomic_load(&count[i]) != 1;
+            CHECKF(wrong == 0 && !pr.bad_thread, "pool %d threads, n=%d", nt, n);
+        }
+        hkv_pool_free(p);
+    }
+    hkv_pool_free(NULL);
+}
+
+static void test_matmul(void) {
+    const int rows = 67, cols = 512, max_tok = 5;
+    float *wf = malloc((size_t)rows * cols * sizeof(float)), *x = malloc((size_t)max_tok * cols * sizeof(float));
+    uint8_t *W = malloc((size_t)rows * cols * 4);
+    float *out[3], *naive = malloc((size_t)rows * max_tok * sizeof(float));
+    hkv_pool *pools[3];
+    for (int k = 0; k < 3; k++) {
+        out[k] = malloc((size_t)rows * max_tok * sizeof(float));
+        pools[k] = hkv_pool_new(k + 1);
+    }
+    fill_normal(wf, (int64_t)rows * cols, 0.5f);
+    fill_normal(x, (int64_t)max_tok * cols, 1.0f);
+    for (int scalar = 0; scalar < 2; scalar++) {
+        hkv_kernels_force_scalar(scalar);
+        for (int ti = 0; ti < N_QTYPES; ti++) {
+            int t = QTYPES[ti];
+            size_t rb = hkv_row_size(t, cols);
+            for (int r = 0; r < rows; r++) hkv_quantize_row(t, wf + (size_t)r * cols, W + r * rb, cols);
+            for (int n_tok = 1; n_tok <= max_tok; n_tok += 2) {
+                for (int tok = 0; tok < n_tok; tok++)
+                    for (int r = 0; r < rows; r++)
+                        naive[tok * rows + r] = hkv_dot(t, W + r * rb, x + (size_t)tok * cols, cols);
+                for (int k = 0; k < 3; k++) hkv_matmul(pools[k], out[k], t, W, x, rows, cols, n_tok);
+                size_t bytes = (size_t)rows * n_tok * sizeof(float);
+                CHECKF(memcmp(out[0], out[1], bytes) == 0 && memcmp(out[0], out[2], bytes) == 0,
+                       "%s n_tok=%d scalar=%d: results depend on thread count", hkv_type_get(t)->name, n_tok, scalar);
+                CHECKF(memcmp(out[0], naive, bytes) == 0, "%s n_tok=%d scalar=%d: matmul differs from per-row dots",
+                       hkv_type_get(t)->name, n_tok, scalar);
+            }
+        }
+    }
+    hkv_kernels_force_scalar(0);
+    for (int k = 0; k < 3; k++) { free(out[k]); hkv_pool_free(pools[k]); }
+    free(wf); free(x); free(W); free(naive);
+}
+
+static void test_dispatch(void) {
+    const char *name = hkv_kernel_name();
+    CHECK(strcmp(name, "avx2") == 0 || strcmp(name, "avx512") == 0 || strcmp(name, "scalar") == 0);
+    CHECK(hkv_cpu_features() != NULL);
+    hkv_kernels_force_scalar(1);
+    CHECK(strcmp(hkv_kernel_name(), "scalar") == 0);
+    hkv_kernels_force_scalar(0);
+    CHECK(strcmp(hkv_kernel_name(), name) == 0);
+    fprintf(stderr, "kernels: %s (%s)\n", name, hkv_cpu_features());
+    double t0 = hkv_time_sec(), t1 = hkv_time_sec();
+    CHECK(t0 > 0 && t1 >= t0);
+}
+
+int main(void) {
+    test_f16();
+    test_bf16();
+    test_traits();
+    test_known_blocks();
+    test_quant_roundtrip();
+    test_dispatch();
+    test_dots();
+    hkv_kernels_force_scalar(1); /* the scalar path must satisfy the same contracts */
+    test_dots();
+    hkv_kernels_force_scalar(0);
+    test_pool();
+    test_matmul();
+    return tu_done("test_tensor");
+}
