@@ -115,7 +115,7 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     else if (!strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->h2o_replace);
     else if (!strcmp(f, "--prefill-chunk")) ok = cli_int(f, v, 0, 1 << 20, &kv->prefill_chunk);
     else if (!strcmp(f, "--kv-type")) {
-        int t;
+        int t = 0;
         ok = choice(f, v, "f16", "f32", &t);
         kv->type = t ? HKV_KV_F32 : HKV_KV_F16;
     }

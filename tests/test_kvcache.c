@@ -1,0 +1,211 @@
+/* The bounded KV cache on the real model: large budgets equal `full` bit for bit, simulation (mask over a
+ * full cache) equals real drop for every policy, memory is exactly capacity-sized and never grows, GQA keeps
+ * one slot set per KV head, and window/sink keep exactly the positions they promise. */
+#include <stdlib.h>
+#include <string.h>
+#include "heavykv.h"
+#include "testutil.h"
+
+static hkv_model *M;
+static hkv_model_info MI;
+
+typedef struct run_cfg {
+    const char *policy;
+    const char *budget;     /* amount string, NULL = unset */
+    const char *sink;
+    int simulate, normalized, replace, gqa_mean, chunk;
+    hkv_kv_type type;
+} run_cfg;
+
+static const char *PROMPT = "Once upon a time, there was a little dog named Max. Max liked to run in the big green park with his friend";
+
+static hkv_context *make_ctx(const run_cfg *r, int n_ctx, int ref_len) {
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_threads = 2;
+    cp.n_ctx = n_ctx;
+    cp.ref_len = ref_len;
+    snprintf(cp.kv.policy, sizeof cp.kv.policy, "%s", r->policy);
+    char err[256];
+    if (r->budget) CHECK(hkv_amount_parse(r->budget, &cp.kv.budget, err, sizeof err) == HKV_OK);
+    if (r->sink) CHECK(hkv_amount_parse(r->sink, &cp.kv.sink, err, sizeof err) == HKV_OK);
+    cp.kv.simulate = r->simulate;
+    cp.kv.h2o_normalized = r->normalized;
+    cp.kv.h2o_replace = r->replace;
+    cp.kv.gqa_mean = r->gqa_mean;
+    cp.kv.prefill_chunk = r->chunk;
+    cp.kv.type = r->type;
+    hkv_context *c = NULL;
+    hkv_status st = hkv_context_new(M, &cp, &c, err, sizeof err);
+    CHECKF(st == HKV_OK, "%s/%s: %s", r->policy, r->budget ? r->budget : "-", err);
+    return c;
+}
+
+/* Prompt then n greedy steps; logits of every step copied to out[n+1][n_vocab], tokens to toks. */
+static int greedy(const run_cfg *r, int n, float *out, int32_t *toks) {
+    int32_t p[256];
+    int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
+    hkv_context *c = make_ctx(r, 512, np);
+    if (!c) return 0;
+    int ok = hkv_decode(c, 0, p, np) == HKV_OK;
+    for (int i = 0; ok && i <= n; i++) {
+        const float *lg = hkv_get_logits(c, 0, -1);
+        memcpy(out + (size_t)i * MI.n_vocab, lg, sizeof(float) * MI.n_vocab);
+        int32_t best = 0;
+        for (int v = 1; v < MI.n_vocab; v++) if (lg[v] > lg[best]) best = v;
+        toks[i] = best;
+        if (i < n) ok = hkv_decode(c, 0, &best, 1) == HKV_OK;
+    }
+    CHECKF(ok, "%s: %s", r->policy, hkv_last_error(c));
+    hkv_context_free(c);
+    return ok;
+}
+
+static void test_large_budget_equals_full(void) {
+    int n = 40;
+    float *ref = malloc(sizeof(float) * (n + 1) * MI.n_vocab), *got = malloc(sizeof(float) * (n + 1) * MI.n_vocab);
+    int32_t rt[64], gt[64];
+    run_cfg full = {.policy = "full"};
+    greedy(&full, n, ref, rt);
+    const char *pols[] = {"h2o", "window", "sink", "tova"};
+    for (int i = 0; i < 4; i++) {
+        run_cfg r = {.policy = pols[i], .budget = "200"};
+        greedy(&r, n, got, gt);
+        CHECKF(memcmp(ref, got, sizeof(float) * (n + 1) * MI.n_vocab) == 0, "%s differs from full", pols[i]);
+        r.chunk = 7; /* chunked prefill without eviction is also identical */
+        greedy(&r, n, got, gt);
+        CHECKF(memcmp(ref, got, sizeof(float) * (n + 1) * MI.n_vocab) == 0, "%s chunked differs from full", pols[i]);
+    }
+    free(ref);
+    free(got);
+}
+
+static void sim_vs_real(run_cfg r, int n) {
+    float *a = malloc(sizeof(float) * (n + 1) * MI.n_vocab), *b = malloc(sizeof(float) * (n + 1) * MI.n_vocab);
+    int32_t ta[256], tb[256];
+    r.simulate = 0;
+    greedy(&r, n, a, ta);
+    r.simulate = 1;
+    greedy(&r, n, b, tb);
+    double maxd = 0;
+    for (size_t i = 0; i < (size_t)(n + 1) * MI.n_vocab; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (d > maxd) maxd = d;
+    }
+    CHECKF(maxd <= 1e-4, "%s budget %s sink %s norm %d repl %d chunk %d: max |dlogit| %g", r.policy, r.budget,
+           r.sink ? r.sink : "-", r.normalized, r.replace, r.chunk, maxd);
+    CHECKF(memcmp(ta, tb, sizeof(int32_t) * (n + 1)) == 0, "%s budget %s: greedy tokens differ", r.policy, r.budget);
+    free(a);
+    free(b);
+}
+
+static void test_simulation_equals_real(void) {
+    const char *budgets[] = {"8", "16", "20%", "50%"};
+    for (int bi = 0; bi < 4; bi++) {
+        const char *bud = budgets[bi];
+        sim_vs_real((run_cfg){.policy = "window", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "sink", .budget = bud, .sink = "2"}, 110);
+        sim_vs_real((run_cfg){.policy = "h2o", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "tova", .budget = bud}, 110);
+    }
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .normalized = 1}, 110);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .replace = 1}, 110);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .gqa_mean = 1, .sink = "1"}, 110);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .chunk = 5}, 110);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .type = HKV_KV_F32}, 110);
+}
+
+/* K/V bytes are exactly capacity-sized and constant over a 1,000-token generation; GQA: n_head_kv sets. */
+static void test_memory(void) {
+    const char *pols[] = {"full", "window", "sink", "h2o", "tova"};
+    int32_t p[256];
+    int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
+    for (int i = 0; i < 5; i++) {
+        for (int ty = 0; ty < 2; ty++) {
+            run_cfg r = {.policy = pols[i], .budget = "32", .type = ty ? HKV_KV_F32 : HKV_KV_F16};
+            hkv_context *c = make_ctx(&r, 1100, np);
+            if (!c) continue;
+            CHECK(hkv_decode(c, 0, p, np) == HKV_OK);
+            hkv_kv_stats s0;
+            hkv_get_kv_stats(c, &s0);
+            size_t elt = ty ? 4 : 2;
+            CHECK(s0.n_head_kv == MI.n_head_kv && MI.n_head_kv < MI.n_head);
+            CHECKF(s0.kv_bytes == (uint64_t)s0.capacity * MI.n_layer * MI.n_head_kv * MI.head_dim * 2 * elt,
+                   "%s: %llu bytes for capacity %d", pols[i], (unsigned long long)s0.kv_bytes, s0.capacity);
+            if (i > 0) CHECKF(s0.capacity == 33, "%s capacity %d, want budget+1", pols[i], s0.capacity);
+            int grew = 0, over = 0;
+            int32_t tok = p[np - 1];
+            for (int step = 0; step < 1000 - np; step++) {
+                tok = (tok * 7 + 3) % MI.n_vocab; /* any token stream will do */
+                if (hkv_decode(c, 0, &tok, 1) != HKV_OK) { CHECK(0); break; }
+                hkv_kv_stats s;
+                hkv_get_kv_stats(c, &s);
+                grew |= s.kv_bytes != s0.kv_bytes || s.meta_bytes != s0.meta_bytes;
+                over |= i > 0 && s.occupancy_max > 32;
+            }
+            CHECKF(!grew, "%s: KV memory changed during generation", pols[i]);
+            CHECKF(!over, "%s: a head held more than its budget", pols[i]);
+            hkv_context_free(c);
+        }
+    }
+}
+
+/* Window keeps the last B positions; sink keeps the first S plus the last B-S, in every layer and head. */
+static void test_kept_positions(void) {
+    int32_t p[256], kept[64];
+    int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
+    run_cfg rw = {.policy = "window", .budget = "10"}, rs = {.policy = "sink", .budget = "10", .sink = "3"};
+    hkv_context *cw = make_ctx(&rw, 512, np), *cs = make_ctx(&rs, 512, np);
+    CHECK(hkv_decode(cw, 0, p, np) == HKV_OK && hkv_decode(cs, 0, p, np) == HKV_OK);
+    for (int step = 0; step < 20; step++) {
+        int32_t t = 13 + step;
+        CHECK(hkv_decode(cw, 0, &t, 1) == HKV_OK && hkv_decode(cs, 0, &t, 1) == HKV_OK);
+        int last = hkv_n_past(cw, 0) - 1;
+        for (int l = 0; l < MI.n_layer; l++)
+            for (int h = 0; h < MI.n_head_kv; h++) {
+                int n = hkv_kv_positions(cw, 0, l, h, kept, 64);
+                int ok = n == 10;
+                for (int j = 0; ok && j < n; j++) ok = kept[j] == last - 9 + j;
+                CHECKF(ok, "window layer %d head %d step %d", l, h, step);
+                n = hkv_kv_positions(cs, 0, l, h, kept, 64);
+                ok = n == 10 && kept[0] == 0 && kept[1] == 1 && kept[2] == 2;
+                for (int j = 3; ok && j < n; j++) ok = kept[j] == last - 9 + j;
+                CHECKF(ok, "sink layer %d head %d step %d", l, h, step);
+            }
+    }
+    hkv_context_free(cw);
+    hkv_context_free(cs);
+}
+
+static void test_bad_budgets(void) {
+    const char *bad[][2] = {{"h2o", "0"}, {"h2o", "600"}, {"window", NULL}, {"sink", "2"}};
+    for (int i = 0; i < 4; i++) {
+        hkv_context_params cp = hkv_context_default_params();
+        cp.n_ctx = 512;
+        snprintf(cp.kv.policy, sizeof cp.kv.policy, "%s", bad[i][0]);
+        char err[256] = "";
+        if (bad[i][1]) hkv_amount_parse(bad[i][1], &cp.kv.budget, err, sizeof err);
+        if (i == 3) hkv_amount_parse("4", &cp.kv.sink, err, sizeof err);
+        hkv_context *c = NULL;
+        err[0] = 0;
+        CHECKF(hkv_context_new(M, &cp, &c, err, sizeof err) != HKV_OK && err[0], "case %d accepted", i);
+        hkv_context_free(c);
+    }
+    hkv_context_params cp = hkv_context_default_params();
+    snprintf(cp.kv.policy, sizeof cp.kv.policy, "lru");
+    hkv_context *c = NULL;
+    char err[256];
+    CHECK(hkv_context_new(M, &cp, &c, err, sizeof err) == HKV_ERR_ARG);
+}
+
+int main(void) {
+    char err[256];
+    if (hkv_model_load(tu_model(), NULL, &M, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    hkv_model_get_info(M, &MI);
+    test_large_budget_equals_full();
+    test_simulation_equals_real();
+    test_memory();
+    test_kept_positions();
+    test_bad_budgets();
+    hkv_model_free(M);
+    return tu_done("test_kvcache");
+}
