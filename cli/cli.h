@@ -27,4 +27,5 @@ hkv_model *cli_load_model(const char *path, int n_threads);
 
 int cmd_run(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 #endif

@@ -8,6 +8,7 @@ typedef struct command { const char *name; int (*fn)(int, char **); const char *
 static const command commands[] = {
     {"run", cmd_run, "generate text from a prompt with a bounded KV cache"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"bench", cmd_bench, "measure prompt/generation speed and KV memory per policy, budget and batch"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
