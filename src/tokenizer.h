@@ -36,6 +36,15 @@ int tok_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_
 int tok_piece(const hkv_tokenizer *t, int32_t id, char *buf, int buflen);
 int tok_decode(const hkv_tokenizer *t, const int32_t *ids, int n, char *buf, int buflen);
 
+/* Same contract as hkv_utf8_stream_push: appends token's bytes to the stream, writes the longest complete UTF-8
+ * prefix into out (NUL-terminated) and returns its length; an incomplete character at the end is held back for
+ * the next token; bytes that can never form a character become U+FFFD. If out is too small, returns minus the
+ * size needed (including NUL) and leaves the stream unchanged. */
+int tok_utf8_stream_push(hkv_utf8_stream *s, const hkv_tokenizer *t, int32_t token, char *out, int outlen);
+/* End of stream: held-back bytes (an unfinished character) come out as U+FFFD; the stream is emptied. Same
+ * return convention as tok_utf8_stream_push. */
+int tok_utf8_stream_flush(hkv_utf8_stream *s, char *out, int outlen);
+
 /* Writes the tokenizer.ggml.* keys llama.cpp's converter writes (model, pre, tokens, scores, token_type, merges,
  * special ids, add_bos/add_eos) so a synthetic model carries a real tokenizer. */
 void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w);
