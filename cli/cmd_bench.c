@@ -135,10 +135,13 @@ int cmd_bench(int argc, char **argv) {
             for (char *ts = NULL, *t = strtok_r(bat, ",", &ts); t && !rc; t = strtok_r(NULL, ",", &ts)) {
                 int batch;
                 if (!cli_int("--batch", t, 1, 4096, &batch)) { rc = 1; break; }
-                bench_result best = {0}, r;
+                bench_result best = {0}, r = {0};
                 for (int k = 0; k < o.reps && !rc; k++) {
                     rc = bench_one(m, &o, &kv, batch, &r);
-                    if (!rc && (k == 0 || r.tg_tps > best.tg_tps)) { double pp = best.pp_tps; best = r; if (pp > r.pp_tps) best.pp_tps = pp; }
+                    if (rc) break;
+                    double pp = best.pp_tps > r.pp_tps ? best.pp_tps : r.pp_tps; /* best of each, independently */
+                    if (k == 0 || r.tg_tps > best.tg_tps) best = r;
+                    best.pp_tps = pp;
                 }
                 if (!rc)
                     printf("%-8s %-8s %6d %6d %6d %6d %10.1f %10.1f %10.3f\n", p, b, batch, o.n_prompt, o.n_gen,
