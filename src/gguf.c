@@ -27,7 +27,7 @@
 #define GGUF_MAGIC 0x46554747u     /* "GGUF" read as a little-endian u32 */
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_KEY_ALIGNMENT "general.alignment"
-#define MIN_KV_BYTES 13            /* u64 key length + 1 key byte + u32 type + 1 value byte... at least */
+#define MIN_KV_BYTES 14            /* smallest entry: u64 key length + 1 key byte + u32 type + 1-byte value */
 #define MIN_TENSOR_BYTES 32        /* u64 name length + u32 n_dims + u64 ne + u32 type + u64 offset */
 
 typedef unsigned long long ull;    /* for printf of u64 values */
