@@ -183,7 +183,10 @@ static int build_specials(hkv_tokenizer *t) {
             keys[n++] = (uint64_t)(0x7fffffff - t->len[id]) << 32 | (uint32_t)id;
     }
     qsort(keys, (size_t)n, sizeof(uint64_t), cmp_u64);
-    for (int k = 0; k < n; k++) t->special[k] = (int32_t)(keys[k] & 0xffffffffu);
+    for (int k = 0; k < n; k++) {
+        t->special[k] = (int32_t)(keys[k] & 0xffffffffu);
+        t->special_first[(uint8_t)t->text[t->special[k]][0]] = 1;
+    }
     t->n_special = n;
     free(keys);
     return 1;
@@ -214,6 +217,8 @@ hkv_status tok_finish(hkv_tokenizer *t, char *err, size_t errlen) {
             t->byte_tok[b] = id >= 0 && t->type[id] == TOKT_BYTE ? id : -1;
         }
     }
+    for (int id = 0; id < t->n_vocab && t->unk < 0; id++)   /* no unknown_token_id: the UNKNOWN-typed token */
+        if (t->type[id] == TOKT_UNKNOWN) t->unk = id;
     if (!build_specials(t)) goto nomem;
     mark_eog(t);
     return HKV_OK;
@@ -346,6 +351,7 @@ static int spm_fragment(const hkv_tokenizer *t, const char *s, int n, int prefix
 /* Special token spelled at s[i..n), longest first; -1 if none. CONTROL/UNKNOWN only when parse_special,
  * USER_DEFINED always (as llama.cpp and Hugging Face do). */
 static int32_t match_special(const hkv_tokenizer *t, const char *s, int n, int i, int parse_special) {
+    if (!t->special_first[(uint8_t)s[i]]) return -1;
     for (int k = 0; k < t->n_special; k++) {
         int32_t id = t->special[k];
         int l = t->len[id];
@@ -379,7 +385,7 @@ int tok_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_
     int n = (int)strlen(text), count = 0, frag = 0;
     if (add_bos && t->bos >= 0) count = emit(out, max, count, t->bos);
     for (int i = 0; i < n && count >= 0;) {
-        int32_t id = t->n_special ? match_special(t, text, n, i, parse_special) : -1;
+        int32_t id = match_special(t, text, n, i, parse_special);
         if (id < 0) { i++; continue; }
         count = encode_fragment(t, text + frag, i - frag, out, max, count);
         if (count < 0) break;

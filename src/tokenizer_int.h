@@ -41,6 +41,7 @@ struct hkv_tokenizer {
     int nfc;                  /* BPE: NFC-normalise text fragments before pre-tokenizing (Qwen2) */
     int n_special;            /* tokens matched literally in the text, longest first */
     int32_t *special;         /* [n_special] ids (CONTROL, UNKNOWN, USER_DEFINED) */
+    uint8_t special_first[256]; /* 1 for bytes some special token starts with (fast skip) */
     uint8_t *is_eog;          /* [n_vocab] 1 for end-of-generation tokens */
 };
 

@@ -139,6 +139,11 @@ static void test_hf_specials(void) {
         char buf[64];
         int n = tok_encode(t, "HE'S", 0, 0, ids, 8);
         CHECK(n >= 2 && tok_piece(t, ids[n - 1], buf, sizeof buf) == 2 && memcmp(buf, "'S", 2) == 0);
+        /* invalid UTF-8 goes through byte by byte and decodes back unchanged */
+        const char *junk = "\xff\xfe ok \xe6\x97 \xc0\xaf end";
+        int32_t jids[64];
+        n = tok_encode(t, junk, 0, 0, jids, 64);
+        CHECK(n > 0 && tok_decode(t, jids, n, buf, sizeof buf) == (int)strlen(junk) && strcmp(buf, junk) == 0);
         tok_free(t);
     }
     CHECK(tok_load_hf(tu_shared("tokenizers/nonexistent/tokenizer.json"), &t, err, sizeof err) == HKV_ERR_IO);
@@ -266,7 +271,58 @@ static void test_hf_errors(void) {
     }
 }
 
+/* Writes a GGUF with a tiny vocabulary, breaking one thing per case; loading must fail cleanly. */
+static hkv_status load_tiny(int breakage, char *err, size_t errlen) {
+    const char *toks[] = { "<unk>", "<s>", "</s>", "a", "b", "ab" };
+    float scores[] = { 0, 0, 0, -1, -2, -3 };
+    int32_t types[] = { TOKT_UNKNOWN, TOKT_CONTROL, TOKT_CONTROL, TOKT_NORMAL, TOKT_NORMAL, breakage == 1 ? 9 : 1 };
+    const char *merges[] = { breakage == 5 ? "ab" : "a b" };
+    gguf_writer *w = gguf_writer_new();
+    gguf_w_str(w, "general.architecture", "llama");
+    gguf_w_str(w, "tokenizer.ggml.model", breakage == 2 ? "bert" : breakage >= 5 ? "gpt2" : "llama");
+    if (breakage == 6) gguf_w_str(w, "tokenizer.ggml.pre", "no-such-pre");
+    if (breakage != 3) gguf_w_arr(w, "tokenizer.ggml.tokens", GGUF_STRING, toks, 6);
+    gguf_w_arr(w, "tokenizer.ggml.scores", GGUF_F32, scores, breakage == 4 ? 5 : 6);
+    gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, 6);
+    if (breakage >= 5) gguf_w_arr(w, "tokenizer.ggml.merges", GGUF_STRING, merges, 1);
+    gguf_w_u32(w, "tokenizer.ggml.bos_token_id", breakage == 7 ? 6 : 1);
+    gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", 0);   /* no U+2581 in this vocabulary */
+    const char *path = tu_tmp("tiny.gguf");
+    hkv_status st = gguf_writer_write(w, path, err, errlen);
+    gguf_writer_free(w);
+    gguf_file *g = NULL;
+    hkv_tokenizer *t = NULL;
+    if (!st) st = gguf_open(path, &g, err, errlen);
+    if (!st) {
+        st = tok_load_gguf(g, &t, err, errlen);
+        if (!st) {   /* the intact vocabulary works: "ab" merges, "ba" does not */
+            int32_t ids[8];
+            CHECK(tok_encode(t, "ab", 0, 0, ids, 8) == 1 && ids[0] == 5);
+            CHECK(tok_encode(t, "ba", 0, 0, ids, 8) == 2 && ids[0] == 4 && ids[1] == 3);
+            CHECK(tok_encode(t, "c", 0, 0, ids, 8) == 1 && ids[0] == 0);   /* no byte tokens: <unk> */
+            CHECK(tok_encode(t, "<s>", 0, 1, ids, 8) == 1 && ids[0] == 1);
+        }
+        CHECK(st != HKV_OK || t != NULL);
+        tok_free(t);
+        gguf_close(g);
+    }
+    remove(path);
+    return st;
+}
+
+static void test_gguf_errors(void) {
+    char err[256];
+    hkv_status st = load_tiny(0, err, sizeof err);
+    CHECKF(st == HKV_OK, "intact vocabulary: %s", err);
+    for (int b = 1; b <= 7; b++) {
+        err[0] = 0;
+        st = load_tiny(b, err, sizeof err);
+        CHECKF(st != HKV_OK && strlen(err) > 0, "breakage %d accepted", b);
+    }
+}
+
 int main(void) {
+    test_gguf_errors();
     test_stories();
     test_hf("llama2", TOK_SPM, 32000);
     test_hf("llama3", TOK_BPE, 128256);
