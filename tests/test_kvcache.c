@@ -3,6 +3,7 @@
  * one slot set per KV head, and window/sink keep exactly the positions they promise. */
 #include <stdlib.h>
 #include <string.h>
+#include <cjson/cJSON.h>
 #include "heavykv.h"
 #include "testutil.h"
 
@@ -197,6 +198,47 @@ static void test_bad_budgets(void) {
     CHECK(hkv_context_new(M, &cp, &c, err, sizeof err) == HKV_ERR_ARG);
 }
 
+/* --kv-trace writes one JSON line per step whose kept positions match hkv_kv_positions; the CLI's
+ * simulation and real drop print the same text; --kv-stats reports the budget. */
+static void test_trace_and_cli(void) {
+    char args[2048], out[16384], out2[16384];
+    const char *trace = tu_tmp("trace.jsonl");
+    snprintf(args, sizeof args, "run -m '%s' -p 'Once upon a time' -n 30 --temp 0 --kv-policy h2o --kv-budget 12 "
+             "--kv-trace '%s' --kv-stats", tu_model(), trace);
+    CHECK(tu_cli(args, out, sizeof out) == 0);
+    CHECKF(strstr(out, "budget 12 per head (heavy 6, recent 6, sink 0)") != NULL, "%s", out);
+    size_t len;
+    char *t = tu_read_file(trace, &len);
+    CHECK(t != NULL);
+    int lines = 0, ok = 1;
+    for (char *line = t, *nl; t && line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        cJSON *j = cJSON_Parse(line);
+        cJSON *layers = cJSON_GetObjectItem(j, "layers");
+        ok &= j && cJSON_GetArraySize(layers) == MI.n_layer &&
+              cJSON_GetArraySize(cJSON_GetArrayItem(layers, 0)) == MI.n_head_kv &&
+              cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetArrayItem(layers, 0), 0)) <= 12;
+        cJSON_Delete(j);
+        lines++;
+    }
+    CHECKF(ok && lines == 30, "trace: %d lines, ok %d", lines, ok); /* prompt + 29 decode steps */
+    free(t);
+    remove(trace);
+    const char *pols[] = {"h2o", "tova", "sink", "window"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "run -m '%s' -p 'Once upon a time' -n 80 --temp 0 --kv-policy %s --kv-budget 10",
+                 tu_model(), pols[i]);
+        CHECK(tu_cli(args, out, sizeof out) == 0);
+        strcat(args, " --kv-simulate");
+        CHECK(tu_cli(args, out2, sizeof out2) == 0);
+        char *e1 = strstr(out, "prompt:"), *e2 = strstr(out2, "prompt:"); /* timings differ */
+        if (e1) *e1 = 0;
+        if (e2) *e2 = 0;
+        CHECKF(!strcmp(out, out2), "%s: simulate differs:\n%s\n---\n%s", pols[i], out, out2);
+    }
+}
+
 int main(void) {
     char err[256];
     if (hkv_model_load(tu_model(), NULL, &M, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
@@ -206,6 +248,7 @@ int main(void) {
     test_memory();
     test_kept_positions();
     test_bad_budgets();
+    test_trace_and_cli();
     hkv_model_free(M);
     return tu_done("test_kvcache");
 }
