@@ -149,8 +149,7 @@ static void store_vec(const kv_cache *kv, void *base, size_t idx, const float *x
     if (kv->type == HKV_KV_F32) {
         memcpy((float *)base + idx * kv->head_dim, x, sizeof(float) * kv->head_dim);
     } else {
-        uint16_t *d = (uint16_t *)base + idx * kv->head_dim;
-        for (int i = 0; i < kv->head_dim; i++) d[i] = hkv_f32_to_f16(x[i]);
+        hkv_quantize_row(HKV_TYPE_F16, x, (uint16_t *)base + idx * kv->head_dim, kv->head_dim);
     }
 }
 
@@ -180,8 +179,7 @@ hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float 
 /* Key/value row of a slot as F32 (dst used only when a conversion is needed). */
 static const float *row_f32(const kv_cache *kv, const void *base, size_t idx, float *dst) {
     if (kv->type == HKV_KV_F32) return (const float *)base + idx * kv->head_dim;
-    const uint16_t *s = (const uint16_t *)base + idx * kv->head_dim;
-    for (int i = 0; i < kv->head_dim; i++) dst[i] = hkv_f16_to_f32(s[i]);
+    hkv_dequant_row(HKV_TYPE_F16, (const uint16_t *)base + idx * kv->head_dim, dst, kv->head_dim);
     return dst;
 }
 
