@@ -9,6 +9,10 @@ static const command commands[] = {
     {"run", cmd_run, "generate text from a prompt with a bounded KV cache"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"bench", cmd_bench, "measure prompt/generation speed and KV memory per policy, budget and batch"},
+    {"tokenize", cmd_tokenize, "text -> token ids (a model's or a tokenizer.json's tokenizer)"},
+    {"detokenize", cmd_detokenize, "token ids -> text"},
+    {"quantize", cmd_quantize, "convert a GGUF model's weights to F16/Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K/Q4_K_M"},
+    {"synth", cmd_synth, "write a model of a real architecture and shape with random weights"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
