@@ -656,7 +656,8 @@ hkv_status tok_load_gguf(const gguf_file *g, hkv_tokenizer **out, char *err, siz
             gguf_str_copy(pre, name, sizeof name);
             size_t k = 0, np = sizeof pre_names / sizeof pre_names[0];
             while (k < np && strcmp(pre_names[k].name, name) != 0) k++;
-            if (k == np) return fail(t, HKV_ERR_UNSUPPORTED, err, errlen, "pre-tokenizer \"%s\" is not supported", name);
+            if (k == np)
+                return fail(t, HKV_ERR_UNSUPPORTED, err, errlen, "pre-tokenizer \"%s\" is not supported", name);
             t->pre = pre_names[k].pre;
         }
         /* Llama 3 skips merging for a pre-token that is itself in the vocab; Qwen2 NFC-normalises its input */

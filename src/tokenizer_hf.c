@@ -91,13 +91,15 @@ static hkv_status fill_vocab(hf_ctx *c, const cJSON *model, const cJSON *added, 
     for (int i = 0; i < t->n_vocab; i++) t->type[i] = TOKT_UNUSED;   /* ids no entry names */
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(model, "vocab")) {
         int id = (int)e->valuedouble;
-        if (!tok_set_text(t, id, e->string, (int)strlen(e->string))) return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the vocabulary");
+        if (!tok_set_text(t, id, e->string, (int)strlen(e->string)))
+            return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the vocabulary");
         t->type[id] = t->kind == TOK_SPM && byte_fallback && is_byte_piece(e->string) ? TOKT_BYTE : TOKT_NORMAL;
     }
     cJSON_ArrayForEach(e, added) {
         int id = (int)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
         const char *s = jstr(e, "content");
-        if (!tok_set_text(t, id, s, (int)strlen(s))) return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the vocabulary");
+        if (!tok_set_text(t, id, s, (int)strlen(s)))
+            return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the vocabulary");
         t->type[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")) ? TOKT_CONTROL : TOKT_USER_DEFINED;
     }
     if (!tok_index(t)) return bad(c, HKV_ERR_NOMEM, "out of memory indexing %s", "the vocabulary");
@@ -124,7 +126,8 @@ static hkv_status read_merges(hf_ctx *c, const cJSON *merges) {
         } else {
             return bad(c, HKV_ERR_FORMAT, "a %s entry is neither a string nor a pair of strings", "model.merges");
         }
-        if (tok_add_merge(c->t, a, alen, b, blen) < 0) return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the merges");
+        if (tok_add_merge(c->t, a, alen, b, blen) < 0)
+            return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", "the merges");
     }
     return HKV_OK;
 }
@@ -150,7 +153,8 @@ static hkv_status pick_pre(hf_ctx *c, const cJSON *pre) {
         const char *rx = jstr(cJSON_GetObjectItemCaseSensitive(split, "pattern"), "Regex");
         if (rx && strcmp(rx, LLAMA3_SPLIT) == 0) c->t->pre = TOK_PRE_LLAMA3;
         else if (rx && strcmp(rx, QWEN2_SPLIT) == 0) c->t->pre = TOK_PRE_QWEN2;
-        else return bad(c, HKV_ERR_UNSUPPORTED, "split pattern %s is not one of the known pre-tokenizers", rx ? rx : "(none)");
+        else return bad(c, HKV_ERR_UNSUPPORTED, "split pattern %s is not one of the known pre-tokenizers",
+                        rx ? rx : "(none)");
     } else if (bl && !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(bl, "use_regex"))) {
         c->t->pre = TOK_PRE_GPT2;
     } else {
@@ -209,7 +213,8 @@ static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *ro
     }
     /* without an explicit flag: a post-processor template that starts with a special token adds BOS */
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(find_component(pp, "processors", "TemplateProcessing"), "single");
+    const cJSON *tp = find_component(pp, "processors", "TemplateProcessing");
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(tp, "single");
     int template_bos = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(single, 0), "SpecialToken") != NULL;
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token");
     const cJSON *ae = cJSON_GetObjectItemCaseSensitive(cfg, "add_eos_token");
