@@ -202,39 +202,51 @@ static int visible_slots(const kv_cache *kv, kv_layer *L, int h, int32_t qpos, i
     return n;
 }
 
+/* Small head dims (tiny models) lose more to a kernel call than they gain from SIMD. */
+static inline float dot_hd(const float *a, const float *b, int n) {
+    if (n >= 32) return hkv_dot_f32(a, b, n);
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static inline void axpy_hd(float *y, float a, const float *x, int n) {
+    if (n >= 32) { hkv_axpy_f32(y, a, x, n); return; }
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 void kv_attend(kv_cache *kv, kv_layer *L, int h, const float *q, int group, int gqa_mean, int32_t qpos,
                float *out, float *scratch) {
     const int hd = kv->head_dim, cap = kv->capacity;
     const size_t base = (size_t)h * cap;
-    int32_t *vis = (int32_t *)(scratch + (size_t)(group + 1) * cap); /* caller gives room: see model.c */
+    int32_t *vis = (int32_t *)(scratch + (size_t)(group + 1) * cap); /* caller gives room: see context.c */
     float *agg = scratch + (size_t)group * cap;
     float tmp[512];
     int n = visible_slots(kv, L, h, qpos, vis);
     const float scale = 1.0f / sqrtf((float)hd);
-    int need_probs = kv->ops->needs_probs;
-    if (need_probs) memset(agg, 0, sizeof(float) * (size_t)L->n_live[h]);
+    /* scores: each key row is converted once and used by every query head of the group */
+    for (int j = 0; j < n; j++) {
+        const float *kr = row_f32(kv, L->k, base + vis[j], tmp);
+        for (int g = 0; g < group; g++) scratch[(size_t)g * cap + j] = dot_hd(q + (size_t)g * hd, kr, hd) * scale;
+    }
     for (int g = 0; g < group; g++) {
-        const float *qg = q + (size_t)g * hd;
-        float *att = scratch + (size_t)g * cap;
-        float mx = -INFINITY;
-        for (int j = 0; j < n; j++) {
-            const float *kr = row_f32(kv, L->k, base + vis[j], tmp);
-            att[j] = hkv_dot_f32(qg, kr, hd) * scale;
-            if (att[j] > mx) mx = att[j];
-        }
-        float sum = 0.0f;
+        float *att = scratch + (size_t)g * cap, mx = -INFINITY, sum = 0.0f;
+        for (int j = 0; j < n; j++) if (att[j] > mx) mx = att[j];
         for (int j = 0; j < n; j++) { att[j] = expf(att[j] - mx); sum += att[j]; }
         float inv = 1.0f / sum;
-        float *og = out + (size_t)g * hd;
-        memset(og, 0, sizeof(float) * hd);
-        for (int j = 0; j < n; j++) {
-            att[j] *= inv;
-            hkv_axpy_f32(og, att[j], row_f32(kv, L->v, base + vis[j], tmp), hd);
-            if (need_probs) agg[j] += att[j];
-        }
+        for (int j = 0; j < n; j++) att[j] *= inv;
+        memset(out + (size_t)g * hd, 0, sizeof(float) * hd);
     }
-    if (!need_probs) return;
-    if (gqa_mean) for (int j = 0; j < n; j++) agg[j] /= (float)group;
+    for (int j = 0; j < n; j++) {
+        const float *vr = row_f32(kv, L->v, base + vis[j], tmp);
+        for (int g = 0; g < group; g++) axpy_hd(out + (size_t)g * hd, scratch[(size_t)g * cap + j], vr, hd);
+    }
+    if (!kv->ops->needs_probs) return;
+    for (int j = 0; j < n; j++) {
+        float a = 0.0f;
+        for (int g = 0; g < group; g++) a += scratch[(size_t)g * cap + j];
+        agg[j] = gqa_mean ? a / (float)group : a;
+    }
     hkv_head_view v = head_view(kv, L, h);
     kv->ops->observe(&kv->cfg, &v, agg, n, qpos);
 }
