@@ -1,0 +1,176 @@
+/* heavykv eval: quality lost to KV eviction. Tools built only on the public API (heavykv.h): perplexity,
+ * fidelity against the full cache, multiple-choice log-likelihood scoring, passkey retrieval, and the
+ * reports (table, CSV, JSON, SVG) of a sweep over policies x budgets. Nothing here prints: progress goes
+ * through a callback and reports are written to FILE*s the caller opened. */
+#ifndef HKV_EVAL_H
+#define HKV_EVAL_H
+#include "heavykv.h"
+
+/* Called after each unit of work (a token, a question, a trial); total is fixed for one run. */
+typedef void (*eval_progress_fn)(void *ud, long done, long total);
+
+/* What every evaluation needs besides its data. */
+typedef struct eval_env {
+    hkv_model *model;
+    hkv_kv_config kv;          /* policy and budget of this run (budgets refer to the evaluated length) */
+    int n_ctx;                 /* 0: the model's training context (at most 4096) */
+    int n_threads;             /* <= 0: the model's setting */
+    eval_progress_fn progress; /* may be NULL */
+    void *progress_ud;
+} eval_env;
+
+/* Results: a few named metrics plus the budget each run actually used. */
+#define EVAL_MAX_METRICS 48
+typedef struct eval_metrics {
+    int n;                               /* metrics filled */
+    char names[EVAL_MAX_METRICS][24];    /* e.g. "ppl", "nll", "acc_L256_D50" */
+    double values[EVAL_MAX_METRICS];
+    double budget_tokens;                /* resolved total budget per KV head (mean over items when it varies) */
+} eval_metrics;
+
+void eval_metrics_add(eval_metrics *m, const char *name, double value);
+/* The value of a named metric, or NAN. */
+double eval_metrics_get(const eval_metrics *m, const char *name);
+
+/* ---------------------------------------------------------------- JSON (one JSONL line at a time) */
+
+typedef enum eval_json_type { EJ_NULL, EJ_BOOL, EJ_NUM, EJ_STR, EJ_ARR, EJ_OBJ } eval_json_type;
+
+typedef struct eval_json {
+    eval_json_type type;
+    double num;                /* EJ_NUM; EJ_BOOL: 0 or 1 */
+    char *str;                 /* EJ_STR: NUL-terminated UTF-8 (\u0000 is rejected) */
+    int n;                     /* EJ_ARR, EJ_OBJ: number of children */
+    struct eval_json *items;   /* [n] children */
+    char **keys;               /* EJ_OBJ: [n] member names */
+} eval_json;
+
+/* Parses one complete JSON value (RFC 8259; nesting at most 64 deep); trailing non-space is an error. */
+hkv_status eval_json_parse(const char *s, eval_json *out, char *err, size_t errlen);
+void eval_json_free(eval_json *v);
+/* Member of an object by name (the last one when repeated), or NULL. */
+const eval_json *eval_json_get(const eval_json *obj, const char *key);
+
+/* ---------------------------------------------------------------- perplexity */
+
+typedef enum eval_ppl_mode {
+    EVAL_PPL_STREAM = 0,  /* one token per hkv_decode through the bounded cache (StreamingLLM / H2O style) */
+    EVAL_PPL_CHUNKED,     /* strided sliding windows, each a fresh sequence decoded in one hkv_decode */
+} eval_ppl_mode;
+
+typedef struct eval_ppl_opts {
+    eval_ppl_mode mode;
+    int window;   /* chunked: tokens per window (0: the context length) */
+    int stride;   /* chunked: start-to-start distance of windows (0: window / 2) */
+} eval_ppl_opts;
+
+/* Scores tokens[1..n-1], each given everything before it; tokens[0] (usually BOS) is only context.
+ * Metrics: ppl, nll (mean negative log-likelihood, nats), tokens (scored). Budget percentages refer to n
+ * (streaming) or to the window (chunked). Streaming sets the context length to n; chunked fails with
+ * HKV_ERR_CONTEXT when a window does not fit the context. */
+hkv_status eval_ppl(const eval_env *env, const eval_ppl_opts *o, const int32_t *tokens, int n, eval_metrics *out,
+                    char *err, size_t errlen);
+
+/* Negative log-likelihood (nats) of token `target` under logits[n_vocab] (log-softmax in double). */
+double eval_nll(const float *logits, int n_vocab, int32_t target);
+
+/* ---------------------------------------------------------------- fidelity against the full cache */
+
+typedef struct eval_prompts {
+    int n;            /* prompts */
+    int32_t **toks;   /* [n] token arrays (BOS included where the model adds one) */
+    int *len;         /* [n] */
+} eval_prompts;
+
+void eval_prompts_free(eval_prompts *p);
+/* Prompts from text: one per non-empty line, or JSONL lines {"prompt": "..."} (a line starting with '{').
+ * Errors name the line. */
+hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts *out, char *err, size_t errlen);
+/* K prompts of len tokens sampled by the model itself from BOS (full cache, temperature 1, top-k 40, seed
+ * seed + k for prompt k): reproducible text the model finds natural. */
+hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_threads, eval_prompts *out,
+                             char *err, size_t errlen);
+
+/* For each prompt: the full cache generates n_gen greedy tokens R; the policy (a) generates its own n_gen
+ * greedy tokens P from the same prompt and (b) is teacher-forced with R. EOS does not stop generation.
+ * Metrics (means over prompts, agreement in %):
+ *   agree      positions i with P[i] == R[i] over n_gen (overall greedy agreement)
+ *   agree_pre  length of the common prefix of P and R over n_gen (agreement before the first divergence)
+ *   top1       teacher-forced positions where argmax(policy) == argmax(full)
+ *   kl_mean    mean over positions of KL(full || policy) of the next-token distributions (nats)
+ *   kl_max     max over all positions and prompts
+ * Budget percentages refer to prompt length + n_gen. */
+hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen, eval_metrics *out, char *err,
+                         size_t errlen);
+
+/* KL(p || q) in nats of the softmax distributions of two logit vectors (exactly 0 when they are equal). */
+double eval_kl(const float *logits_p, const float *logits_q, int n_vocab);
+int32_t eval_argmax(const float *logits, int n_vocab);
+
+/* ---------------------------------------------------------------- multiple choice */
+
+typedef struct eval_mc_item {
+    char *context;
+    int n_choices;
+    char **choices;   /* continuations, appended to the context as given (include the leading space) */
+    int gold;         /* index into choices */
+} eval_mc_item;
+
+typedef struct eval_mc_task { int n; eval_mc_item *items; } eval_mc_task;
+
+void eval_mc_free(eval_mc_task *t);
+/* Parses a JSONL task: {"context","choices","gold"} lines, or lm-eval loglikelihood request records grouped
+ * by doc_id (see the README section "eval mc" for the exact fields). Errors name the line. */
+hkv_status eval_mc_parse(const char *text, eval_mc_task *out, char *err, size_t errlen);
+/* Scores every choice by the sum of log p(continuation token | context, previous continuation tokens):
+ * the context is decoded as a prompt under the policy, the continuation one token at a time.
+ * Metrics: acc (argmax of the sum), acc_norm (argmax of the sum divided by the continuation's byte length),
+ * items; accuracies in %. Ties go to the lower index. Budget percentages refer to the context length plus
+ * the longest continuation of the question. If ll != NULL it receives the summed log-likelihoods of all
+ * choices, question after question. */
+hkv_status eval_mc(const eval_env *env, const eval_mc_task *t, eval_metrics *out, double *ll, char *err,
+                   size_t errlen);
+
+/* ---------------------------------------------------------------- passkey retrieval */
+
+typedef struct eval_passkey_opts {
+    int n_lengths, lengths[8];    /* target input lengths in tokens */
+    int n_depths, depths[11];     /* needle depth in % of the filler (0 = start, 100 = end) */
+    int trials;                   /* keys per (length, depth) */
+    uint64_t seed;
+} eval_passkey_opts;
+
+/* Builds the passkey prompt text for a 5-digit key at depth (%) with `filler` repetitions of the filler
+ * sentences. Returns a malloc'ed string. */
+char *eval_passkey_text(int key, int depth, int filler);
+/* At most this many (length, depth) cells, so every cell gets a metric. */
+#define EVAL_PASSKEY_MAX_CELLS 40
+/* For each (length, depth, trial): a random 5-digit key hidden in filler text of about `length` tokens,
+ * then "What is the pass key? The pass key is"; the model greedily generates 8 tokens and is right when the
+ * first number in them equals the key. Metrics: acc (overall, %), acc_L<len>_D<depth> per cell. Budget
+ * percentages refer to the input length. */
+hkv_status eval_passkey(const eval_env *env, const eval_passkey_opts *o, eval_metrics *out, char *err,
+                        size_t errlen);
+
+/* ---------------------------------------------------------------- sweep reports */
+
+typedef struct eval_row {
+    char policy[16];
+    char budget[24];          /* as given ("10%", "256", "0.2") or "-" when unset */
+    double budget_pct;        /* the budget in % when given as a percentage/ratio, else NAN */
+    eval_metrics m;
+} eval_row;
+
+/* Aligned table: policy, budget, budget_tokens, then the metrics of the first row. */
+void eval_write_table(FILE *f, const eval_row *rows, int n);
+/* CSV with a header: policy,budget,budget_tokens,<metrics...>. */
+void eval_write_csv(FILE *f, const eval_row *rows, int n);
+/* {"command": ..., "rows": [{"policy":..., "budget":..., "budget_tokens":..., <metric>: value, ...}]} */
+void eval_write_json(FILE *f, const char *command, const eval_row *rows, int n);
+/* SVG line plot of `metric` against the budget (x in % when every budget is a percentage or ratio, else the
+ * resolved tokens per head), one <polyline> per policy, axes, ticks and a legend. HKV_ERR_ARG when the
+ * metric is unknown. */
+hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const eval_row *rows, int n, char *err,
+                          size_t errlen);
+
+#endif

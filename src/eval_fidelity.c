@@ -1,0 +1,238 @@
+/* Fidelity against the full cache: how far a policy's next-token distributions and greedy outputs drift from
+ * what the same model produces with every token kept. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "eval.h"
+
+int32_t eval_argmax(const float *logits, int n_vocab) {
+    int32_t best = 0;
+    for (int i = 1; i < n_vocab; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+/* Log-sum-exp in double, so both distributions are normalized the same way. */
+static double lse(const float *x, int n) {
+    double mx = x[0], s = 0;
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < n; i++) s += exp((double)x[i] - mx);
+    return mx + log(s);
+}
+
+double eval_kl(const float *lp, const float *lq, int n_vocab) {
+    double zp = lse(lp, n_vocab), zq = lse(lq, n_vocab), kl = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        double a = (double)lp[i] - zp, b = (double)lq[i] - zq;
+        kl += exp(a) * (a - b);
+    }
+    return kl > 0 ? kl : 0; /* rounding can leave -1e-17 for near-identical distributions */
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+void eval_prompts_free(eval_prompts *p) {
+    for (int i = 0; i < p->n; i++) free(p->toks[i]);
+    free(p->toks);
+    free(p->len);
+    memset(p, 0, sizeof *p);
+}
+
+static hkv_status add_prompt(eval_prompts *p, const hkv_model *m, const char *text, int line, char *err,
+                             size_t errlen) {
+    int cap = (int)strlen(text) + 8;
+    int32_t *t = malloc(sizeof *t * (size_t)cap);
+    int32_t **nt = realloc(p->toks, sizeof *nt * (size_t)(p->n + 1));
+    if (nt) p->toks = nt;
+    int *nl = realloc(p->len, sizeof *nl * (size_t)(p->n + 1));
+    if (nl) p->len = nl;
+    if (!t || !nt || !nl) { free(t); snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    int n = hkv_tokenize(m, text, 1, 0, t, cap);
+    if (n <= 0) {
+        free(t);
+        snprintf(err, errlen, "line %d: the prompt is empty after tokenization", line);
+        return HKV_ERR_FORMAT;
+    }
+    p->toks[p->n] = t;
+    p->len[p->n++] = n;
+    return HKV_OK;
+}
+
+hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    hkv_status st = HKV_OK;
+    size_t len = strlen(text);
+    char *buf = malloc(len + 1);
+    if (!buf) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    memcpy(buf, text, len + 1);
+    int line = 0;
+    for (char *s = buf, *nl; s && !st; s = nl ? nl + 1 : NULL) {
+        line++;
+        if ((nl = strchr(s, '\n'))) *nl = 0;
+        size_t l = strlen(s);
+        if (l && s[l - 1] == '\r') s[--l] = 0;
+        char *b = s;
+        while (*b == ' ' || *b == '\t') b++;
+        if (!*b) continue;
+        if (*b != '{') { st = add_prompt(out, m, s, line, err, errlen); continue; }
+        eval_json j;
+        char jerr[200];
+        if (eval_json_parse(b, &j, jerr, sizeof jerr)) {
+            snprintf(err, errlen, "line %d: %s", line, jerr);
+            st = HKV_ERR_FORMAT;
+            continue;
+        }
+        const eval_json *p = eval_json_get(&j, "prompt");
+        if (!p || p->type != EJ_STR) {
+            snprintf(err, errlen, "line %d: a JSON prompt line needs a string field \"prompt\"", line);
+            st = HKV_ERR_FORMAT;
+        } else st = add_prompt(out, m, p->str, line, err, errlen);
+        eval_json_free(&j);
+    }
+    free(buf);
+    if (!st && out->n == 0) { snprintf(err, errlen, "no prompts found (the file is empty)"); st = HKV_ERR_FORMAT; }
+    if (st) eval_prompts_free(out);
+    return st;
+}
+
+hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_threads, eval_prompts *out,
+                             char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    if (k < 1 || len < 2 || mi.bos < 0) {
+        snprintf(err, errlen, mi.bos < 0 ? "self-prompts need a model with a BOS token"
+                                         : "self-prompts need K >= 1 prompts of at least 2 tokens");
+        return HKV_ERR_ARG;
+    }
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_ctx = len;
+    cp.n_threads = n_threads;
+    hkv_context *c;
+    hkv_status st = hkv_context_new(m, &cp, &c, err, errlen);
+    if (st) return st;
+    out->toks = calloc((size_t)k, sizeof *out->toks);
+    out->len = calloc((size_t)k, sizeof *out->len);
+    if (!out->toks || !out->len) { st = HKV_ERR_NOMEM; snprintf(err, errlen, "out of memory"); }
+    for (int p = 0; p < k && !st; p++) {
+        hkv_sampler_params sp = hkv_sampler_default_params();
+        sp.temp = 1.0f; sp.top_k = 40; sp.top_p = 1.0f; sp.min_p = 0.0f; sp.repeat_penalty = 1.0f;
+        sp.seed = seed + (uint64_t)p;
+        hkv_sampler *s;
+        if ((st = hkv_sampler_new(&sp, mi.n_vocab, &s, err, errlen))) break;
+        int32_t *t = malloc(sizeof *t * (size_t)len);
+        if (!t) { hkv_sampler_free(s); st = HKV_ERR_NOMEM; snprintf(err, errlen, "out of memory"); break; }
+        out->toks[out->n] = t;
+        out->len[out->n++] = len;
+        hkv_seq_reset(c, 0);
+        t[0] = mi.bos;
+        for (int i = 1; i < len && !st; i++) {
+            if ((st = hkv_decode(c, 0, t + i - 1, 1))) { snprintf(err, errlen, "%s", hkv_last_error(c)); break; }
+            t[i] = hkv_sampler_sample(s, hkv_get_logits(c, 0, -1));
+        }
+        hkv_sampler_free(s);
+    }
+    hkv_context_free(c);
+    if (st) eval_prompts_free(out);
+    return st;
+}
+
+/* ---------------------------------------------------------------- fidelity */
+
+typedef struct fid_sums {
+    double agree, agree_pre, top1, kl_sum, kl_max, budget;
+    long kl_n;
+} fid_sums;
+
+static hkv_status ctx_for(const eval_env *env, const hkv_kv_config *kv, int n_ctx, int ref_len, hkv_context **c,
+                          char *err, size_t errlen) {
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_threads = env->n_threads;
+    cp.ref_len = ref_len;
+    cp.kv = *kv;
+    return hkv_context_new(env->model, &cp, c, err, errlen);
+}
+
+static hkv_status step_err(hkv_context *c, char *err, size_t errlen, hkv_status st) {
+    snprintf(err, errlen, "%s", hkv_last_error(c));
+    return st;
+}
+
+/* One prompt. full and tf (teacher-forced policy) run in lockstep: at step i the full cache's greedy token
+ * R[i] is compared with the policy's distribution, then both are fed R[i]. A second pass lets the policy
+ * generate freely and compares its tokens with R. */
+static hkv_status fidelity_one(const eval_env *env, hkv_context *full, hkv_context *pol, const int32_t *prompt,
+                               int n_prompt, int n_gen, int32_t *ref, fid_sums *s, char *err, size_t errlen) {
+    int nv;
+    { hkv_model_info mi; hkv_model_get_info(env->model, &mi); nv = mi.n_vocab; }
+    hkv_status st;
+    if ((st = hkv_decode(full, 0, prompt, n_prompt))) return step_err(full, err, errlen, st);
+    if ((st = hkv_decode(pol, 0, prompt, n_prompt))) return step_err(pol, err, errlen, st);
+    long top1 = 0;
+    for (int i = 0; i < n_gen; i++) {
+        const float *lf = hkv_get_logits(full, 0, -1), *lp = hkv_get_logits(pol, 0, -1);
+        ref[i] = eval_argmax(lf, nv);
+        top1 += eval_argmax(lp, nv) == ref[i];
+        double kl = eval_kl(lf, lp, nv);
+        s->kl_sum += kl;
+        s->kl_max = kl > s->kl_max ? kl : s->kl_max;
+        s->kl_n++;
+        if (i + 1 == n_gen) break;
+        if ((st = hkv_decode(full, 0, ref + i, 1))) return step_err(full, err, errlen, st);
+        if ((st = hkv_decode(pol, 0, ref + i, 1))) return step_err(pol, err, errlen, st);
+    }
+    s->top1 += 100.0 * top1 / n_gen;
+    hkv_seq_reset(pol, 0);
+    if ((st = hkv_decode(pol, 0, prompt, n_prompt))) return step_err(pol, err, errlen, st);
+    long same = 0, prefix = 0;
+    for (int i = 0; i < n_gen; i++) {
+        int32_t t = eval_argmax(hkv_get_logits(pol, 0, -1), nv);
+        same += t == ref[i];
+        if (prefix == i && t == ref[i]) prefix++;
+        if (i + 1 < n_gen && (st = hkv_decode(pol, 0, &t, 1))) return step_err(pol, err, errlen, st);
+    }
+    s->agree += 100.0 * same / n_gen;
+    s->agree_pre += 100.0 * prefix / n_gen;
+    return HKV_OK;
+}
+
+hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen, eval_metrics *out, char *err,
+                         size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (n_gen < 1 || pr->n < 1) { snprintf(err, errlen, "fidelity needs at least 1 prompt and 1 generated token"); return HKV_ERR_ARG; }
+    int max_len = 0;
+    for (int i = 0; i < pr->n; i++) max_len = pr->len[i] > max_len ? pr->len[i] : max_len;
+    int n_ctx = max_len + n_gen;
+    hkv_kv_config full_kv = env->kv;
+    snprintf(full_kv.policy, sizeof full_kv.policy, "full");
+    int32_t *ref = malloc(sizeof *ref * (size_t)n_gen);
+    if (!ref) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    fid_sums s = {0};
+    hkv_status st = HKV_OK;
+    for (int p = 0; p < pr->n && !st; p++) {
+        /* Fresh contexts per prompt: percentage budgets refer to this prompt's length + n_gen, and both
+         * sides are set up identically so `full` against `full` matches bit for bit. */
+        int ref_len = pr->len[p] + n_gen;
+        hkv_context *full = NULL, *pol = NULL;
+        if (!(st = ctx_for(env, &full_kv, n_ctx, ref_len, &full, err, errlen)) &&
+            !(st = ctx_for(env, &env->kv, n_ctx, ref_len, &pol, err, errlen))) {
+            s.budget += hkv_context_budget(pol).total;
+            st = fidelity_one(env, full, pol, pr->toks[p], pr->len[p], n_gen, ref, &s, err, errlen);
+        }
+        hkv_context_free(pol);
+        hkv_context_free(full);
+        if (env->progress) env->progress(env->progress_ud, p + 1, pr->n);
+    }
+    free(ref);
+    if (st) return st;
+    eval_metrics_add(out, "agree", s.agree / pr->n);
+    eval_metrics_add(out, "agree_pre", s.agree_pre / pr->n);
+    eval_metrics_add(out, "top1", s.top1 / pr->n);
+    eval_metrics_add(out, "kl_mean", s.kl_sum / (double)s.kl_n);
+    eval_metrics_add(out, "kl_max", s.kl_max);
+    eval_metrics_add(out, "prompts", pr->n);
+    out->budget_tokens = s.budget / pr->n;
+    return HKV_OK;
+}

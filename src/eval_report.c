@@ -1,0 +1,246 @@
+/* Reports of an eval sweep: the named-metrics container, an aligned table, CSV, JSON and a hand-written SVG
+ * line plot (metric vs budget, one line per policy, like the figures of the H2O paper). */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include "eval.h"
+
+void eval_metrics_add(eval_metrics *m, const char *name, double value) {
+    if (m->n >= EVAL_MAX_METRICS) return;
+    snprintf(m->names[m->n], sizeof m->names[0], "%s", name);
+    m->values[m->n++] = value;
+}
+
+double eval_metrics_get(const eval_metrics *m, const char *name) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->names[i], name)) return m->values[i];
+    return NAN;
+}
+
+/* Numbers print with 6 significant digits; integral values (counts, token budgets) without decimals. */
+static void fmt_num(char *buf, size_t len, double v) {
+    if (isnan(v)) snprintf(buf, len, "nan");
+    else if (v == floor(v) && fabs(v) < 1e15) snprintf(buf, len, "%.0f", v);
+    else snprintf(buf, len, "%.6g", v);
+}
+
+void eval_write_table(FILE *f, const eval_row *rows, int n) {
+    if (n <= 0) return;
+    const eval_metrics *h = &rows[0].m;
+    int wp = 6, wb = 6, w[EVAL_MAX_METRICS + 1];
+    char buf[64];
+    for (int r = 0; r < n; r++) {
+        int lp = (int)strlen(rows[r].policy), lb = (int)strlen(rows[r].budget);
+        wp = lp > wp ? lp : wp;
+        wb = lb > wb ? lb : wb;
+    }
+    w[0] = 13; /* "budget_tokens" */
+    for (int k = 0; k < h->n; k++) {
+        w[k + 1] = (int)strlen(h->names[k]);
+        for (int r = 0; r < n; r++) {
+            fmt_num(buf, sizeof buf, rows[r].m.values[k]);
+            int l = (int)strlen(buf);
+            w[k + 1] = l > w[k + 1] ? l : w[k + 1];
+        }
+    }
+    fprintf(f, "%-*s  %-*s  %*s", wp, "policy", wb, "budget", w[0], "budget_tokens");
+    for (int k = 0; k < h->n; k++) fprintf(f, "  %*s", w[k + 1], h->names[k]);
+    fputc('\n', f);
+    for (int r = 0; r < n; r++) {
+        fmt_num(buf, sizeof buf, rows[r].m.budget_tokens);
+        fprintf(f, "%-*s  %-*s  %*s", wp, rows[r].policy, wb, rows[r].budget, w[0], buf);
+        for (int k = 0; k < h->n; k++) {
+            fmt_num(buf, sizeof buf, rows[r].m.values[k]);
+            fprintf(f, "  %*s", w[k + 1], buf);
+        }
+        fputc('\n', f);
+    }
+}
+
+void eval_write_csv(FILE *f, const eval_row *rows, int n) {
+    if (n <= 0) return;
+    char buf[64];
+    fprintf(f, "policy,budget,budget_tokens");
+    for (int k = 0; k < rows[0].m.n; k++) fprintf(f, ",%s", rows[0].m.names[k]);
+    fputc('\n', f);
+    for (int r = 0; r < n; r++) {
+        fmt_num(buf, sizeof buf, rows[r].m.budget_tokens);
+        fprintf(f, "%s,%s,%s", rows[r].policy, rows[r].budget, buf);
+        for (int k = 0; k < rows[r].m.n; k++) {
+            fmt_num(buf, sizeof buf, rows[r].m.values[k]);
+            fprintf(f, ",%s", buf);
+        }
+        fputc('\n', f);
+    }
+}
+
+/* JSON numbers cannot be nan/inf: those become null. Names and labels are plain ASCII identifiers. */
+static void json_num(FILE *f, double v) {
+    char buf[64];
+    if (!isfinite(v)) { fputs("null", f); return; }
+    fmt_num(buf, sizeof buf, v);
+    fputs(buf, f);
+}
+
+static void json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') fprintf(f, "\\%c", ch);
+        else if (ch < 0x20) fprintf(f, "\\u%04x", ch);
+        else fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+void eval_write_json(FILE *f, const char *command, const eval_row *rows, int n) {
+    fputs("{\"command\": ", f);
+    json_str(f, command);
+    fputs(", \"rows\": [", f);
+    for (int r = 0; r < n; r++) {
+        fputs(r ? ",\n  {\"policy\": " : "\n  {\"policy\": ", f);
+        json_str(f, rows[r].policy);
+        fputs(", \"budget\": ", f);
+        json_str(f, rows[r].budget);
+        fputs(", \"budget_tokens\": ", f);
+        json_num(f, rows[r].m.budget_tokens);
+        for (int k = 0; k < rows[r].m.n; k++) {
+            fputs(", ", f);
+            json_str(f, rows[r].m.names[k]);
+            fputs(": ", f);
+            json_num(f, rows[r].m.values[k]);
+        }
+        fputc('}', f);
+    }
+    fputs("\n]}\n", f);
+}
+
+/* ---------------------------------------------------------------- SVG */
+
+/* Plot geometry in SVG user units. */
+#define SVG_W 720
+#define SVG_H 440
+#define PL 80   /* left margin (y tick labels) */
+#define PR 170  /* right margin (legend) */
+#define PT 40
+#define PB 60
+
+/* A "nice" tick step (1, 2 or 5 times a power of ten) giving about `want` ticks over span. */
+static double nice_step(double span, int want) {
+    double raw = span / want, p = pow(10, floor(log10(raw))), r = raw / p;
+    return (r < 1.5 ? 1 : r < 3.5 ? 2 : r < 7.5 ? 5 : 10) * p;
+}
+
+static void svg_text(FILE *f, double x, double y, const char *anchor, const char *extra, const char *s) {
+    fprintf(f, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"%s\"%s>", x, y, anchor, extra);
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else fputc(*s, f);
+    }
+    fputs("</text>\n", f);
+}
+
+typedef struct axis { double lo, hi, step; } axis;
+
+static axis make_axis(double lo, double hi) {
+    if (!(hi > lo)) { double d = fabs(lo) > 0 ? fabs(lo) * 0.05 : 1; lo -= d; hi += d; }
+    double step = nice_step(hi - lo, 5);
+    axis a = {floor(lo / step) * step, ceil(hi / step) * step, step};
+    return a;
+}
+
+static void svg_axes(FILE *f, axis ax, axis ay, const char *xlabel, const char *ylabel) {
+    double x0 = PL, x1 = SVG_W - PR, y0 = SVG_H - PB, y1 = PT;
+    char buf[64];
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#333\"/>\n", PL, PT,
+            SVG_W - PL - PR, SVG_H - PT - PB);
+    for (double v = ax.lo; v <= ax.hi + ax.step * 1e-6; v += ax.step) {
+        double x = x0 + (v - ax.lo) / (ax.hi - ax.lo) * (x1 - x0);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x, y0, x, y1);
+        snprintf(buf, sizeof buf, "%g", fabs(v) < ax.step * 1e-6 ? 0.0 : v);
+        svg_text(f, x, y0 + 18, "middle", "", buf);
+    }
+    for (double v = ay.lo; v <= ay.hi + ay.step * 1e-6; v += ay.step) {
+        double y = y0 - (v - ay.lo) / (ay.hi - ay.lo) * (y0 - y1);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x0, y, x1, y);
+        snprintf(buf, sizeof buf, "%g", fabs(v) < ay.step * 1e-6 ? 0.0 : v);
+        svg_text(f, x0 - 6, y + 4, "end", "", buf);
+    }
+    svg_text(f, (x0 + x1) / 2, SVG_H - 18, "middle", "", xlabel);
+    char rot[96];
+    snprintf(rot, sizeof rot, " transform=\"rotate(-90 20 %.1f)\"", (y0 + y1) / 2);
+    svg_text(f, 20, (y0 + y1) / 2, "middle", rot, ylabel);
+}
+
+static const char *const palette[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+                                      "#e377c2", "#7f7f7f"};
+
+static double x_of(const eval_row *r, int pct) { return pct ? r->budget_pct : r->m.budget_tokens; }
+
+hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const eval_row *rows, int n, char *err,
+                          size_t errlen) {
+    if (n <= 0 || isnan(eval_metrics_get(&rows[0].m, metric))) {
+        snprintf(err, errlen, "unknown metric '%s' for the plot%s%s", metric, n > 0 ? " (choose one of: " : "",
+                 n > 0 ? rows[0].m.names[0] : "");
+        if (n > 0) {
+            size_t l = strlen(err);
+            for (int k = 1; k < rows[0].m.n && l < errlen; k++, l = strlen(err))
+                snprintf(err + l, errlen - l, ", %s", rows[0].m.names[k]);
+            l = strlen(err);
+            if (l < errlen) snprintf(err + l, errlen - l, ")");
+        }
+        return HKV_ERR_ARG;
+    }
+    int pct = 1;
+    for (int r = 0; r < n; r++) pct &= !isnan(rows[r].budget_pct);
+    double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
+    for (int r = 0; r < n; r++) {
+        double x = x_of(&rows[r], pct), y = eval_metrics_get(&rows[r].m, metric);
+        if (!isfinite(x) || !isfinite(y)) continue;
+        xlo = fmin(xlo, x); xhi = fmax(xhi, x); ylo = fmin(ylo, y); yhi = fmax(yhi, y);
+    }
+    if (!isfinite(xlo)) { xlo = 0; xhi = 1; ylo = 0; yhi = 1; }
+    if (pct) { xlo = 0; xhi = fmax(xhi, 1); }
+    axis ax = make_axis(xlo, xhi), ay = make_axis(ylo, yhi);
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", SVG_W, SVG_H, SVG_W, SVG_H);
+    svg_text(f, (PL + SVG_W - PR) / 2.0, 24, "middle", " font-size=\"15\"", title);
+    svg_axes(f, ax, ay, pct ? "KV budget (% of the evaluated length)" : "KV budget (tokens per KV head)", metric);
+    double x0 = PL, x1 = SVG_W - PR, y0 = SVG_H - PB, y1 = PT;
+    /* One polyline per policy, in order of first appearance; points sorted by x. */
+    int n_pol = 0;
+    for (int r = 0; r < n; r++) {
+        int seen = 0;
+        for (int q = 0; q < r; q++) seen |= !strcmp(rows[q].policy, rows[r].policy);
+        if (seen) continue;
+        const char *col = palette[n_pol % 8];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col);
+        double last = -INFINITY;
+        for (;;) { /* selection by increasing x keeps this allocation-free */
+            int best = -1;
+            for (int q = r; q < n; q++) {
+                if (strcmp(rows[q].policy, rows[r].policy)) continue;
+                double x = x_of(&rows[q], pct);
+                if (x > last && (best < 0 || x < x_of(&rows[best], pct))) best = q;
+            }
+            if (best < 0) break;
+            last = x_of(&rows[best], pct);
+            double y = eval_metrics_get(&rows[best].m, metric);
+            if (isfinite(y))
+                fprintf(f, "%.1f,%.1f ", x0 + (last - ax.lo) / (ax.hi - ax.lo) * (x1 - x0),
+                        y0 - (y - ay.lo) / (ay.hi - ay.lo) * (y0 - y1));
+        }
+        fputs("\"/>\n", f);
+        double ly = PT + 10 + 20 * n_pol;
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
+                SVG_W - PR + 15, ly, SVG_W - PR + 40, ly, col);
+        svg_text(f, SVG_W - PR + 46, ly + 4, "start", "", rows[r].policy);
+        n_pol++;
+    }
+    fputs("</svg>\n", f);
+    return HKV_OK;
+}
