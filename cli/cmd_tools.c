@@ -102,7 +102,7 @@ static void print_piece(const char *s, int n) {
 static void tokenize_help(void) {
     printf("usage: heavykv tokenize [-m MODEL.gguf | --tokenizer tokenizer.json] [-p TEXT | -f FILE] [options]\n\n"
            "Encodes text (from -p, -f or stdin, used verbatim including any trailing newline) and prints one\n"
-           "`id 'piece'` line per token.\n\n"
+           "`id 'piece'` line per token (the piece's bytes, C-escaped; a control token shows its vocabulary text).\n\n"
            "  -m, --model PATH      tokenizer of a GGUF model (default $HEAVYKV_MODEL or ../shared/models/stories260K.gguf)\n"
            "      --tokenizer PATH  a Hugging Face tokenizer.json (tokenizer_config.json next to it is read too)\n"
            "      --ids             print the ids as one JSON array instead\n"
@@ -143,8 +143,10 @@ int cmd_tokenize(int argc, char **argv) {
         char piece[512];
         for (int i = 0; i < n; i++) {
             int k = tok_piece(t, ids[i], piece, sizeof piece);
+            const char *text = tok_text(t, ids[i]);
             printf("%6d ", ids[i]);
-            print_piece(piece, k < 0 ? 0 : k);
+            if (k <= 0 && text) print_piece(text, (int)strlen(text)); /* control tokens have no bytes: show <s> */
+            else print_piece(piece, k < 0 ? 0 : k);
             putchar('\n');
         }
     }
