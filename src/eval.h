@@ -91,7 +91,8 @@ hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts
 hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_threads, eval_prompts *out,
                              char *err, size_t errlen);
 
-/* For each prompt: the full cache generates n_gen greedy tokens R; the policy (a) generates its own n_gen
+/* For each prompt: the full cache generates n_gen greedy tokens R (its logits are kept: n_gen x n_vocab floats);
+ * the policy (a) generates its own n_gen
  * greedy tokens P from the same prompt and (b) is teacher-forced with R. EOS does not stop generation.
  * Metrics (means over prompts, agreement in %):
  *   agree      positions i with P[i] == R[i] over n_gen (overall greedy agreement)

@@ -145,6 +145,12 @@ typedef struct fid_sums {
     long kl_n;
 } fid_sums;
 
+/* The scratch of one prompt: the full cache's greedy tokens and its logits at each of them. */
+typedef struct fid_ref {
+    int32_t *tok;   /* [n_gen] */
+    float *logits;  /* [n_gen][n_vocab] */
+} fid_ref;
+
 static hkv_status ctx_for(const eval_env *env, const hkv_kv_config *kv, int n_ctx, int ref_len, hkv_context **c,
                           char *err, size_t errlen) {
     hkv_context_params cp = hkv_context_default_params();
@@ -160,42 +166,70 @@ static hkv_status step_err(hkv_context *c, char *err, size_t errlen, hkv_status 
     return st;
 }
 
-/* One prompt. full and tf (teacher-forced policy) run in lockstep: at step i the full cache's greedy token
- * R[i] is compared with the policy's distribution, then both are fed R[i]. A second pass lets the policy
- * generate freely and compares its tokens with R. */
-static hkv_status fidelity_one(const eval_env *env, hkv_context *full, hkv_context *pol, const int32_t *prompt,
-                               int n_prompt, int n_gen, int32_t *ref, fid_sums *s, char *err, size_t errlen) {
-    int nv;
-    { hkv_model_info mi; hkv_model_get_info(env->model, &mi); nv = mi.n_vocab; }
-    hkv_status st;
-    if ((st = hkv_decode(full, 0, prompt, n_prompt))) return step_err(full, err, errlen, st);
-    if ((st = hkv_decode(pol, 0, prompt, n_prompt))) return step_err(pol, err, errlen, st);
+/* Decodes the prompt, then n_gen steps. ref == NULL: the full-cache pass (greedy, records tokens and
+ * logits into r). Otherwise the policy is teacher-forced with r->tok and compared with r->logits. */
+static hkv_status fid_pass(hkv_context *c, int nv, const int32_t *prompt, int n_prompt, int n_gen, fid_ref *r,
+                           int forced, fid_sums *s, char *err, size_t errlen) {
+    hkv_status st = hkv_decode(c, 0, prompt, n_prompt);
     long top1 = 0;
-    for (int i = 0; i < n_gen; i++) {
-        const float *lf = hkv_get_logits(full, 0, -1), *lp = hkv_get_logits(pol, 0, -1);
-        ref[i] = eval_argmax(lf, nv);
-        top1 += eval_argmax(lp, nv) == ref[i];
-        double kl = eval_kl(lf, lp, nv);
-        s->kl_sum += kl;
-        s->kl_max = kl > s->kl_max ? kl : s->kl_max;
-        s->kl_n++;
-        if (i + 1 == n_gen) break;
-        if ((st = hkv_decode(full, 0, ref + i, 1))) return step_err(full, err, errlen, st);
-        if ((st = hkv_decode(pol, 0, ref + i, 1))) return step_err(pol, err, errlen, st);
+    for (int i = 0; i < n_gen && !st; i++) {
+        const float *l = hkv_get_logits(c, 0, -1);
+        float *lf = r->logits + (size_t)i * nv;
+        if (!forced) {
+            memcpy(lf, l, sizeof *lf * (size_t)nv);
+            r->tok[i] = eval_argmax(l, nv);
+        } else {
+            top1 += eval_argmax(l, nv) == r->tok[i];
+            double kl = eval_kl(lf, l, nv);
+            s->kl_sum += kl;
+            s->kl_max = kl > s->kl_max ? kl : s->kl_max;
+            s->kl_n++;
+        }
+        if (i + 1 < n_gen) st = hkv_decode(c, 0, r->tok + i, 1);
     }
-    s->top1 += 100.0 * top1 / n_gen;
-    hkv_seq_reset(pol, 0);
-    if ((st = hkv_decode(pol, 0, prompt, n_prompt))) return step_err(pol, err, errlen, st);
+    if (st) return step_err(c, err, errlen, st);
+    if (forced) s->top1 += 100.0 * top1 / n_gen;
+    return HKV_OK;
+}
+
+/* The policy generates its own greedy continuation; compared token by token with the full cache's. */
+static hkv_status fid_free_run(hkv_context *c, int nv, const int32_t *prompt, int n_prompt, int n_gen,
+                               const fid_ref *r, fid_sums *s, char *err, size_t errlen) {
+    hkv_seq_reset(c, 0);
+    hkv_status st = hkv_decode(c, 0, prompt, n_prompt);
     long same = 0, prefix = 0;
-    for (int i = 0; i < n_gen; i++) {
-        int32_t t = eval_argmax(hkv_get_logits(pol, 0, -1), nv);
-        same += t == ref[i];
-        if (prefix == i && t == ref[i]) prefix++;
-        if (i + 1 < n_gen && (st = hkv_decode(pol, 0, &t, 1))) return step_err(pol, err, errlen, st);
+    for (int i = 0; i < n_gen && !st; i++) {
+        int32_t t = eval_argmax(hkv_get_logits(c, 0, -1), nv);
+        same += t == r->tok[i];
+        if (prefix == i && t == r->tok[i]) prefix++;
+        if (i + 1 < n_gen) st = hkv_decode(c, 0, &t, 1);
     }
+    if (st) return step_err(c, err, errlen, st);
     s->agree += 100.0 * same / n_gen;
     s->agree_pre += 100.0 * prefix / n_gen;
     return HKV_OK;
+}
+
+/* One prompt. The full cache runs first and keeps its logits, so only one context (and its worker threads)
+ * exists at a time; both contexts are set up identically (same n_ctx and ref_len), so `full` against `full`
+ * matches bit for bit. Percentage budgets refer to this prompt's length + n_gen. */
+static hkv_status fid_prompt(const eval_env *env, const int32_t *prompt, int n_prompt, int n_gen, int n_ctx,
+                             fid_ref *r, fid_sums *s, char *err, size_t errlen) {
+    hkv_model_info mi;
+    hkv_model_get_info(env->model, &mi);
+    hkv_kv_config full_kv = env->kv;
+    snprintf(full_kv.policy, sizeof full_kv.policy, "full");
+    hkv_context *c;
+    hkv_status st = ctx_for(env, &full_kv, n_ctx, n_prompt + n_gen, &c, err, errlen);
+    if (st) return st;
+    st = fid_pass(c, mi.n_vocab, prompt, n_prompt, n_gen, r, 0, s, err, errlen);
+    hkv_context_free(c);
+    if (st || (st = ctx_for(env, &env->kv, n_ctx, n_prompt + n_gen, &c, err, errlen))) return st;
+    s->budget += hkv_context_budget(c).total;
+    st = fid_pass(c, mi.n_vocab, prompt, n_prompt, n_gen, r, 1, s, err, errlen);
+    if (!st) st = fid_free_run(c, mi.n_vocab, prompt, n_prompt, n_gen, r, s, err, errlen);
+    hkv_context_free(c);
+    return st;
 }
 
 hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen, eval_metrics *out, char *err,
@@ -204,28 +238,22 @@ hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen,
     if (n_gen < 1 || pr->n < 1) { snprintf(err, errlen, "fidelity needs at least 1 prompt and 1 generated token"); return HKV_ERR_ARG; }
     int max_len = 0;
     for (int i = 0; i < pr->n; i++) max_len = pr->len[i] > max_len ? pr->len[i] : max_len;
-    int n_ctx = max_len + n_gen;
-    hkv_kv_config full_kv = env->kv;
-    snprintf(full_kv.policy, sizeof full_kv.policy, "full");
-    int32_t *ref = malloc(sizeof *ref * (size_t)n_gen);
-    if (!ref) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    hkv_model_info mi;
+    hkv_model_get_info(env->model, &mi);
+    fid_ref r = {malloc(sizeof *r.tok * (size_t)n_gen), malloc(sizeof *r.logits * (size_t)n_gen * mi.n_vocab)};
+    if (!r.tok || !r.logits) {
+        free(r.tok); free(r.logits);
+        snprintf(err, errlen, "out of memory for %d x %d reference logits", n_gen, mi.n_vocab);
+        return HKV_ERR_NOMEM;
+    }
     fid_sums s = {0};
     hkv_status st = HKV_OK;
     for (int p = 0; p < pr->n && !st; p++) {
-        /* Fresh contexts per prompt: percentage budgets refer to this prompt's length + n_gen, and both
-         * sides are set up identically so `full` against `full` matches bit for bit. */
-        int ref_len = pr->len[p] + n_gen;
-        hkv_context *full = NULL, *pol = NULL;
-        if (!(st = ctx_for(env, &full_kv, n_ctx, ref_len, &full, err, errlen)) &&
-            !(st = ctx_for(env, &env->kv, n_ctx, ref_len, &pol, err, errlen))) {
-            s.budget += hkv_context_budget(pol).total;
-            st = fidelity_one(env, full, pol, pr->toks[p], pr->len[p], n_gen, ref, &s, err, errlen);
-        }
-        hkv_context_free(pol);
-        hkv_context_free(full);
+        st = fid_prompt(env, pr->toks[p], pr->len[p], n_gen, max_len + n_gen, &r, &s, err, errlen);
         if (env->progress) env->progress(env->progress_ud, p + 1, pr->n);
     }
-    free(ref);
+    free(r.tok);
+    free(r.logits);
     if (st) return st;
     eval_metrics_add(out, "agree", s.agree / pr->n);
     eval_metrics_add(out, "agree_pre", s.agree_pre / pr->n);
