@@ -82,11 +82,15 @@ static int bench_one(hkv_model *m, const bench_opts *o, const hkv_kv_config *kv,
     int32_t *prompt = malloc(sizeof(int32_t) * (size_t)o->n_prompt);
     int *seqs = malloc(sizeof(int) * (size_t)batch);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)batch);
+    if (!prompt || !seqs || !toks) {
+        free(prompt); free(seqs); free(toks); hkv_context_free(c);
+        return cli_error("out of memory for a batch of %d sequences", batch);
+    }
     for (int i = 0; i < o->n_prompt; i++) prompt[i] = (int32_t)((i * 2654435761u) % (unsigned)mi.n_vocab);
     int rc = 0;
     double t0 = hkv_time_sec();
     for (int s = 0; s < batch && !rc; s++) {
-        if (hkv_decode(c, s, prompt, o->n_prompt)) rc = cli_error("%s", hkv_last_error(c));
+        if (hkv_decode(c, s, prompt, o->n_prompt)) { rc = cli_error("%s", hkv_last_error(c)); break; }
         seqs[s] = s;
         toks[s] = argmax(hkv_get_logits(c, s, -1), mi.n_vocab);
     }

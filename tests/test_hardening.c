@@ -1,0 +1,50 @@
+/* Hardening regressions: malformed flags, files and API calls must give a one-sentence error on stderr and a
+ * non-zero exit (CLI) or an error status (library) — never a crash, a sanitizer report or exit code 0. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include "heavykv.h"
+#include "testutil.h"
+
+/* Runs the CLI with args; stderr goes into err, stdout into out (both may be NULL). Returns the exit code,
+ * or 128 + signal, or -1. */
+static int cli2(const char *args, char *out, size_t outlen, char *err, size_t errlen) {
+    char cmd[4096];
+    const char *ef = tu_tmp("stderr.txt"), *of = tu_tmp("stdout.txt");
+    snprintf(cmd, sizeof cmd, "'%s' %s >'%s' 2>'%s' </dev/null", HKV_CLI_PATH, args, of, ef);
+    int st = system(cmd);
+    int rc = st == -1 ? -1 : WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    char *o = tu_read_file(of, NULL), *e = tu_read_file(ef, NULL);
+    if (out) snprintf(out, outlen, "%s", o ? o : "");
+    if (err) snprintf(err, errlen, "%s", e ? e : "");
+    free(o);
+    free(e);
+    return rc;
+}
+
+/* The CLI must fail with exactly one "heavykv: error:" line on stderr containing `want`, nothing on stdout
+ * that looks like an error, and no sanitizer report. */
+static void expect_error(const char *args, const char *want) {
+    char out[8192], err[8192];
+    int rc = cli2(args, out, sizeof out, err, sizeof err);
+    CHECKF(rc == 1, "'%s': exit code %d (want 1); stderr: %s", args, rc, err);
+    const char *nl = strchr(err, '\n');
+    CHECKF(!strncmp(err, "heavykv: error: ", 16) && nl && !nl[1], "'%s': stderr is not one error line: %s", args, err);
+    CHECKF(!want || strstr(err, want), "'%s': stderr lacks '%s': %s", args, want, err);
+    CHECKF(!strstr(out, "error"), "'%s': an error on stdout: %s", args, out);
+}
+
+static void test_bench(const char *model) {
+    char a[1024];
+    /* the prompt does not fit: the error, not a NULL-logits crash */
+    snprintf(a, sizeof a, "bench -m '%s' -c 10 -p 20 -n 1", model);
+    expect_error(a, "context length 10");
+}
+
+int main(void) {
+    const char *model = tu_model();
+    test_bench(model);
+    return tu_done("hardening");
+}
