@@ -27,6 +27,31 @@ static void bench_help(void) {
            "  other KV flags as for run (--kv-sink, --h2o-score, --prefill-chunk, --kv-type, ...)\n");
 }
 
+/* A comma list flag: non-empty items only, each valid as the single-value flag (checked here, before any
+ * measurement runs). Returns 1 ok, 0 error printed. */
+static int list_ok(const char *flag, const char *v, char *dst, size_t dstlen) {
+    if (strlen(v) >= dstlen) return cli_error("%s: list '%s' is too long", flag, v), 0;
+    snprintf(dst, dstlen, "%s", v);
+    for (const char *s = v;;) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        char item[64];
+        if (len == 0 || len >= sizeof item) return cli_error("%s: bad list '%s'", flag, v), 0;
+        memcpy(item, s, len);
+        item[len] = 0;
+        int batch;
+        if (!strcmp(flag, "--batch")) { if (!cli_int(flag, item, 1, 4096, &batch)) return 0; }
+        else {
+            char *fake[2] = {(char *)flag, item};
+            int j = 0;
+            hkv_kv_config tmp = hkv_kv_default_config();
+            if (cli_kv_flag(2, fake, &j, &tmp) < 0) return 0;
+        }
+        if (!e) return 1;
+        s = e + 1;
+    }
+}
+
 static int parse_bench(int argc, char **argv, bench_opts *o) {
     memset(o, 0, sizeof *o);
     o->model = cli_default_model();
@@ -45,9 +70,9 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         else if (!strcmp(a, "-r") || !strcmp(a, "--reps")) { VAL(); if (!cli_int(a, v, 1, 1000, &o->reps)) return 1; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); if (!cli_int(a, v, 1, 1024, &o->n_threads)) return 1; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { VAL(); if (!cli_int(a, v, 0, 1 << 24, &o->n_ctx)) return 1; }
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { VAL(); snprintf(o->batches, sizeof o->batches, "%s", v); }
-        else if (!strcmp(a, "--kv-policy")) { VAL(); snprintf(o->policies, sizeof o->policies, "%s", v); }
-        else if (!strcmp(a, "--kv-budget")) { VAL(); snprintf(o->budgets, sizeof o->budgets, "%s", v); }
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { VAL(); if (!list_ok("--batch", v, o->batches, sizeof o->batches)) return 1; }
+        else if (!strcmp(a, "--kv-policy")) { VAL(); if (!list_ok(a, v, o->policies, sizeof o->policies)) return 1; }
+        else if (!strcmp(a, "--kv-budget")) { VAL(); if (!list_ok(a, v, o->budgets, sizeof o->budgets)) return 1; }
         else {
             int r = cli_kv_flag(argc, argv, &i, &o->kv);
             if (r < 0) return 1;

@@ -41,6 +41,15 @@ static void test_bench(const char *model) {
     /* the prompt does not fit: the error, not a NULL-logits crash */
     snprintf(a, sizeof a, "bench -m '%s' -c 10 -p 20 -n 1", model);
     expect_error(a, "context length 10");
+    /* comma lists: empty items and bad values are rejected before anything runs (they used to be skipped,
+     * and an empty list measured nothing with exit code 0) */
+    const char *lists[][2] = {{"-b ''", "--batch"}, {"-b 1,,2", "--batch"}, {"-b 1,", "--batch"},
+                              {"--kv-policy ,", "--kv-policy"}, {"--kv-policy full,bogus", "bogus"},
+                              {"--kv-budget ''", "--kv-budget"}, {"--kv-budget 20%,,4", "--kv-budget"}};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 1 %s", model, lists[i][0]);
+        expect_error(a, lists[i][1]);
+    }
 }
 
 int main(void) {
