@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cjson/cJSON.h>
 
 #define MAX_VOCAB (1 << 24)   /* ids beyond this are treated as a malformed file */
@@ -21,7 +22,9 @@ static char *read_text(const char *path) {
     if (!f) return NULL;
     char *buf = NULL;
     long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0) n = ftell(f);
+    struct stat sb;
+    /* a directory opens fine and reports a huge size: only regular files are read */
+    if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
     if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
         if (fread(buf, 1, (size_t)n, f) == (size_t)n) buf[n] = 0;
         else { free(buf); buf = NULL; }
@@ -262,7 +265,7 @@ hkv_status tok_load_hf(const char *tokenizer_json_path, hkv_tokenizer **out, cha
     *out = NULL;
     char *txt = read_text(tokenizer_json_path);
     if (!txt) {
-        snprintf(err, errlen, "cannot read %s", tokenizer_json_path);
+        snprintf(err, errlen, "cannot read %s (not a readable regular file)", tokenizer_json_path);
         return HKV_ERR_IO;
     }
     cJSON *root = cJSON_Parse(txt);

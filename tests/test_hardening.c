@@ -52,8 +52,21 @@ static void test_bench(const char *model) {
     }
 }
 
+static void test_tokenizer_files(void) {
+    char a[1024], d[512];
+    /* a directory as tokenizer.json: fopen succeeds and ftell reports LONG_MAX (malloc of 2^63 bytes) */
+    snprintf(d, sizeof d, "%s", tu_tmp("dir"));
+    mkdir(d, 0700);
+    snprintf(a, sizeof a, "tokenize --tokenizer '%s' -p hi", d);
+    expect_error(a, "cannot read");
+    snprintf(a, sizeof a, "detokenize --tokenizer '%s' -p 1", d);
+    expect_error(a, "cannot read");
+    rmdir(d);
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
+    test_tokenizer_files();
     return tu_done("hardening");
 }
