@@ -14,6 +14,7 @@ static const command commands[] = {
     {"quantize", cmd_quantize, "convert a GGUF model's weights to F16/Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K/Q4_K_M"},
     {"synth", cmd_synth, "write a model of a real architecture and shape with random weights"},
     {"eval", cmd_eval, "measure quality lost to KV eviction: ppl, fidelity, mc, passkey"},
+    {"serve", cmd_serve, "HTTP server (OpenAI-style completions) with batched decoding"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
