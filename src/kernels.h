@@ -1,14 +1,39 @@
 /* Internal contract between tensor.c (dispatch + scalar reference) and the SIMD kernel files.
  *
  * A kernel set is a table of optional function pointers; NULL entries fall back to the scalar code.
- * Batch invariance: within one set, dot[type](row, x) must return exactly the same bits as
- * dot_f32(dequant(row), x), so hkv_matmul may use either path and results do not depend on n_tok.
- * The SIMD files get that by dequantizing in registers with the same float operations as the scalar
- * dequantizer and accumulating in the same lane/accumulator order as their dot_f32. */
+ * Float path: within one set, dot[type](row, x) must return exactly the same bits as
+ * dot_f32(dequant(row), x). The SIMD files get that by dequantizing in registers with the same float
+ * operations as the scalar dequantizer and accumulating in the same lane/accumulator order as dot_f32.
+ *
+ * Integer path (hkv_matmul with quantized weights): the activations are quantized once per matmul to
+ * blocks of 32 int16 levels with one f32 scale (hkv_qx). int16 rather than int8 keeps the error of the
+ * approximation about 2^-16 of a block's largest |x| per element (int8 would be ~1% on the logits).
+ * qdot[type] is defined exactly by the scalar reference in tensor.c, which mirrors 16 SIMD lanes:
+ *   for each group g of 32 elements (in element order), with integer weight levels w (offsets applied;
+ *   K-quant 4/5-bit levels without the min) and per-lane weight scales fw[16] (block d, or d * sub-scale):
+ *     p[l] = w[2l] * q[2l] + w[2l+1] * q[2l+1]                    (exact int32)
+ *     acc[l] = fmaf((float)p[l], fw[l] * xd[g], acc[l])            (l = 0..15)
+ *   Q4_K / Q5_K also: per super-block, macc[j] = fmaf(dmin * (float)m_j, xs[8 * sb + j], macc[j]), j = 0..7
+ *   result = hsum16(acc) - hsum8(macc), sums as the tree a[i] + a[i + half] down to one lane.
+ * Every set produces the same bits as the reference (tests compare), so results do not depend on the
+ * CPU's kernel set, on the thread count or on how many tokens a call handles. */
 #ifndef HKV_KERNELS_H
 #define HKV_KERNELS_H
 #include <stdint.h>
 #include "tensor.h"
+
+#define HKV_QX_BLOCK 32     /* activation block of the integer path */
+#define HKV_QX_MAX_TOK 4    /* tokens one qdot call handles in a single pass over the weight row */
+
+/* One token's activations, quantized: x[i] ~= d[i / 32] * q[i]. */
+typedef struct hkv_qx {
+    const int16_t *q;   /* [n] levels in -32767..32767 */
+    const float *d;     /* [n / 32] block scales (NaN if the block held inf / NaN) */
+    const float *s;     /* [n / 32] d * (sum of the block's q): the K-quant min term needs it */
+} hkv_qx;
+
+/* out[t] = sum_i row[i] * x[t][i] for t < nx (1..HKV_QX_MAX_TOK); n a multiple of the type's block. */
+typedef void (*hkv_qdot_fn)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n);
 
 typedef float (*hkv_dot_fn)(const void *row, const float *x, int64_t n);
 typedef void (*hkv_dequant_fn)(const void *src, float *dst, int64_t n);
@@ -20,13 +45,24 @@ typedef struct hkv_kernel_set {
     hkv_dequant_fn dequant[HKV_TYPE_COUNT];   /* per type; NULL: scalar reference */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    hkv_qdot_fn qdot[HKV_TYPE_COUNT];         /* integer path per quantized type; NULL: scalar reference */
 } hkv_kernel_set;
 
 /* Scalar dequantizer of one type (NULL for unsupported types); SIMD files may reuse them. */
 hkv_dequant_fn hkv_dequant_ref_fn(int type);
 
+/* Quantizes n floats (a multiple of 32) for the integer path into q[n], d[n / 32], s[n / 32]. A block
+ * holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. */
+void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n);
+/* Scalar reference of the integer path (the definition above); NULL for float and unsupported types. */
+hkv_qdot_fn hkv_qdot_ref_fn(int type);
+/* Fastest integer-path kernel for type on this CPU (the reference when SIMD is off); NULL as above. */
+hkv_qdot_fn hkv_qdot_fn_get(int type);
+
 #if defined(__x86_64__)
 /* Fills every entry of ks; only call when the CPU supports AVX2, FMA and F16C. */
 void hkv_kernels_avx2_init(hkv_kernel_set *ks);
+/* The AVX2 set with AVX-512 integer-path kernels; only call when the CPU also has AVX512F/BW/VL. */
+void hkv_kernels_avx512_init(hkv_kernel_set *ks);
 #endif
 #endif

@@ -10,6 +10,7 @@
  *   Q5_K 256 elems: Q4_K plus qh[32]: elem l of 64-chunk c takes bit 2c (low half) / 2c+1 (high half) of qh[l]
  *   Q6_K 256 elems: ql[128] low 4 bits, qh[64] high 2 bits, int8 scales[16] per 16 elems, f16 d
  *                   x = d * sc * (q - 32) */
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -488,6 +489,178 @@ size_t hkv_quantize_row(int type, const float *src, void *dst, int64_t n) {
     return rs;
 }
 
+/* ---------------------------------------------------------------- integer path: activations + reference */
+
+void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n) {
+    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++, x += HKV_QX_BLOCK, q += HKV_QX_BLOCK) {
+        float amax = 0;
+        int bad = 0;
+        for (int j = 0; j < HKV_QX_BLOCK; j++) {
+            float a = fabsf(x[j]);
+            if (!(a <= FLT_MAX)) bad = 1; /* inf or NaN */
+            else if (a > amax) amax = a;
+        }
+        if (bad || amax < 1e-30f) { /* tiny blocks count as zero: 1/d must stay finite */
+            memset(q, 0, HKV_QX_BLOCK * sizeof *q);
+            d[b] = s[b] = bad ? NAN : 0.0f;
+            continue;
+        }
+        float db = amax / 32767.0f, id = 1.0f / db;
+        int32_t sum = 0;
+        for (int j = 0; j < HKV_QX_BLOCK; j++) {
+            int v = clampi(nearest_int(x[j] * id), -32767, 32767);
+            q[j] = (int16_t)v;
+            sum += v;
+        }
+        d[b] = db;
+        s[b] = db * (float)sum;
+    }
+}
+
+/* Running sums of one qdot call: 16 lanes per token, plus 8 min lanes per token for Q4_K / Q5_K. */
+typedef struct { float acc[HKV_QX_MAX_TOK][16], macc[HKV_QX_MAX_TOK][8]; } qacc_ref;
+
+/* One group of 32 weight levels w with per-lane scales fw against activation block g of each token. */
+static void qgroup_ref(qacc_ref *a, const int16_t *w, const float *fw, const hkv_qx *x, int nx, int64_t g) {
+    for (int t = 0; t < nx; t++) {
+        const int16_t *q = x[t].q + HKV_QX_BLOCK * g;
+        float dx = x[t].d[g];
+        for (int l = 0; l < 16; l++) {
+            int32_t p = (int32_t)w[2 * l] * q[2 * l] + (int32_t)w[2 * l + 1] * q[2 * l + 1];
+            a->acc[t][l] = fmaf((float)p, fw[l] * dx, a->acc[t][l]);
+        }
+    }
+}
+
+/* Pairwise tree a[i] + a[i + n/2] down to one value: the order of the SIMD horizontal sums. */
+static float hsum_tree(const float *a, int n) {
+    float b[16];
+    memcpy(b, a, (size_t)n * sizeof *b);
+    for (int h = n / 2; h >= 1; h /= 2)
+        for (int i = 0; i < h; i++) b[i] = b[i] + b[i + h];
+    return b[0];
+}
+
+static void qfinish_ref(const qacc_ref *a, int nx, int mins, float *out) {
+    for (int t = 0; t < nx; t++) out[t] = mins ? hsum_tree(a->acc[t], 16) - hsum_tree(a->macc[t], 8) : hsum_tree(a->acc[t], 16);
+}
+
+/* Levels of one 32-element block (offsets applied); returns the block scale. */
+typedef float (*lv32_fn)(const void *blk, int16_t *w);
+
+static float lv_q8_0(const void *blk, int16_t *w) {
+    const block_q8_0 *b = blk;
+    for (int j = 0; j < 32; j++) w[j] = b->qs[j];
+    return f16(b->d);
+}
+
+static float lv_q4_0(const void *blk, int16_t *w) {
+    const block_q4_0 *b = blk;
+    for (int j = 0; j < 16; j++) {
+        w[j] = (int16_t)((b->qs[j] & 0x0f) - 8);
+        w[j + 16] = (int16_t)((b->qs[j] >> 4) - 8);
+    }
+    return f16(b->d);
+}
+
+static float lv_q5_0(const void *blk, int16_t *w) {
+    const block_q5_0 *b = blk;
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    for (int j = 0; j < 16; j++) {
+        w[j] = (int16_t)(((b->qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4)) - 16);
+        w[j + 16] = (int16_t)(((b->qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
+    }
+    return f16(b->d);
+}
+
+static void qdot32_ref(lv32_fn lv, size_t bsize, const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    qacc_ref a = {0};
+    int16_t w[32];
+    float fw[16];
+    for (int64_t i = 0; i < n / 32; i++) {
+        float d = lv((const uint8_t *)row + (size_t)i * bsize, w);
+        for (int l = 0; l < 16; l++) fw[l] = d;
+        qgroup_ref(&a, w, fw, x, nx, i);
+    }
+    qfinish_ref(&a, nx, 0, out);
+}
+
+/* Levels of one 256-element super-block, the per-lane scales of its 8 groups, and its 8 min factors
+ * dmin * m (NULL mf: type without mins). */
+typedef void (*lvk_fn)(const void *blk, int16_t *w, float fw[8][16], float *mf);
+
+static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int16_t *w, float fw[8][16], float *mf) {
+    const uint8_t *scales = b4 ? b4->scales : b5->scales, *qs = b4 ? b4->qs : b5->qs;
+    float d = f16(b4 ? b4->d : b5->d), dmin = f16(b4 ? b4->dmin : b5->dmin);
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        k_scale_min(j, scales, &sc, &m);
+        for (int l = 0; l < 16; l++) fw[j][l] = d * (float)sc;
+        mf[j] = dmin * (float)m;
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int lo = qs[32 * c + l] & 0x0f, hi = qs[32 * c + l] >> 4;
+            if (b5) {
+                lo |= ((b5->qh[l] >> (2 * c)) & 1) << 4;
+                hi |= ((b5->qh[l] >> (2 * c + 1)) & 1) << 4;
+            }
+            w[64 * c + l] = (int16_t)lo;
+            w[64 * c + 32 + l] = (int16_t)hi;
+        }
+}
+
+static void lv_q4_k(const void *blk, int16_t *w, float fw[8][16], float *mf) { lv_k45(blk, NULL, w, fw, mf); }
+static void lv_q5_k(const void *blk, int16_t *w, float fw[8][16], float *mf) { lv_k45(NULL, blk, w, fw, mf); }
+
+static void lv_q6_k(const void *blk, int16_t *w, float fw[8][16], float *mf) {
+    const block_q6_K *b = blk;
+    float d = f16(b->d);
+    (void)mf;
+    for (int e = 0; e < QK_K; e++) { /* element e: half h, group g (32 wide), lane l, as in deq_q6_k */
+        int h = e / 128, g = (e % 128) / 32, l = e % 32;
+        int low = (b->ql[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 0x0f;
+        int high = (b->qh[32 * h + l] >> (2 * g)) & 3;
+        w[e] = (int16_t)((low | (high << 4)) - 32);
+    }
+    for (int g = 0; g < 8; g++) /* lanes 0..7 hold elements 0..15 of the group, lanes 8..15 the rest */
+        for (int l = 0; l < 16; l++) fw[g][l] = d * (float)b->scales[2 * g + l / 8];
+}
+
+static void qdotk_ref(lvk_fn lv, size_t bsize, int mins, const void *row, const hkv_qx *x, int nx, float *out,
+                      int64_t n) {
+    qacc_ref a = {0};
+    int16_t w[QK_K];
+    float fw[8][16], mf[8];
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        lv((const uint8_t *)row + (size_t)i * bsize, w, fw, mf);
+        for (int j = 0; j < 8; j++) qgroup_ref(&a, w + 32 * j, fw[j], x, nx, 8 * i + j);
+        for (int t = 0; t < nx && mins; t++)
+            for (int j = 0; j < 8; j++) a.macc[t][j] = fmaf(mf[j], x[t].s[8 * i + j], a.macc[t][j]);
+    }
+    qfinish_ref(&a, nx, mins, out);
+}
+
+static void qdot_q8_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q8_0, sizeof(block_q8_0), r, x, nx, o, n); }
+static void qdot_q4_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q4_0, sizeof(block_q4_0), r, x, nx, o, n); }
+static void qdot_q5_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q5_0, sizeof(block_q5_0), r, x, nx, o, n); }
+static void qdot_q4_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q4_k, sizeof(block_q4_K), 1, r, x, nx, o, n); }
+static void qdot_q5_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q5_k, sizeof(block_q5_K), 1, r, x, nx, o, n); }
+static void qdot_q6_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q6_k, sizeof(block_q6_K), 0, r, x, nx, o, n); }
+
+hkv_qdot_fn hkv_qdot_ref_fn(int type) {
+    switch (type) {
+    case HKV_TYPE_Q8_0: return qdot_q8_0_ref;
+    case HKV_TYPE_Q4_0: return qdot_q4_0_ref;
+    case HKV_TYPE_Q5_0: return qdot_q5_0_ref;
+    case HKV_TYPE_Q4_K: return qdot_q4_k_ref;
+    case HKV_TYPE_Q5_K: return qdot_q5_k_ref;
+    case HKV_TYPE_Q6_K: return qdot_q6_k_ref;
+    default: return NULL;
+    }
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 static float scalar_dot_f32(const float *a, const float *b, int64_t n) { return (float)dot_f32_ref(0.0, a, b, n); }
@@ -507,7 +680,10 @@ static void init_kernels(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-        hkv_kernels_avx2_init(&g_simd);
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            hkv_kernels_avx512_init(&g_simd);
+        else
+            hkv_kernels_avx2_init(&g_simd);
         g_simd_ok = 1;
     }
 #endif
@@ -554,4 +730,10 @@ void hkv_axpy_f32(float *y, float a, const float *x, int64_t n) {
     const hkv_kernel_set *ks = simd();
     if (ks) ks->axpy_f32(y, a, x, n);
     else scalar_axpy_f32(y, a, x, n);
+}
+
+hkv_qdot_fn hkv_qdot_fn_get(int type) {
+    const hkv_kernel_set *ks = simd();
+    if (type < 0 || type >= HKV_TYPE_COUNT) return NULL;
+    return ks && ks->qdot[type] ? ks->qdot[type] : hkv_qdot_ref_fn(type);
 }

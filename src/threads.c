@@ -11,6 +11,7 @@
 #include <time.h>
 #include "heavykv.h"
 #include "tensor.h"
+#include "kernels.h"
 
 #define SPIN_ITERS 20000
 
@@ -130,7 +131,15 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
     }
 }
 
-/* ---------------------------------------------------------------- matmul */
+/* ---------------------------------------------------------------- matmul
+ *
+ * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx, int16
+ * blocks of 32) and every weight row is read once per group of up to HKV_QX_MAX_TOK tokens. Float
+ * weights (F32/F16/BF16) keep the float path. Either way a (row, token) result is computed by the same
+ * operations whatever the thread count, the row blocking or n_tok (see kernels.h). */
+
+/* Below this many multiply-adds the pool's hand-off costs more than the work: run on the caller. */
+#define MATMUL_INLINE_MACS (1 << 17)
 
 typedef struct {
     float *out;
@@ -139,15 +148,16 @@ typedef struct {
     size_t row_bytes;
     const float *x;
     int rows, cols, n_tok, block_rows;
-    float *scratch;       /* [n_threads][cols] dequantized row, used when n_tok >= 4 */
+    float *scratch;       /* float path: [n_threads][cols] dequantized row, used when n_tok >= 4 */
+    hkv_qdot_fn qdot;     /* integer path kernel, NULL: float path */
+    hkv_qx *qx;           /* integer path: [n_tok] quantized activations */
+    int16_t *q;           /* [n_tok][cols] their levels */
+    float *qd, *qs;       /* [n_tok][cols / 32] their scales and scaled sums */
 } matmul_job;
 
-/* One block of rows, all tokens. With several tokens each row is dequantized once into the thread's
- * scratch and reused; hkv_dot gives the same bits as dot_f32 over the dequantized row (see kernels.h),
- * so both paths produce identical results. */
-static void matmul_block(void *v, int blk, int thread) {
-    const matmul_job *j = v;
-    int r0 = blk * j->block_rows, r1 = r0 + j->block_rows < j->rows ? r0 + j->block_rows : j->rows;
+/* Float path: one block of rows, all tokens. With several tokens each row is dequantized once into the
+ * thread's scratch and reused; hkv_dot gives the same bits as dot_f32 over the dequantized row. */
+static void matmul_block_f(const matmul_job *j, int r0, int r1, int thread) {
     float *tmp = j->scratch ? j->scratch + (size_t)thread * (size_t)j->cols : NULL;
     for (int r = r0; r < r1; r++) {
         const void *row = j->W + (size_t)r * j->row_bytes;
@@ -162,19 +172,67 @@ static void matmul_block(void *v, int blk, int thread) {
     }
 }
 
+/* Integer path: token groups outside, rows inside, so a group's activations stay in L1 while the block's
+ * rows (a few KiB each) stay in L2 across groups. */
+static void matmul_block_q(const matmul_job *j, int r0, int r1) {
+    for (int t0 = 0; t0 < j->n_tok; t0 += HKV_QX_MAX_TOK) {
+        int nx = j->n_tok - t0 < HKV_QX_MAX_TOK ? j->n_tok - t0 : HKV_QX_MAX_TOK;
+        float o[HKV_QX_MAX_TOK];
+        for (int r = r0; r < r1; r++) {
+            j->qdot(j->W + (size_t)r * j->row_bytes, j->qx + t0, nx, o, j->cols);
+            for (int k = 0; k < nx; k++) j->out[(size_t)(t0 + k) * j->rows + r] = o[k];
+        }
+    }
+}
+
+static void matmul_block(void *v, int blk, int thread) {
+    const matmul_job *j = v;
+    int r0 = blk * j->block_rows, r1 = r0 + j->block_rows < j->rows ? r0 + j->block_rows : j->rows;
+    if (j->qdot) matmul_block_q(j, r0, r1);
+    else matmul_block_f(j, r0, r1, thread);
+}
+
+static void quantize_token(void *v, int t, int thread) {
+    matmul_job *j = v;
+    size_t nb = (size_t)j->cols / HKV_QX_BLOCK;
+    (void)thread;
+    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->q + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, j->cols);
+    j->qx[t] = (hkv_qx){j->q + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb};
+}
+
+/* Allocates and fills the quantized activations; 0 on allocation failure. */
+static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
+    size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
+    j->qx = malloc((size_t)j->n_tok * sizeof *j->qx);
+    j->q = malloc(n * sizeof *j->q);
+    j->qd = malloc(2 * nb * sizeof *j->qd);
+    if (!j->qx || !j->q || !j->qd) return 0;
+    j->qs = j->qd + nb;
+    hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
+    return 1;
+}
+
 void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok) {
     size_t row_bytes = hkv_row_size(type, cols);
     if (rows <= 0 || n_tok <= 0 || row_bytes == 0 || !hkv_type_supported(type)) return;
     int nt = hkv_pool_size(p);
-    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL};
-    if (n_tok >= 4 && type != HKV_TYPE_F32)
+    double macs = (double)rows * cols * n_tok;
+    int parallel = macs >= MATMUL_INLINE_MACS && nt > 1;
+    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL, NULL, NULL, NULL, NULL, NULL};
+    j.qdot = hkv_qdot_fn_get(type);
+    /* On allocation failure the float path runs instead: still correct, slightly different bits. */
+    if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;
+    if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32)
         j.scratch = malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
-    /* ~8 blocks per thread for load balance, at least 4 rows each */
-    j.block_rows = rows / (nt * 8);
+    /* ~8 blocks per thread for load balance, at least 4 rows each; one block when run inline */
+    j.block_rows = parallel ? rows / (nt * 8) : rows;
     if (j.block_rows < 4) j.block_rows = 4;
     int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
-    hkv_pool_run(p, matmul_block, &j, n_blocks);
+    hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
     free(j.scratch);
+    free(j.qx);
+    free(j.q);
+    free(j.qd);
 }
 
 double hkv_time_sec(void) {

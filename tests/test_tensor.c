@@ -7,6 +7,7 @@
 #include <string.h>
 #include "heavykv.h"
 #include "tensor.h"
+#include "kernels.h"
 #include "testutil.h"
 
 static const int QTYPES[] = {HKV_TYPE_F32, HKV_TYPE_F16, HKV_TYPE_BF16, HKV_TYPE_Q8_0, HKV_TYPE_Q4_0,
@@ -349,11 +350,150 @@ static void test_pool(void) {
     hkv_pool_free(NULL);
 }
 
-static void test_matmul(void) {
-    const int rows = 67, cols = 512, max_tok = 5;
+/* ---- integer path (kernels.h): activation quantization, SIMD == scalar reference, error bound */
+
+static const int QDOT_TYPES[] = {HKV_TYPE_Q8_0, HKV_TYPE_Q4_0, HKV_TYPE_Q5_0, HKV_TYPE_Q4_K, HKV_TYPE_Q5_K, HKV_TYPE_Q6_K};
+#define N_QDOT_TYPES ((int)(sizeof QDOT_TYPES / sizeof QDOT_TYPES[0]))
+
+/* Quantized activations of nx tokens of n values each, in one allocation. */
+typedef struct { int16_t *q; float *d, *s; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
+
+static void qx_make(qx_buf *b, const float *x, int nx, int64_t n) {
+    b->q = malloc((size_t)(nx * n) * sizeof *b->q);
+    b->d = malloc((size_t)(2 * nx * n / 32) * sizeof *b->d);
+    b->s = b->d + nx * n / 32;
+    for (int t = 0; t < nx; t++) {
+        hkv_quantize_qx(x + t * n, b->q + t * n, b->d + t * n / 32, b->s + t * n / 32, n);
+        b->x[t] = (hkv_qx){b->q + t * n, b->d + t * n / 32, b->s + t * n / 32};
+    }
+}
+static void qx_free(qx_buf *b) { free(b->q); free(b->d); }
+
+static void test_quantize_qx(void) {
+    const int64_t n = 1024;
+    float x[1024];
+    qx_buf b;
+    fill_normal(x, n, 3.0f);
+    x[40] = 1e-31f;                       /* block 1 keeps its scale from the other values */
+    for (int j = 64; j < 96; j++) x[j] = 0; /* block 2 all zero */
+    qx_make(&b, x, 1, n);
+    int bad = 0, bad_s = 0;
+    for (int64_t g = 0; g < n / 32; g++) {
+        int32_t sum = 0;
+        for (int j = 0; j < 32; j++) {
+            int64_t i = 32 * g + j;
+            sum += b.q[i];
+            bad += b.q[i] == INT16_MIN || fabs(x[i] - (double)b.d[g] * b.q[i]) > 0.51 * b.d[g];
+        }
+        bad_s += b.s[g] != b.d[g] * (float)sum;
+    }
+    /* half a step, plus the rounding of x * (1/d) in f32: up to 32767 * 2^-23 of a step */
+    CHECKF(bad == 0, "%d activations off by more than 0.51 steps", bad);
+    CHECK(bad_s == 0);
+    CHECK(b.d[2] == 0.0f && b.s[2] == 0.0f);
+    qx_free(&b);
+    x[100] = NAN;
+    x[300] = INFINITY;
+    qx_make(&b, x, 1, n);
+    CHECK(isnan(b.d[3]) && isnan(b.s[3]) && isnan(b.d[9]) && b.q[100] == 0 && b.q[101] == 0);
+    CHECK(isfinite(b.d[4]));
+    block_q8_0 blk = {0x3c00, {0}};
+    for (int j = 0; j < 32; j++) blk.qs[j] = 1;
+    float o;
+    hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, b.x, 1, &o, 32);
+    CHECK(isfinite(o));
+    hkv_qx shifted = {b.q + 96, b.d + 3, b.s + 3}; /* the NaN block */
+    hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, &shifted, 1, &o, 32);
+    CHECK(isnan(o));
+    qx_free(&b);
+    CHECK(hkv_qdot_ref_fn(HKV_TYPE_F32) == NULL && hkv_qdot_ref_fn(HKV_TYPE_F16) == NULL && hkv_qdot_ref_fn(HKV_TYPE_Q4_1) == NULL);
+    CHECK(hkv_qdot_fn_get(HKV_TYPE_BF16) == NULL && hkv_qdot_fn_get(-1) == NULL && hkv_qdot_fn_get(HKV_TYPE_COUNT) == NULL);
+}
+
+/* The kernel sets this CPU can run (the scalar reference is compared against each). */
+static int simd_sets(hkv_kernel_set *sets) {
+    int n = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+        hkv_kernels_avx2_init(&sets[n++]);
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            hkv_kernels_avx512_init(&sets[n++]);
+    }
+#endif
+    (void)sets;
+    return n;
+}
+
+/* Every kernel set's qdot equals the scalar reference bit for bit, for every nx and every token position
+ * in the group; and the reference is within the stated bound of the exact dot with float activations:
+ *   |qdot - sum w x| <= sum_i |w_i| * 0.51 * d_x(block of i)  +  1e-5 * sum_i |w_i x_i|
+ * (the first term is the activation rounding, at most 0.51 int16 steps of d_x = block absmax / 32767;
+ * the second covers the f32 scale products and accumulation, ~n/32 roundings of 2^-24). */
+static void test_qdot(void) {
+    hkv_kernel_set sets[2];
+    int n_sets = simd_sets(sets);
+    const int64_t lens[] = {32, 64, 256, 512, 896, 2304, 4864};
+    const int64_t maxn = 4864;
+    float *w = malloc(maxn * sizeof(float)), *wd = malloc(maxn * sizeof(float));
+    float *x = malloc(HKV_QX_MAX_TOK * maxn * sizeof(float));
+    uint8_t *row = malloc(maxn * 2);
+    int cases = 0, bad_bits = 0, bad_nx = 0, bad_bound = 0;
+    for (int ti = 0; ti < N_QDOT_TYPES; ti++) {
+        int t = QDOT_TYPES[ti];
+        hkv_qdot_fn ref = hkv_qdot_ref_fn(t);
+        CHECK(ref != NULL);
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0] && ref; li++) {
+            int64_t n = lens[li];
+            if (hkv_row_size(t, n) == 0) continue;
+            for (int rep = 0; rep < 3; rep++) {
+                fill_normal(w, n, rep == 2 ? 1e-3f : 1.0f);
+                fill_normal(x, HKV_QX_MAX_TOK * n, rep == 1 ? 50.0f : 1.0f);
+                if (rep == 2) for (int64_t i = 0; i < n; i += 7) x[i] *= 1000.0f; /* outliers in some blocks */
+                hkv_quantize_row(t, w, row, n);
+                hkv_dequant_row_ref(t, row, wd, n);
+                qx_buf b;
+                qx_make(&b, x, HKV_QX_MAX_TOK, n);
+                float one[HKV_QX_MAX_TOK], o[HKV_QX_MAX_TOK];
+                for (int k = 0; k < HKV_QX_MAX_TOK; k++) ref(row, &b.x[k], 1, &one[k], n);
+                for (int k = 0; k < HKV_QX_MAX_TOK; k++) {
+                    double exact = 0, mag = 0, qerr = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        exact += (double)wd[i] * x[k * n + i];
+                        mag += fabs((double)wd[i] * x[k * n + i]);
+                        qerr += fabs((double)wd[i]) * 0.51 * b.d[k * n / 32 + i / 32];
+                    }
+                    bad_bound += fabs(one[k] - exact) > qerr + 1e-5 * mag;
+                }
+                for (int nx = 1; nx <= HKV_QX_MAX_TOK; nx++)
+                    for (int t0 = 0; t0 + nx <= HKV_QX_MAX_TOK; t0++) {
+                        ref(row, b.x + t0, nx, o, n);
+                        bad_nx += memcmp(o, one + t0, (size_t)nx * sizeof(float)) != 0;
+                        for (int si = 0; si < n_sets; si++) {
+                            sets[si].qdot[t](row, b.x + t0, nx, o, n);
+                            bad_bits += memcmp(o, one + t0, (size_t)nx * sizeof(float)) != 0;
+                        }
+                    }
+                qx_free(&b);
+                cases++;
+            }
+        }
+    }
+    CHECK(cases == 3 * (7 + 7 + 7 + 4 + 4 + 4)); /* 32-blocks: all 7 lengths; K-quants: 256, 512, 2304, 4864 */
+    CHECKF(bad_bound == 0, "%d integer-path dots outside the error bound", bad_bound);
+    CHECKF(bad_nx == 0, "%d reference results depend on the token group", bad_nx);
+    CHECKF(bad_bits == 0, "%d SIMD integer dots differ from the scalar reference (%d sets)", bad_bits, n_sets);
+    fprintf(stderr, "integer path: %d SIMD kernel sets checked against the reference\n", n_sets);
+    free(w); free(wd); free(x); free(row);
+}
+
+/* hkv_matmul: same bits for any thread count and any n_tok (each token's row of a batch equals that
+ * token alone), quantized types equal the per-row reference (so SIMD == scalar path), float types equal
+ * per-row hkv_dot. rows * cols is large enough that the pool splits the rows; a small case runs inline. */
+static void test_matmul_shape(int rows, int cols, int max_tok) {
     float *wf = malloc((size_t)rows * cols * sizeof(float)), *x = malloc((size_t)max_tok * cols * sizeof(float));
     uint8_t *W = malloc((size_t)rows * cols * 4);
-    float *out[3], *naive = malloc((size_t)rows * max_tok * sizeof(float));
+    float *out[3], *naive = malloc((size_t)rows * max_tok * sizeof(float)), *simd_out = malloc((size_t)rows * max_tok * sizeof(float));
     hkv_pool *pools[3];
     for (int k = 0; k < 3; k++) {
         out[k] = malloc((size_t)rows * max_tok * sizeof(float));
@@ -361,28 +501,46 @@ static void test_matmul(void) {
     }
     fill_normal(wf, (int64_t)rows * cols, 0.5f);
     fill_normal(x, (int64_t)max_tok * cols, 1.0f);
-    for (int scalar = 0; scalar < 2; scalar++) {
-        hkv_kernels_force_scalar(scalar);
-        for (int ti = 0; ti < N_QTYPES; ti++) {
-            int t = QTYPES[ti];
-            size_t rb = hkv_row_size(t, cols);
-            for (int r = 0; r < rows; r++) hkv_quantize_row(t, wf + (size_t)r * cols, W + r * rb, cols);
-            for (int n_tok = 1; n_tok <= max_tok; n_tok += 2) {
-                for (int tok = 0; tok < n_tok; tok++)
-                    for (int r = 0; r < rows; r++)
-                        naive[tok * rows + r] = hkv_dot(t, W + r * rb, x + (size_t)tok * cols, cols);
+    for (int ti = 0; ti < N_QTYPES; ti++) {
+        int t = QTYPES[ti];
+        size_t rb = hkv_row_size(t, cols);
+        if (rb == 0) continue;
+        const char *nm = hkv_type_get(t)->name;
+        hkv_qdot_fn ref = hkv_qdot_ref_fn(t);
+        for (int r = 0; r < rows; r++) hkv_quantize_row(t, wf + (size_t)r * cols, W + r * rb, cols);
+        for (int scalar = 0; scalar < 2; scalar++) {
+            hkv_kernels_force_scalar(scalar);
+            for (int n_tok = 1; n_tok <= max_tok; n_tok += (n_tok < 5 ? 1 : 4)) {
+                for (int tok = 0; tok < n_tok; tok++) {
+                    qx_buf b;
+                    if (ref) qx_make(&b, x + (size_t)tok * cols, 1, cols);
+                    for (int r = 0; r < rows; r++) {
+                        float *o = &naive[tok * rows + r];
+                        if (ref) ref(W + r * rb, b.x, 1, o, cols);
+                        else *o = hkv_dot(t, W + r * rb, x + (size_t)tok * cols, cols);
+                    }
+                    if (ref) qx_free(&b);
+                }
                 for (int k = 0; k < 3; k++) hkv_matmul(pools[k], out[k], t, W, x, rows, cols, n_tok);
                 size_t bytes = (size_t)rows * n_tok * sizeof(float);
                 CHECKF(memcmp(out[0], out[1], bytes) == 0 && memcmp(out[0], out[2], bytes) == 0,
-                       "%s n_tok=%d scalar=%d: results depend on thread count", hkv_type_get(t)->name, n_tok, scalar);
-                CHECKF(memcmp(out[0], naive, bytes) == 0, "%s n_tok=%d scalar=%d: matmul differs from per-row dots",
-                       hkv_type_get(t)->name, n_tok, scalar);
+                       "%s %dx%d n_tok=%d scalar=%d: results depend on thread count", nm, rows, cols, n_tok, scalar);
+                CHECKF(memcmp(out[0], naive, bytes) == 0, "%s %dx%d n_tok=%d scalar=%d: matmul differs from per-row, per-token dots",
+                       nm, rows, cols, n_tok, scalar);
+                if (ref && scalar == 0 && n_tok == max_tok) memcpy(simd_out, out[0], bytes);
+                if (ref && scalar == 1 && n_tok == max_tok)
+                    CHECKF(memcmp(simd_out, out[0], bytes) == 0, "%s: SIMD and scalar matmul differ", nm);
             }
         }
     }
     hkv_kernels_force_scalar(0);
     for (int k = 0; k < 3; k++) { free(out[k]); hkv_pool_free(pools[k]); }
-    free(wf); free(x); free(W); free(naive);
+    free(wf); free(x); free(W); free(naive); free(simd_out);
+}
+
+static void test_matmul(void) {
+    test_matmul_shape(301, 512, 9);  /* pooled; token groups of 4, 4, 1 */
+    test_matmul_shape(5, 64, 3);     /* below the inline threshold */
 }
 
 static void test_dispatch(void) {
@@ -410,6 +568,8 @@ int main(void) {
     test_dots();
     hkv_kernels_force_scalar(0);
     test_pool();
+    test_quantize_qx();
+    test_qdot();
     test_matmul();
     return tu_done("test_tensor");
 }
