@@ -399,9 +399,10 @@ static int write_reports(const eval_opts *o, const eval_row *rows, int n) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    if (argc < 2) return cli_error("eval needs a subcommand: ppl, fidelity, mc or passkey (see heavykv eval --help)");
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         help_main();
-        return argc < 2;
+        return 0;
     }
     const char *sub = argv[1];
     if (strcmp(sub, "ppl") && strcmp(sub, "fidelity") && strcmp(sub, "mc") && strcmp(sub, "passkey"))

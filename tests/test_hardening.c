@@ -64,9 +64,14 @@ static void test_tokenizer_files(void) {
     rmdir(d);
 }
 
+static void test_cli_misc(void) {
+    expect_error("eval", "needs a subcommand");   /* was: usage on stdout, exit 1, no message */
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
     test_tokenizer_files();
+    test_cli_misc();
     return tu_done("hardening");
 }
