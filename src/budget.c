@@ -212,6 +212,11 @@ hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hk
                  c->policy, s.sink, s.total);
         return fail(err, errlen, HKV_ERR_ARG, msg);
     }
+    if (c->h2o_replace && s.heavy + s.recent == 0) {   /* every kept token is a sink: no slot to replace */
+        snprintf(msg, sizeof msg, "the replace order needs a heavy or recent part (the budget of %d is all sink)",
+                 s.total);
+        return fail(err, errlen, HKV_ERR_ARG, msg);
+    }
     hkv_budget b = { s.total, s.heavy, s.recent, s.sink };
     *out = b;
     return HKV_OK;

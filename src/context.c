@@ -220,7 +220,7 @@ static hkv_status kv_write(hkv_context *c, fwd_batch *b) {
     for (int t = 0; t < b->n; t++) {
         kv_layer *L = kv_layer_of(c->kv, b->seqs[t], b->layer);
         for (int h = 0; h < hp->n_head_kv; h++) {
-            if (b->replace) kv_make_room(c->kv, L, h);
+            if (b->replace) kv_make_room(c->kv, L, h, b->pos[t]);
             hkv_status st = kv_insert(c->kv, L, h, b->pos[t], c->k + (size_t)t * kd + h * hd, c->v + (size_t)t * kd + h * hd);
             if (st) {
                 snprintf(c->err, sizeof c->err, "KV cache of sequence %d is full at position %d", b->seqs[t], b->pos[t]);

@@ -136,8 +136,14 @@ static int evict_one(kv_cache *kv, kv_layer *L, int h) {
     return 1;
 }
 
-void kv_make_room(kv_cache *kv, kv_layer *L, int h) {
-    if (L->n_live[h] >= kv->cfg.b.total) evict_one(kv, L, h);
+void kv_make_room(kv_cache *kv, kv_layer *L, int h, int32_t incoming) {
+    if (L->n_live[h] < kv->cfg.b.total) return;
+    /* the token about to be written counts as recent, as in the append order; measuring the window from the
+     * previous token protected recent + sink old tokens, i.e. everything when heavy = 0, and the write failed */
+    hkv_head_view v = head_view(kv, L, h);
+    v.newest = incoming;
+    int j = kv->ops->victim(&kv->cfg, &v);
+    if (j >= 0 && j < v.n) evict_at(kv, L, h, j);
 }
 
 void kv_trim(kv_cache *kv, kv_layer *L, int h) {

@@ -44,8 +44,9 @@ void kv_free(kv_cache *kv);
 void kv_seq_reset(kv_cache *kv, int seq);
 static inline kv_layer *kv_layer_of(kv_cache *kv, int seq, int layer) { return &kv->layers[seq * kv->n_layer + layer]; }
 
-/* FlexGen order (h2o --h2o-order replace): before a decode step writes, evict if the head is at budget. */
-void kv_make_room(kv_cache *kv, kv_layer *L, int h);
+/* FlexGen order (h2o --h2o-order replace): before a decode step writes position `incoming`, evict if the head
+ * is at budget (the incoming token counts as the newest for the policy's recent window). */
+void kv_make_room(kv_cache *kv, kv_layer *L, int h, int32_t incoming);
 /* Write token (pos) K/V for head h into a free slot (or slot == pos in simulation). */
 hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v);
 /* Attention of `group` query heads q[group][head_dim] at position qpos over head h; writes out[group][head_dim].

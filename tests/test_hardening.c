@@ -68,10 +68,71 @@ static void test_cli_misc(void) {
     expect_error("eval", "needs a subcommand");   /* was: usage on stdout, exit 1, no message */
 }
 
+static hkv_context *ctx_with(hkv_model *m, const char *policy, const char *budget, const char *heavy,
+                             const char *recent, const char *sink, int replace, int simulate, int n_ctx, int n_seq) {
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_ctx = n_ctx;
+    cp.n_seq = n_seq;
+    cp.n_threads = 1;
+    snprintf(cp.kv.policy, sizeof cp.kv.policy, "%s", policy);
+    char err[256];
+    if (budget) hkv_amount_parse(budget, &cp.kv.budget, err, sizeof err);
+    if (heavy) hkv_amount_parse(heavy, &cp.kv.heavy, err, sizeof err);
+    if (recent) hkv_amount_parse(recent, &cp.kv.recent, err, sizeof err);
+    if (sink) hkv_amount_parse(sink, &cp.kv.sink, err, sizeof err);
+    cp.kv.h2o_replace = replace;
+    cp.kv.simulate = simulate;
+    hkv_context *c = NULL;
+    if (hkv_context_new(m, &cp, &c, err, sizeof err)) return NULL;
+    return c;
+}
+
+/* FlexGen replace order: the incoming token is the newest for the recent window. Measuring the window from
+ * the previous token protected every kept token when heavy = 0, and the decode failed with "cache full". */
+static void test_replace_order(hkv_model *m) {
+    const char *cfg[][5] = {{"h2o", "4", "0", "2", "2"}, {"h2o", "4", "0", NULL, NULL}, {"h2o", "3", NULL, NULL, NULL},
+                            {"tova", "4", NULL, NULL, "2"}, {"sink", "4", NULL, NULL, NULL}, {"window", "3", NULL, NULL, NULL}};
+    for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++)
+        for (int sim = 0; sim < 2; sim++) {
+            hkv_context *c = ctx_with(m, cfg[k][0], cfg[k][1], cfg[k][2], cfg[k][3], cfg[k][4], 1, sim, 64, 1);
+            CHECKF(c != NULL, "context %s %s", cfg[k][0], cfg[k][1]);
+            if (!c) continue;
+            hkv_budget b = hkv_context_budget(c);
+            hkv_status st = HKV_OK;
+            for (int32_t t = 0; t < 30 && !st; t++) {
+                int32_t tok = 1 + (t * 7) % 500;
+                st = hkv_decode(c, 0, &tok, 1);
+                int32_t pos[64];
+                int n = hkv_kv_positions(c, 0, 0, 0, pos, 64);
+                CHECKF(n >= 1 && n <= b.total && pos[n - 1] == t, "%s: step %d keeps %d tokens", cfg[k][0], t, n);
+                /* the last `recent` positions are all kept */
+                for (int r = 0; r < b.recent && t - r >= 0 && n - 1 - r >= 0; r++) CHECK(pos[n - 1 - r] == t - r);
+            }
+            CHECKF(st == HKV_OK, "%s budget %s heavy %s replace%s: %s", cfg[k][0], cfg[k][1], cfg[k][2] ? cfg[k][2] : "-",
+                   sim ? " simulate" : "", hkv_last_error(c));
+            hkv_context_free(c);
+        }
+    /* a budget that is all sink leaves the replace order no slot: rejected up front */
+    CHECK(ctx_with(m, "h2o", "4", NULL, NULL, "4", 1, 0, 64, 1) == NULL);
+    CHECK(ctx_with(m, "tova", "4", NULL, NULL, "4", 1, 0, 64, 1) == NULL);
+    hkv_context *c = ctx_with(m, "h2o", "4", NULL, NULL, "4", 0, 0, 64, 1); /* fine in the append order */
+    CHECK(c != NULL);
+    hkv_context_free(c);
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
     test_tokenizer_files();
     test_cli_misc();
+    char err[512];
+    hkv_model_params mp = hkv_model_default_params();
+    mp.n_threads = 1;
+    hkv_model *m = NULL;
+    CHECKF(hkv_model_load(model, &mp, &m, err, sizeof err) == HKV_OK, "%s", err);
+    if (m) {
+        test_replace_order(m);
+        hkv_model_free(m);
+    }
     return tu_done("hardening");
 }
