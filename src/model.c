@@ -48,6 +48,14 @@ static hkv_status need_i(const gguf_file *g, const char *arch, const char *suffi
     return HKV_OK;
 }
 
+/* An optional key: def when absent, else range-checked like need_i (a 64-bit value is never truncated). */
+static hkv_status opt_i(const gguf_file *g, const char *arch, const char *suffix, int def, int lo, int hi, int *out,
+                        char *err, size_t errlen) {
+    int64_t v;
+    if (!get_arch_i(g, arch, suffix, &v)) { *out = def; return HKV_OK; }
+    return need_i(g, arch, suffix, lo, hi, out, err, errlen);
+}
+
 static hkv_status read_hparams(hkv_model *m, char *err, size_t errlen) {
     const gguf_file *g = m->g;
     hkv_hparams *hp = &m->hp;
@@ -72,17 +80,18 @@ static hkv_status read_hparams(hkv_model *m, char *err, size_t errlen) {
         (st = need_i(g, a, "feed_forward_length", 1, 1 << 20, &hp->n_ff, err, errlen)))
         return st;
     int64_t v;
-    hp->n_head_kv = get_arch_i(g, a, "attention.head_count_kv", &v) ? (int)v : hp->n_head;
-    if (hp->n_head_kv < 1 || hp->n_head_kv > hp->n_head || hp->n_head % hp->n_head_kv) {
+    if ((st = opt_i(g, a, "attention.head_count_kv", hp->n_head, 1, 1024, &hp->n_head_kv, err, errlen)) ||
+        (st = opt_i(g, a, "attention.key_length", hp->n_embd / hp->n_head, 0, 1 << 16, &hp->head_dim, err, errlen)))
+        return st;
+    if (hp->n_head_kv > hp->n_head || hp->n_head % hp->n_head_kv) {
         snprintf(err, errlen, "attention.head_count_kv = %d must divide head_count = %d", hp->n_head_kv, hp->n_head);
         return HKV_ERR_FORMAT;
     }
-    hp->head_dim = get_arch_i(g, a, "attention.key_length", &v) ? (int)v : hp->n_embd / hp->n_head;
     if (hp->head_dim < 2 || hp->head_dim > 512 || hp->head_dim % 2) {
         snprintf(err, errlen, "head dimension %d is not supported (must be even, 2..512)", hp->head_dim);
         return HKV_ERR_UNSUPPORTED;
     }
-    hp->n_rot = get_arch_i(g, a, "rope.dimension_count", &v) ? (int)v : hp->head_dim;
+    if ((st = opt_i(g, a, "rope.dimension_count", hp->head_dim, 0, 1 << 16, &hp->n_rot, err, errlen))) return st;
     if (hp->n_rot < 2 || hp->n_rot > hp->head_dim || hp->n_rot % 2) {
         snprintf(err, errlen, "rope.dimension_count = %d is invalid for head dimension %d", hp->n_rot, hp->head_dim);
         return HKV_ERR_FORMAT;
@@ -90,8 +99,8 @@ static hkv_status read_hparams(hkv_model *m, char *err, size_t errlen) {
     hp->n_ctx_train = get_arch_i(g, a, "context_length", &v) && v > 0 && v < (1 << 24) ? (int)v : 2048;
     if (!get_arch_f(g, a, "rope.freq_base", &hp->rope_theta)) hp->rope_theta = hp->arch == ARCH_LLAMA ? 10000.0f : 1000000.0f;
     if (!get_arch_f(g, a, "attention.layer_norm_rms_epsilon", &hp->rms_eps)) hp->rms_eps = 1e-6f;
-    if (!(hp->rope_theta > 0) || !(hp->rms_eps > 0)) {
-        snprintf(err, errlen, "model metadata has a non-positive rope.freq_base or layer_norm_rms_epsilon");
+    if (!(hp->rope_theta > 0) || !(hp->rms_eps > 0) || isinf(hp->rope_theta) || isinf(hp->rms_eps)) {
+        snprintf(err, errlen, "model metadata has a non-positive or infinite rope.freq_base or layer_norm_rms_epsilon");
         return HKV_ERR_FORMAT;
     }
     hp->rope_neox = hp->arch != ARCH_LLAMA;
@@ -195,7 +204,7 @@ static hkv_status load_layer(hkv_model *m, int il, char *err, size_t errlen) {
 
 /* Llama 3 style frequency scaling written as keys (when the rope_freqs tensor is absent): per-dimension
  * divisors computed from rope.scaling.{factor,low_freq_factor,high_freq_factor,original_context_length}. */
-static hkv_status llama3_freqs_from_keys(hkv_model *m) {
+static hkv_status llama3_freqs_from_keys(hkv_model *m, char *err, size_t errlen) {
     const char *a = m->arch_name;
     float factor, lo = 1.0f, hi = 4.0f;
     int64_t orig = 8192;
@@ -209,10 +218,15 @@ static hkv_status llama3_freqs_from_keys(hkv_model *m) {
     get_arch_f(m->g, a, "rope.scaling.low_freq_factor", &lo);
     get_arch_f(m->g, a, "rope.scaling.high_freq_factor", &hi);
     get_arch_i(m->g, a, "rope.scaling.original_context_length", &orig);
+    if (!(lo > 0) || !(hi > lo) || isinf(hi) || isinf(factor) || orig < 1) { /* the smoothing divides by hi - lo */
+        snprintf(err, errlen, "llama3 rope scaling keys are invalid (need 0 < low_freq_factor < high_freq_factor, "
+                 "a finite factor and original_context_length >= 1)");
+        return HKV_ERR_FORMAT;
+    }
     int n = m->hp.n_rot / 2;
     float *f = malloc(sizeof(float) * (size_t)n);
     float **own = realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
-    if (!f || !own) { free(f); if (own) m->owned = own; return HKV_ERR_NOMEM; }
+    if (!f || !own) { free(f); if (own) m->owned = own; snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     m->owned = own;
     m->owned[m->n_owned++] = f;
     double lo_wl = (double)orig / lo, hi_wl = (double)orig / hi;
@@ -243,7 +257,7 @@ static hkv_status load_weights(hkv_model *m, char *err, size_t errlen) {
     if ((st = get_weight(m, "output.weight", hp->n_embd, hp->n_vocab, 1, &m->output, err, errlen))) return st;
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
     if ((st = get_vec(m, "rope_freqs.weight", hp->n_rot / 2, 1, &m->rope_freqs, err, errlen))) return st;
-    if (!m->rope_freqs && (st = llama3_freqs_from_keys(m))) { snprintf(err, errlen, "out of memory"); return st; }
+    if (!m->rope_freqs && (st = llama3_freqs_from_keys(m, err, errlen))) return st;
     m->layers = calloc((size_t)hp->n_layer, sizeof(hkv_layer_w));
     if (!m->layers) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     for (int il = 0; il < hp->n_layer; il++)

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include "gguf.h"
 #include "heavykv.h"
 #include "testutil.h"
 
@@ -120,11 +121,76 @@ static void test_replace_order(hkv_model *m) {
     hkv_context_free(c);
 }
 
+/* ---- malformed model metadata, written with the GGUF writer from stories260K */
+
+static int skip_kv_heads(const char *key) { return !strcmp(key, "llama.attention.head_count_kv"); }
+
+/* Copies the model with `skip` keys dropped, then lets add() write extra keys; returns the load status. */
+static hkv_status load_variant(const gguf_file *src, int (*skip)(const char *), void (*add)(gguf_writer *),
+                               char *err, size_t errlen) {
+    gguf_writer *w = gguf_writer_new();
+    gguf_w_copy_kv(w, src, skip);
+    add(w);
+    for (uint64_t i = 0; i < src->n_tensors; i++) {
+        const gguf_tensor *t = &src->tensors[i];
+        char name[128];
+        gguf_str_copy(t->name, name, sizeof name);
+        gguf_w_tensor(w, name, t->type, t->n_dims, t->ne, t->data, t->nbytes);
+    }
+    const char *path = tu_tmp("variant.gguf");
+    hkv_status st = gguf_writer_write(w, path, err, errlen);
+    gguf_writer_free(w);
+    if (st) return st;
+    hkv_model *m = NULL;
+    st = hkv_model_load(path, NULL, &m, err, errlen);
+    hkv_model_free(m);
+    remove(path);
+    return st;
+}
+
+static void add_nothing(gguf_writer *w) { (void)w; }
+/* 2^32 + 4 used to be truncated to 4 and accepted */
+static void add_kv_heads_huge(gguf_writer *w) { gguf_w_u64(w, "llama.attention.head_count_kv", (1ull << 32) + 4); }
+static void add_key_length_huge(gguf_writer *w) { gguf_w_u64(w, "llama.attention.key_length", (1ull << 32) + 8); }
+static void add_rot_huge(gguf_writer *w) { gguf_w_u64(w, "llama.rope.dimension_count", (1ull << 32) + 8); }
+static void add_theta_inf(gguf_writer *w) { gguf_w_f32(w, "llama.rope.freq_base", INFINITY); }
+/* low == high: the llama3 smoothing divided by zero and gave NaN frequencies */
+static void add_llama3_bad(gguf_writer *w) {
+    gguf_w_str(w, "llama.rope.scaling.type", "llama3");
+    gguf_w_f32(w, "llama.rope.scaling.factor", 8.0f);
+    gguf_w_f32(w, "llama.rope.scaling.low_freq_factor", 2.0f);
+    gguf_w_f32(w, "llama.rope.scaling.high_freq_factor", 2.0f);
+}
+static void add_llama3_good(gguf_writer *w) {
+    gguf_w_str(w, "llama.rope.scaling.type", "llama3");
+    gguf_w_f32(w, "llama.rope.scaling.factor", 8.0f);
+    gguf_w_f32(w, "llama.rope.scaling.low_freq_factor", 1.0f);
+    gguf_w_f32(w, "llama.rope.scaling.high_freq_factor", 4.0f);
+}
+
+static void test_model_metadata(const char *model) {
+    char err[512];
+    gguf_file *g;
+    CHECKF(gguf_open(model, &g, err, sizeof err) == HKV_OK, "%s", err);
+    if (!g) return;
+    CHECKF(load_variant(g, NULL, add_nothing, err, sizeof err) == HKV_OK, "the unchanged copy: %s", err);
+    CHECKF(load_variant(g, NULL, add_llama3_good, err, sizeof err) == HKV_OK, "llama3 scaling: %s", err);
+    struct { int (*skip)(const char *); void (*add)(gguf_writer *); const char *want; } bad[] = {
+        {skip_kv_heads, add_kv_heads_huge, "head_count_kv"}, {NULL, add_key_length_huge, "key_length"},
+        {NULL, add_rot_huge, "dimension_count"}, {NULL, add_theta_inf, "freq_base"}, {NULL, add_llama3_bad, "scaling"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        hkv_status st = load_variant(g, bad[i].skip, bad[i].add, err, sizeof err);
+        CHECKF(st == HKV_ERR_FORMAT && strstr(err, bad[i].want), "case %zu: status %d: %s", i, st, err);
+    }
+    gguf_close(g);
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
     test_tokenizer_files();
     test_cli_misc();
+    test_model_metadata(model);
     char err[512];
     hkv_model_params mp = hkv_model_default_params();
     mp.n_threads = 1;
