@@ -23,7 +23,7 @@
 #include "tensor.h"
 
 #define HKV_QX_BLOCK 32     /* activation block of the integer path */
-#define HKV_QX_MAX_TOK 4    /* tokens one qdot call handles in a single pass over the weight row */
+#define HKV_QX_MAX_TOK 8    /* tokens one qdot call handles (AVX-512: one pass over the weight row) */
 
 /* One token's activations, quantized: x[i] ~= d[i / 32] * q[i]. */
 typedef struct hkv_qx {

@@ -419,9 +419,11 @@ QX_INLINE void qdot_q6_k_n(const void *row, const hkv_qx *x, int nx, float *out,
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
 }
 
-/* One entry point per type; the switch picks the unrolled copy for nx. */
+/* One entry point per type; the switch picks the unrolled copy for nx. More than 4 tokens would not fit
+ * the 16 ymm registers, so they are done as two passes (a token's arithmetic does not change). */
 #define QDOT_ENTRY(NAME)                                                                   \
     static void qdot_##NAME(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) { \
+        for (; nx > 4; nx -= 4, x += 4, out += 4) qdot_##NAME##_n(row, x, 4, out, n);      \
         switch (nx) {                                                                      \
         case 1: qdot_##NAME##_n(row, x, 1, out, n); break;                                 \
         case 2: qdot_##NAME##_n(row, x, 2, out, n); break;                                 \

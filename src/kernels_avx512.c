@@ -167,7 +167,11 @@ QX_INLINE void qdot_q6_k_n(const void *row, const hkv_qx *x, int nx, float *out,
         case 1: qdot_##NAME##_n(row, x, 1, out, n); break;                                 \
         case 2: qdot_##NAME##_n(row, x, 2, out, n); break;                                 \
         case 3: qdot_##NAME##_n(row, x, 3, out, n); break;                                 \
-        default: qdot_##NAME##_n(row, x, 4, out, n); break;                                \
+        case 4: qdot_##NAME##_n(row, x, 4, out, n); break;                                 \
+        case 5: qdot_##NAME##_n(row, x, 5, out, n); break;                                 \
+        case 6: qdot_##NAME##_n(row, x, 6, out, n); break;                                 \
+        case 7: qdot_##NAME##_n(row, x, 7, out, n); break;                                 \
+        default: qdot_##NAME##_n(row, x, 8, out, n); break;                                \
         }                                                                                  \
     }
 

@@ -224,8 +224,11 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;
     if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32)
         j.scratch = malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
-    /* ~8 blocks per thread for load balance, at least 4 rows each; one block when run inline */
-    j.block_rows = parallel ? rows / (nt * 8) : rows;
+    /* ~8 blocks per thread for load balance, at least 4 rows each; one block for a tiny matmul. A block
+     * that several token groups revisit is kept within ~256 KiB so that it stays in L2. */
+    j.block_rows = macs >= MATMUL_INLINE_MACS ? rows / (nt * 8) : rows;
+    if (j.qdot && n_tok > HKV_QX_MAX_TOK && (size_t)j.block_rows * row_bytes > ((size_t)256 << 10))
+        j.block_rows = (int)(((size_t)256 << 10) / row_bytes);
     if (j.block_rows < 4) j.block_rows = 4;
     int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
     hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
