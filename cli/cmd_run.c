@@ -133,7 +133,7 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     cp.ref_len = n;
     cp.trace_path = o->trace;
     int n_ctx = o->n_ctx ? o->n_ctx : (mi.n_ctx_train < 4096 ? mi.n_ctx_train : 4096);
-    if (n >= n_ctx) { free(toks); return cli_error("the prompt has %d tokens, which does not fit the context length %d", n, n_ctx); }
+    if (n > n_ctx) { free(toks); return cli_error("the prompt has %d tokens, which does not fit the context length %d", n, n_ctx); }
     hkv_context *c;
     hkv_sampler *smp;
     char err[512];
@@ -146,7 +146,7 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     int rc;
     if (hkv_decode(c, 0, toks, n)) rc = cli_error("%s", hkv_last_error(c));
     else {
-        int n_predict_fit = n_ctx - n;
+        int n_predict_fit = n_ctx - n + 1; /* the last generated token is sampled, never decoded */
         run_opts o2 = *o;
         if (o2.n_predict > n_predict_fit) o2.n_predict = n_predict_fit;
         rc = generate(m, c, smp, &o2, n, hkv_time_sec() - t0);

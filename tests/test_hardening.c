@@ -65,6 +65,26 @@ static void test_tokenizer_files(void) {
     rmdir(d);
 }
 
+/* A prompt of P tokens in a context of C >= P generates C - P + 1 tokens: the last one is sampled from the
+ * logits and never decoded. It used to refuse P == C and stop one token early. */
+static void test_run_context_limit(const char *model) {
+    const char *prompt = "Once upon a time there was a little girl named Lily who liked to play";
+    char a[1024], out[4096], err[4096];
+    snprintf(a, sizeof a, "tokenize -m '%s' -p '%s' --add-bos --ids", model, prompt);
+    CHECK(cli2(a, out, sizeof out, err, sizeof err) == 0);
+    int n = 1;
+    for (const char *p = out; *p; p++) n += *p == ',';
+    for (int extra = 0; extra < 3; extra++) {
+        snprintf(a, sizeof a, "run -m '%s' -p '%s' -c %d -n 10 --temp 0 --ignore-eos -t 1", model, prompt, n + extra);
+        int rc = cli2(a, out, sizeof out, err, sizeof err), got = -1;
+        const char *g = strstr(err, "generation: ");
+        if (g) sscanf(g, "generation: %d", &got);
+        CHECKF(rc == 0 && got == extra + 1, "-c %d with a %d-token prompt: rc %d, %d tokens: %s", n + extra, n, rc, got, err);
+    }
+    snprintf(a, sizeof a, "run -m '%s' -p '%s' -c %d", model, prompt, n - 1);
+    expect_error(a, "does not fit the context length");
+}
+
 static void test_cli_misc(void) {
     expect_error("eval", "needs a subcommand");   /* was: usage on stdout, exit 1, no message */
 }
@@ -190,6 +210,7 @@ int main(void) {
     test_bench(model);
     test_tokenizer_files();
     test_cli_misc();
+    test_run_context_limit(model);
     test_model_metadata(model);
     char err[512];
     hkv_model_params mp = hkv_model_default_params();
