@@ -125,7 +125,11 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     int cap = (int)strlen(prompt) + 16;
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)cap);
     int n = toks ? hkv_tokenize(m, prompt, !o->no_bos, o->parse_special, toks, cap) : 0;
-    if (n <= 0) { free(toks); return cli_error("the prompt is empty after tokenization and the model has no BOS token"); }
+    if (n <= 0) {
+        free(toks);
+        return cli_error(o->no_bos ? "the prompt is empty after tokenization and --no-bos adds no BOS token"
+                                   : "the prompt is empty after tokenization and the model has no BOS token");
+    }
     hkv_context_params cp = hkv_context_default_params();
     cp.n_ctx = o->n_ctx;
     cp.n_threads = o->n_threads;

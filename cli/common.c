@@ -68,9 +68,9 @@ char *cli_read_file(const char *path, size_t *len) {
         n += r;
         if (cap - n < 2) { char *nb = realloc(b, cap * 2); if (!nb) { free(b); b = NULL; break; } b = nb; cap *= 2; }
     }
-    int bad = ferror(f);
+    int bad = ferror(f), e = errno;
     fclose(f);
-    if (!b || bad) { free(b); cli_error("cannot read '%s'", path); return NULL; }
+    if (!b || bad) { free(b); cli_error("cannot read '%s': %s", path, b ? strerror(e) : "out of memory"); return NULL; }
     b[n] = 0;
     if (len) *len = n;
     return b;

@@ -87,6 +87,14 @@ static void test_run_context_limit(const char *model) {
 
 static void test_cli_misc(void) {
     expect_error("eval", "needs a subcommand");   /* was: usage on stdout, exit 1, no message */
+    char a[1024], d[512];
+    snprintf(a, sizeof a, "run -m '%s' -p '' --no-bos", tu_model());
+    expect_error(a, "--no-bos");                   /* was: "the model has no BOS token" (it has one) */
+    snprintf(d, sizeof d, "%s", tu_tmp("pdir"));
+    mkdir(d, 0700);
+    snprintf(a, sizeof a, "run -m '%s' -f '%s'", tu_model(), d);
+    expect_error(a, "Is a directory");             /* was: "cannot read" without the reason */
+    rmdir(d);
 }
 
 static hkv_context *ctx_with(hkv_model *m, const char *policy, const char *budget, const char *heavy,
