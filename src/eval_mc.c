@@ -98,7 +98,8 @@ static hkv_status simple_record(mc_parse *p, const eval_json *j, int line) {
     int gold;
     if (!ctx) return perr(p, line, "missing string field \"context\"");
     if (!ch || ch->type != EJ_ARR) return perr(p, line, "missing array field \"choices\"");
-    if (!as_index(eval_json_get(j, "gold"), &gold)) return perr(p, line, "missing integer field \"gold\"");
+    if (!as_index(eval_json_get(j, "gold"), &gold))
+        return perr(p, line, eval_json_get(j, "gold") ? "\"gold\" must be an integer" : "missing integer field \"gold\"");
     eval_mc_item *it = new_item(p);
     if (!it || !(it->context = dup_str(ctx->str))) return oom(p);
     it->gold = gold;

@@ -95,6 +95,13 @@ static void test_cli_misc(void) {
     snprintf(a, sizeof a, "run -m '%s' -f '%s'", tu_model(), d);
     expect_error(a, "Is a directory");             /* was: "cannot read" without the reason */
     rmdir(d);
+    /* a non-integer gold index is named as such, not as missing */
+    const char *task = tu_tmp("task.jsonl");
+    FILE *f = fopen(task, "w");
+    if (f) { fputs("{\"context\": \"a\", \"choices\": [\"b\"], \"gold\": 0.5}\n", f); fclose(f); }
+    snprintf(a, sizeof a, "eval mc -m '%s' -f '%s' -q", tu_model(), task);
+    expect_error(a, "\"gold\" must be an integer");
+    remove(task);
 }
 
 static hkv_context *ctx_with(hkv_model *m, const char *policy, const char *budget, const char *heavy,
