@@ -165,6 +165,7 @@ int cmd_run(int argc, char **argv) {
     run_opts o;
     int r = parse_run(argc, argv, &o);
     if (r) return r == 2 ? 0 : 1;
+    if (o.prompt_file && *o.prompt) return cli_error("give either -p or -f, not both");
     char *file_prompt = NULL;
     if (o.prompt_file && !(file_prompt = cli_read_file(o.prompt_file, NULL))) return 1;
     hkv_model *m = cli_load_model(o.model, o.n_threads);

@@ -22,6 +22,8 @@ typedef struct tok_opts {
 static hkv_tokenizer *open_tokenizer(const tok_opts *o) {
     char err[512];
     hkv_tokenizer *t = NULL;
+    if (o->tokenizer && o->model) { cli_error("give either -m MODEL.gguf or --tokenizer tokenizer.json, not both"); return NULL; }
+    if (o->prompt && o->file) { cli_error("give either -p or -f, not both"); return NULL; }
     if (o->tokenizer) {
         if (tok_load_hf(o->tokenizer, &t, err, sizeof err)) { cli_error("%s", err); return NULL; }
         return t;

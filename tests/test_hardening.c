@@ -102,6 +102,13 @@ static void test_cli_misc(void) {
     snprintf(a, sizeof a, "eval mc -m '%s' -f '%s' -q", tu_model(), task);
     expect_error(a, "\"gold\" must be an integer");
     remove(task);
+    /* conflicting sources used to be resolved silently (one of them ignored) */
+    snprintf(a, sizeof a, "tokenize -m '%s' --tokenizer '%s' -p hi", tu_model(), tu_shared("tokenizers/llama3/tokenizer.json"));
+    expect_error(a, "not both");
+    snprintf(a, sizeof a, "detokenize -m '%s' -p 1 -f '%s'", tu_model(), tu_model());
+    expect_error(a, "not both");
+    snprintf(a, sizeof a, "run -m '%s' -p hi -f '%s'", tu_model(), tu_model());
+    expect_error(a, "not both");
 }
 
 static hkv_context *ctx_with(hkv_model *m, const char *policy, const char *budget, const char *heavy,
