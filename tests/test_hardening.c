@@ -227,6 +227,36 @@ static void test_model_metadata(const char *model) {
     gguf_close(g);
 }
 
+/* API edges of hkv_decode / hkv_decode_batch: errors, never a crash, and the state stays usable. */
+static void test_decode_edges(hkv_model *m) {
+    hkv_context *c = ctx_with(m, "h2o", "2", NULL, NULL, NULL, 0, 0, 4, 2);
+    CHECK(c != NULL);
+    if (!c) return;
+    int32_t t[5] = {1, 2, 3, 4, 5}, bad = 1 << 30;
+    int seqs[3] = {0, 1, 0};
+    CHECK(hkv_decode(c, 0, t, 0) == HKV_ERR_ARG);
+    CHECK(hkv_decode(c, 2, t, 1) == HKV_ERR_ARG);
+    CHECK(hkv_decode(c, -1, t, 1) == HKV_ERR_ARG);
+    CHECK(hkv_decode(c, 0, &bad, 1) == HKV_ERR_ARG);
+    CHECK(hkv_decode(c, 0, t, 5) == HKV_ERR_CONTEXT);      /* 5 > n_ctx 4 */
+    CHECK(hkv_n_past(c, 0) == 0);
+    CHECK(hkv_decode_batch(c, seqs, t, 0) == HKV_ERR_ARG);
+    CHECK(hkv_decode_batch(c, seqs, t, 3) == HKV_ERR_ARG);  /* more than n_seq */
+    CHECK(hkv_decode_batch(c, seqs + 1, t, 2) == HKV_OK);     /* sequences {1, 0} */
+    CHECK(hkv_n_past(c, 0) == 1 && hkv_n_past(c, 1) == 1);
+    int dup[2] = {1, 1};
+    CHECK(hkv_decode_batch(c, dup, t, 2) == HKV_ERR_ARG);
+    CHECK(hkv_decode(c, 0, t, 3) == HKV_OK);                  /* fills the context exactly */
+    CHECK(hkv_decode(c, 0, t, 1) == HKV_ERR_CONTEXT);
+    CHECK(hkv_decode_batch(c, seqs, t, 2) == HKV_ERR_CONTEXT);
+    CHECK(hkv_n_past(c, 1) == 1);                             /* the failed batch changed nothing */
+    CHECK(hkv_decode(c, 1, t, 3) == HKV_OK);
+    CHECK(hkv_get_logits(c, 1, -1) != NULL && hkv_get_logits(c, 2, -1) == NULL);
+    hkv_seq_reset(c, 0);
+    CHECK(hkv_n_past(c, 0) == 0 && hkv_decode(c, 0, t, 4) == HKV_OK);
+    hkv_context_free(c);
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
@@ -241,6 +271,7 @@ int main(void) {
     CHECKF(hkv_model_load(model, &mp, &m, err, sizeof err) == HKV_OK, "%s", err);
     if (m) {
         test_replace_order(m);
+        test_decode_edges(m);
         hkv_model_free(m);
     }
     return tu_done("hardening");
