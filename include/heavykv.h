@@ -142,7 +142,9 @@ void hkv_context_free(hkv_context *c);
 const char *hkv_last_error(const hkv_context *c);
 
 /* Run tokens of one sequence through the model at positions n_past..n_past+n-1 (prompt chunk or one decode
- * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. */
+ * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. Argument and
+ * context-length errors change nothing; a failure inside the forward pass (out of memory) resets the
+ * sequence (hkv_decode_batch: every sequence of the batch), since its cache was partly written. */
 hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
 
 /* Several sequences, one token each, in one step (batched decode). seqs[i] distinct. */

@@ -328,7 +328,12 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         fwd_batch b = {.tokens = tokens + done, .seqs = seqs, .pos = pos, .n = k,
                        .replace = c->p.kv.h2o_replace && k == 1};
         st = forward_chunk(c, &b);
-        if (st) break;
+        if (st) {
+            /* earlier layers already hold this chunk while n_past did not move: the sequence is no longer
+             * consistent, so it starts over (documented in heavykv.h) */
+            hkv_seq_reset(c, seq);
+            break;
+        }
         c->n_past[seq] += k;
         if (c->p.logits_all) output_logits(c, 0, k, c->logits_all + (size_t)done * c->m->hp.n_vocab);
         else if (done + k == n) output_logits(c, k - 1, 1, c->logits_last + (size_t)seq * c->m->hp.n_vocab);
@@ -336,8 +341,9 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
     }
     free(pos);
     free(seqs);
-    if (!st) st = set_capacity(c, capacity_for(c, 1)); /* back to the decode footprint */
     if (st) return st;
+    /* back to the decode footprint; if that allocation fails the larger cache stays, which is still valid */
+    set_capacity(c, capacity_for(c, 1));
     if (c->p.logits_all) {
         memcpy(c->logits_last + (size_t)seq * c->m->hp.n_vocab, c->logits_all + (size_t)(n - 1) * c->m->hp.n_vocab,
                sizeof(float) * c->m->hp.n_vocab);
@@ -367,7 +373,11 @@ hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *toke
         pos[i] = c->n_past[seqs[i]];
     }
     fwd_batch b = {.tokens = tokens, .seqs = seqs, .pos = pos, .n = n, .replace = c->p.kv.h2o_replace};
-    if ((st = forward_chunk(c, &b))) return st;
+    c->logits_all_n = 0; /* rows of an earlier hkv_decode no longer describe the sequences */
+    if ((st = forward_chunk(c, &b))) {
+        for (int i = 0; i < n; i++) hkv_seq_reset(c, seqs[i]);
+        return st;
+    }
     float *tmp = malloc(sizeof(float) * (size_t)n * c->m->hp.n_vocab);
     if (!tmp) { snprintf(c->err, sizeof c->err, "out of memory"); return HKV_ERR_NOMEM; }
     output_logits(c, 0, n, tmp);
@@ -394,6 +404,7 @@ void hkv_seq_reset(hkv_context *c, int seq) {
     if (seq < 0 || seq >= c->n_seq) return;
     kv_seq_reset(c->kv, seq);
     c->n_past[seq] = 0;
+    if (c->logits_all_seq == seq) c->logits_all_n = 0;
 }
 
 hkv_budget hkv_context_budget(const hkv_context *c) { return c->budget; }
