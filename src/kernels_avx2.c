@@ -108,8 +108,8 @@ static void dec_q4_0(const void *blk, float *y) {
     store_scaled(nibbles16(b->qs), 8, h2f(b->d), y);
 }
 
-static void dec_q5_0(const void *blk, float *y) {
-    const block_q5_0 *b = blk;
+/* Q5_0 quants as bytes 0..31: nibbles plus the 5th bit (subtract 16 to centre). */
+static inline __m256i q5_0_bytes(const block_q5_0 *b) {
     uint32_t qh;
     memcpy(&qh, b->qh, 4);
     /* element e's 5th bit is qh bit e: expand the 32 bits to 32 bytes of 0 / 16 */
@@ -118,7 +118,11 @@ static void dec_q5_0(const void *blk, float *y) {
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel);
     __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(16));
-    store_scaled(_mm256_or_si256(nibbles16(b->qs), hb), 16, h2f(b->d), y);
+    return _mm256_or_si256(nibbles16(b->qs), hb);
+}
+
+static void dec_q5_0(const void *blk, float *y) {
+    store_scaled(q5_0_bytes(blk), 16, h2f(((const block_q5_0 *)blk)->d), y);
 }
 
 static inline void k_scale_min(int j, const uint8_t *q, int *sc, int *m) {
@@ -308,17 +312,6 @@ QX_INLINE void qdot_q8_0_n(const void *row, const hkv_qx *x, int nx, float *out,
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
 }
 
-/* Q4_0 (hb NULL) and Q5_0: nibbles plus the 5th bit, minus 8 / 16. */
-QX_INLINE __m256i q5_0_bytes(const block_q5_0 *b) {
-    uint32_t qh;
-    memcpy(&qh, b->qh, 4);
-    const __m256i sel = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                         2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh), sel);
-    __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit), _mm256_set1_epi8(16));
-    return _mm256_or_si256(nibbles16(b->qs), hb);
-}
 
 QX_INLINE void qdot_q4_0_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
     const block_q4_0 *b = row;
