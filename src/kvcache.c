@@ -17,8 +17,13 @@ static void kv_account(kv_cache *kv) {
     kv->meta_bytes = heads * ((uint64_t)kv->capacity * per_slot + 2 * sizeof(int32_t) + sizeof(uint64_t));
 }
 
-static int layer_alloc(kv_cache *kv, kv_layer *L) {
-    size_t hc = (size_t)kv->n_head_kv * kv->capacity;
+static void slots_free(kv_layer *L) {
+    free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+}
+
+/* The per-slot arrays of one (sequence, layer) for `cap` slots per head; on failure nothing stays allocated. */
+static int slots_alloc(const kv_cache *kv, kv_layer *L, int cap) {
+    size_t hc = (size_t)kv->n_head_kv * cap;
     int sf = kv->ops->state_floats;
     L->k = xcalloc(hc * kv->head_dim, kv->elt);
     L->v = xcalloc(hc * kv->head_dim, kv->elt);
@@ -26,11 +31,19 @@ static int layer_alloc(kv_cache *kv, kv_layer *L) {
     L->order = xcalloc(hc, sizeof(int32_t));
     L->free_stack = kv->simulate ? NULL : xcalloc(hc, sizeof(int32_t));
     L->pstate = sf ? xcalloc(hc * sf, sizeof(float)) : NULL;
+    if (L->k && L->v && L->pos && L->order && (kv->simulate || L->free_stack) && (!sf || L->pstate)) return 1;
+    slots_free(L);
+    L->k = L->v = NULL;
+    L->pos = L->order = L->free_stack = NULL;
+    L->pstate = NULL;
+    return 0;
+}
+
+static int layer_alloc(kv_cache *kv, kv_layer *L) {
     L->n_live = xcalloc(kv->n_head_kv, sizeof(int32_t));
     L->n_free = xcalloc(kv->n_head_kv, sizeof(int32_t));
     L->evictions = xcalloc(kv->n_head_kv, sizeof(uint64_t));
-    return L->k && L->v && L->pos && L->order && (kv->simulate || L->free_stack) && (!sf || L->pstate) &&
-           L->n_live && L->n_free && L->evictions;
+    return L->n_live && L->n_free && L->evictions && slots_alloc(kv, L, kv->capacity);
 }
 
 static void layer_reset(kv_cache *kv, kv_layer *L) {
@@ -80,7 +93,7 @@ void kv_free(kv_cache *kv) {
     if (!kv) return;
     for (int i = 0; kv->layers && i < kv->n_seq * kv->n_layer; i++) {
         kv_layer *L = &kv->layers[i];
-        free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+        slots_free(L);
         free(L->n_live); free(L->n_free); free(L->evictions);
     }
     free(kv->layers);
@@ -289,17 +302,7 @@ static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
     kv_layer N;
     memset(&N, 0, sizeof N);
     int sf = kv->ops->state_floats, hd = kv->head_dim;
-    size_t hc = (size_t)kv->n_head_kv * cap;
-    N.k = calloc(hc * hd, kv->elt);
-    N.v = calloc(hc * hd, kv->elt);
-    N.pos = malloc(hc * sizeof(int32_t));
-    N.order = malloc(hc * sizeof(int32_t));
-    N.free_stack = malloc(hc * sizeof(int32_t));
-    N.pstate = sf ? calloc(hc * sf, sizeof(float)) : NULL;
-    if (!N.k || !N.v || !N.pos || !N.order || !N.free_stack || (sf && !N.pstate)) {
-        free(N.k); free(N.v); free(N.pos); free(N.order); free(N.free_stack); free(N.pstate);
-        return 0;
-    }
+    if (!slots_alloc(kv, &N, cap)) return 0;
     for (int h = 0; h < kv->n_head_kv; h++) {
         size_t ob = (size_t)h * old, nb = (size_t)h * cap;
         int n = L->n_live[h];
@@ -315,7 +318,7 @@ static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
         L->n_free[h] = 0;
         for (int s = cap - 1; s >= n; s--) N.free_stack[nb + L->n_free[h]++] = s;
     }
-    free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+    slots_free(L);
     L->k = N.k; L->v = N.v; L->pos = N.pos; L->order = N.order; L->free_stack = N.free_stack; L->pstate = N.pstate;
     return 1;
 }
