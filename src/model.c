@@ -148,22 +148,27 @@ static hkv_status get_weight(hkv_model *m, const char *name, int64_t cols, int64
     return HKV_OK;
 }
 
+/* n floats that the model owns (freed with it); NULL when out of memory. */
+static float *owned_floats(hkv_model *m, int64_t n) {
+    float **own = realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
+    if (!own) return NULL;
+    m->owned = own;
+    float *v = malloc(sizeof(float) * (size_t)n);
+    if (v) m->owned[m->n_owned++] = v;
+    return v;
+}
+
 /* A small vector weight (norm, bias), dequantized to F32 and owned by the model. */
 static hkv_status get_vec(hkv_model *m, const char *name, int64_t n, int optional, float **out, char *err, size_t errlen) {
     *out = NULL;
     hkv_weight w;
     hkv_status st = get_weight(m, name, n, 1, optional, &w, err, errlen);
     if (st || !w.data) return st;
-    float *v = malloc(sizeof(float) * (size_t)n);
-    float **own = realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
-    if (!v || !own) {
-        free(v);
-        if (own) m->owned = own;
+    float *v = owned_floats(m, n);
+    if (!v) {
         snprintf(err, errlen, "out of memory loading '%s'", name);
         return HKV_ERR_NOMEM;
     }
-    m->owned = own;
-    m->owned[m->n_owned++] = v;
     hkv_dequant_row(w.type, w.data, v, n);
     *out = v;
     return HKV_OK;
@@ -224,11 +229,8 @@ static hkv_status llama3_freqs_from_keys(hkv_model *m, char *err, size_t errlen)
         return HKV_ERR_FORMAT;
     }
     int n = m->hp.n_rot / 2;
-    float *f = malloc(sizeof(float) * (size_t)n);
-    float **own = realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
-    if (!f || !own) { free(f); if (own) m->owned = own; snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
-    m->owned = own;
-    m->owned[m->n_owned++] = f;
+    float *f = owned_floats(m, n);
+    if (!f) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     double lo_wl = (double)orig / lo, hi_wl = (double)orig / hi;
     for (int i = 0; i < n; i++) {
         double freq = pow(m->hp.rope_theta, -2.0 * i / m->hp.n_rot);
