@@ -28,6 +28,9 @@ struct hkv_context {
     size_t att_scratch_per;
     int scratch_cap;           /* capacity att_scratch was sized for */
     float *logits_last;        /* [n_seq][n_vocab] */
+    float *logits_batch;       /* [n_seq][n_vocab] rows of one hkv_decode_batch, in batch order */
+    int32_t *chunk_pos;        /* [chunk] positions of one forward chunk of hkv_decode */
+    int *chunk_seq;            /* [chunk] its sequence ids */
     float *logits_all;         /* [logits_all_cap][n_vocab] rows of the last hkv_decode */
     int logits_all_cap, logits_all_n, logits_all_seq;
     FILE *trace;
@@ -47,6 +50,7 @@ const char *hkv_last_error(const hkv_context *c) { return c ? c->err : "no conte
 static void ctx_free_buffers(hkv_context *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v); free(c->att);
     free(c->hb); free(c->hb2); free(c->att_scratch); free(c->logits_last); free(c->logits_all); free(c->n_past);
+    free(c->logits_batch); free(c->chunk_pos); free(c->chunk_seq);
 }
 
 void hkv_context_free(hkv_context *c) {
@@ -76,8 +80,11 @@ static int alloc_scratch(hkv_context *c) {
     c->att_scratch = malloc(sizeof(float) * c->att_scratch_per * (size_t)hkv_pool_size(c->pool));
     c->logits_last = calloc((size_t)c->n_seq * hp->n_vocab, sizeof(float));
     c->n_past = calloc((size_t)c->n_seq, sizeof(int32_t));
+    c->logits_batch = malloc(sizeof(float) * (size_t)c->n_seq * hp->n_vocab);
+    c->chunk_pos = malloc(sizeof(int32_t) * n);
+    c->chunk_seq = malloc(sizeof(int) * n);
     return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch &&
-           c->logits_last && c->n_past;
+           c->logits_last && c->n_past && c->logits_batch && c->chunk_pos && c->chunk_seq;
 }
 
 static int n_threads_of(const hkv_context_params *p, const hkv_model *m) {
@@ -317,9 +324,8 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         return HKV_ERR_CONTEXT;
     }
     if (c->p.logits_all && (st = grow_logits_all(c, n))) return st;
-    int32_t *pos = malloc(sizeof(int32_t) * (size_t)c->chunk);
-    int *seqs = malloc(sizeof(int) * (size_t)c->chunk);
-    if (!pos || !seqs) { free(pos); free(seqs); snprintf(c->err, sizeof c->err, "out of memory"); return HKV_ERR_NOMEM; }
+    int32_t *pos = c->chunk_pos;
+    int *seqs = c->chunk_seq;
     for (int i = 0; i < c->chunk; i++) seqs[i] = seq;
     st = set_capacity(c, capacity_for(c, n < c->chunk ? n : c->chunk));
     for (int done = 0; done < n && !st;) {
@@ -339,8 +345,6 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         else if (done + k == n) output_logits(c, k - 1, 1, c->logits_last + (size_t)seq * c->m->hp.n_vocab);
         done += k;
     }
-    free(pos);
-    free(seqs);
     if (st) return st;
     /* back to the decode footprint; if that allocation fails the larger cache stays, which is still valid */
     set_capacity(c, capacity_for(c, 1));
@@ -378,16 +382,14 @@ hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *toke
         for (int i = 0; i < n; i++) hkv_seq_reset(c, seqs[i]);
         return st;
     }
-    float *tmp = malloc(sizeof(float) * (size_t)n * c->m->hp.n_vocab);
-    if (!tmp) { snprintf(c->err, sizeof c->err, "out of memory"); return HKV_ERR_NOMEM; }
-    output_logits(c, 0, n, tmp);
+    float *rows = c->logits_batch;
+    output_logits(c, 0, n, rows);
     for (int i = 0; i < n; i++) {
         c->n_past[seqs[i]]++;
-        memcpy(c->logits_last + (size_t)seqs[i] * c->m->hp.n_vocab, tmp + (size_t)i * c->m->hp.n_vocab,
+        memcpy(c->logits_last + (size_t)seqs[i] * c->m->hp.n_vocab, rows + (size_t)i * c->m->hp.n_vocab,
                sizeof(float) * c->m->hp.n_vocab);
         if (c->trace) kv_trace_write(c->kv, seqs[i], c->trace);
     }
-    free(tmp);
     return HKV_OK;
 }
 
