@@ -85,12 +85,6 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
 
 typedef struct bench_result { double pp_tps, tg_tps; uint64_t kv_bytes; int capacity; hkv_budget b; } bench_result;
 
-static int32_t argmax(const float *x, int n) {
-    int32_t b = 0;
-    for (int i = 1; i < n; i++) if (x[i] > x[b]) b = i;
-    return b;
-}
-
 /* One measurement: every sequence gets the prompt (timed together as pp), then n_gen batched steps (tg). */
 static int bench_one(hkv_model *m, const bench_opts *o, const hkv_kv_config *kv, int batch, bench_result *r) {
     hkv_model_info mi;
@@ -117,12 +111,12 @@ static int bench_one(hkv_model *m, const bench_opts *o, const hkv_kv_config *kv,
     for (int s = 0; s < batch && !rc; s++) {
         if (hkv_decode(c, s, prompt, o->n_prompt)) { rc = cli_error("%s", hkv_last_error(c)); break; }
         seqs[s] = s;
-        toks[s] = argmax(hkv_get_logits(c, s, -1), mi.n_vocab);
+        toks[s] = hkv_argmax(hkv_get_logits(c, s, -1), mi.n_vocab);
     }
     double t1 = hkv_time_sec();
     for (int step = 0; step < o->n_gen && !rc; step++) {
         if (hkv_decode_batch(c, seqs, toks, batch)) { rc = cli_error("%s", hkv_last_error(c)); break; }
-        for (int s = 0; s < batch; s++) toks[s] = argmax(hkv_get_logits(c, s, -1), mi.n_vocab);
+        for (int s = 0; s < batch; s++) toks[s] = hkv_argmax(hkv_get_logits(c, s, -1), mi.n_vocab);
     }
     double t2 = hkv_time_sec();
     hkv_kv_stats st;

@@ -192,6 +192,8 @@ void hkv_sampler_free(hkv_sampler *s);
 /* Picks a token from logits (not modified) and remembers it for the repetition penalty. */
 int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
 void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
+/* Greedy choice: index of the largest of n logits (ties: the lowest id). */
+int32_t hkv_argmax(const float *logits, int n);
 
 /* ---------------------------------------------------------------- GGUF inspection (for `heavykv info`) */
 

@@ -106,7 +106,6 @@ hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen,
 
 /* KL(p || q) in nats of the softmax distributions of two logit vectors (exactly 0 when they are equal). */
 double eval_kl(const float *logits_p, const float *logits_q, int n_vocab);
-int32_t eval_argmax(const float *logits, int n_vocab);
 
 /* ---------------------------------------------------------------- multiple choice */
 

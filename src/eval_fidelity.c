@@ -6,13 +6,6 @@
 #include <string.h>
 #include "eval.h"
 
-int32_t eval_argmax(const float *logits, int n_vocab) {
-    int32_t best = 0;
-    for (int i = 1; i < n_vocab; i++)
-        if (logits[i] > logits[best]) best = i;
-    return best;
-}
-
 /* Log-sum-exp in double, so both distributions are normalized the same way. */
 static double lse(const float *x, int n) {
     double mx = x[0], s = 0;
@@ -177,9 +170,9 @@ static hkv_status fid_pass(hkv_context *c, int nv, const int32_t *prompt, int n_
         float *lf = r->logits + (size_t)i * nv;
         if (!forced) {
             memcpy(lf, l, sizeof *lf * (size_t)nv);
-            r->tok[i] = eval_argmax(l, nv);
+            r->tok[i] = hkv_argmax(l, nv);
         } else {
-            top1 += eval_argmax(l, nv) == r->tok[i];
+            top1 += hkv_argmax(l, nv) == r->tok[i];
             double kl = eval_kl(lf, l, nv);
             s->kl_sum += kl;
             s->kl_max = kl > s->kl_max ? kl : s->kl_max;
@@ -199,7 +192,7 @@ static hkv_status fid_free_run(hkv_context *c, int nv, const int32_t *prompt, in
     hkv_status st = hkv_decode(c, 0, prompt, n_prompt);
     long same = 0, prefix = 0;
     for (int i = 0; i < n_gen && !st; i++) {
-        int32_t t = eval_argmax(hkv_get_logits(c, 0, -1), nv);
+        int32_t t = hkv_argmax(hkv_get_logits(c, 0, -1), nv);
         same += t == r->tok[i];
         if (prefix == i && t == r->tok[i]) prefix++;
         if (i + 1 < n_gen) st = hkv_decode(c, 0, &t, 1);

@@ -98,7 +98,7 @@ static hkv_status one_trial(const eval_env *env, const int32_t *toks, int n, int
     int n_gen = 0;
     st = hkv_decode(c, 0, toks, n);
     while (!st && n_gen < GEN_TOKENS) {
-        int32_t t = eval_argmax(hkv_get_logits(c, 0, -1), mi.n_vocab);
+        int32_t t = hkv_argmax(hkv_get_logits(c, 0, -1), mi.n_vocab);
         if (hkv_token_is_eog(env->model, t)) break;
         gen[n_gen++] = t;
         if (n_gen < GEN_TOKENS) st = hkv_decode(c, 0, &t, 1);

@@ -144,7 +144,7 @@ static void apply_penalty(hkv_sampler *s, const float *logits) {
     for (int i = 0; i < s->n_hist; i++) s->seen[s->hist[i]] = 0;
 }
 
-static int32_t argmax(const float *x, int n) {
+int32_t hkv_argmax(const float *x, int n) {
     int32_t best = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
@@ -269,7 +269,7 @@ static int min_p_filter(hkv_cand *c, int m, float min_p, int sorted) {
 }
 
 static int32_t draw(hkv_sampler *s) {
-    float lmax = s->work[argmax(s->work, s->n_vocab)];
+    float lmax = s->work[hkv_argmax(s->work, s->n_vocab)];
     if (isinf(lmax) && lmax < 0) return 0;        /* every token is -inf: nothing to weigh */
     int sorted;
     int m = gather(s, lmax, &sorted);
@@ -287,7 +287,7 @@ static int32_t draw(hkv_sampler *s) {
 int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits) {
     if (!s || !logits) return -1;
     apply_penalty(s, logits);
-    int32_t tok = s->p.temp <= 0 ? argmax(s->work, s->n_vocab) : draw(s);
+    int32_t tok = s->p.temp <= 0 ? hkv_argmax(s->work, s->n_vocab) : draw(s);
     hkv_sampler_accept(s, tok);
     return tok;
 }
