@@ -367,7 +367,7 @@ static int check_forward(const eval_opts *o, hkv_model *m, const eval_data *d) {
     if (!o->forward) return 0;
     hkv_model_info mi;
     hkv_model_get_info(m, &mi);
-    int n_ctx = o->n_ctx ? o->n_ctx : (mi.n_ctx_train < 4096 ? mi.n_ctx_train : 4096);
+    int n_ctx = o->n_ctx ? o->n_ctx : mi.n_ctx_default;
     for (int i = 0; i < d->texts.n; i++)
         if (d->texts.len[i] > n_ctx)
             return cli_error("the text has %d tokens, more than the context length %d (use --mode stream, "

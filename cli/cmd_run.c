@@ -136,7 +136,7 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     cp.kv = o->kv;
     cp.ref_len = n;
     cp.trace_path = o->trace;
-    int n_ctx = o->n_ctx ? o->n_ctx : (mi.n_ctx_train < 4096 ? mi.n_ctx_train : 4096);
+    int n_ctx = o->n_ctx ? o->n_ctx : mi.n_ctx_default;
     if (n > n_ctx) { free(toks); return cli_error("the prompt has %d tokens, which does not fit the context length %d", n, n_ctx); }
     hkv_context *c;
     hkv_sampler *smp;

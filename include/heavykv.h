@@ -53,6 +53,7 @@ typedef struct hkv_model_info {
     const char *arch;     /* "llama", "qwen2", "qwen3" */
     const char *name;     /* general.name or "" */
     int n_vocab, n_ctx_train, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int n_ctx_default;    /* what n_ctx = 0 means for a context: n_ctx_train, at most 4096 */
     float rope_theta, rms_eps;
     int32_t bos, eos;     /* -1 when absent */
     int add_bos;          /* tokenizer.ggml.add_bos_token (default 1 for llama) */

@@ -132,7 +132,11 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         snprintf(err, errlen, "invalid context parameters (negative n_ctx, n_seq or prefill chunk)");
         return HKV_ERR_ARG;
     }
-    if (p.n_ctx == 0) p.n_ctx = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    if (p.n_ctx == 0) {
+        hkv_model_info mi;
+        hkv_model_get_info(m, &mi);
+        p.n_ctx = mi.n_ctx_default;
+    }
     if (p.n_seq == 0) p.n_seq = 1;
     const hkv_policy_ops *ops = hkv_policy_find(p.kv.policy);
     if (!ops) {

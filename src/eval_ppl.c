@@ -13,13 +13,12 @@ double eval_nll(const float *logits, int n_vocab, int32_t target) {
     return -((double)logits[target] - mx - log(sum));
 }
 
-/* The context length an eval run uses: the caller's, else the model's training context capped at 4096
- * (the same default as hkv_context_new). */
+/* The context length an eval run uses: the caller's, else the library's default for the model. */
 static int default_ctx(const eval_env *env) {
     if (env->n_ctx > 0) return env->n_ctx;
     hkv_model_info mi;
     hkv_model_get_info(env->model, &mi);
-    return mi.n_ctx_train < 4096 ? mi.n_ctx_train : 4096;
+    return mi.n_ctx_default;
 }
 
 static hkv_status new_ctx(const eval_env *env, int n_ctx, int ref_len, int logits_all, hkv_context **c, char *err,

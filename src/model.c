@@ -303,6 +303,7 @@ void hkv_model_get_info(const hkv_model *m, hkv_model_info *in) {
     in->arch = m->arch_name;
     in->name = m->name;
     in->n_vocab = hp->n_vocab; in->n_ctx_train = hp->n_ctx_train; in->n_embd = hp->n_embd;
+    in->n_ctx_default = hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096; /* bounds a default full cache */
     in->n_layer = hp->n_layer; in->n_head = hp->n_head; in->n_head_kv = hp->n_head_kv;
     in->head_dim = hp->head_dim; in->n_ff = hp->n_ff;
     in->rope_theta = hp->rope_theta; in->rms_eps = hp->rms_eps;

@@ -1071,7 +1071,7 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     cp.n_seq = p.n_parallel;
     cp.n_threads = p.n_threads;
     cp.kv = p.kv;
-    s->n_ctx = p.n_ctx ? p.n_ctx : (s->mi.n_ctx_train < 4096 ? s->mi.n_ctx_train : 4096);
+    s->n_ctx = p.n_ctx ? p.n_ctx : s->mi.n_ctx_default;
     cp.ref_len = s->n_ctx; /* percentage budgets are of the context; a prompt is decoded in one piece */
     hkv_status st = hkv_context_new(m, &cp, &s->ctx, err, errlen);
     if (st) { hkv_server_free(s); return st; }
