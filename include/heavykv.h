@@ -23,6 +23,22 @@
 extern "C" {
 #endif
 
+/* Version of this header and of the library it belongs to (semantic versioning: a MINOR bump adds API, a
+ * MAJOR bump may break it). hkv_version() is the version of the library actually linked. */
+#define HKV_VERSION_MAJOR 0
+#define HKV_VERSION_MINOR 2
+#define HKV_VERSION_PATCH 0
+#define HKV_VERSION_STRING "0.2.0"
+
+/* Exported symbols: the shared library hides everything that is not marked HKV_API. */
+#if defined(_WIN32) && defined(HKV_BUILDING_LIBRARY)
+#define HKV_API __declspec(dllexport)
+#elif defined(__GNUC__) || defined(__clang__)
+#define HKV_API __attribute__((visibility("default")))
+#else
+#define HKV_API
+#endif
+
 typedef enum hkv_status {
     HKV_OK = 0,
     HKV_ERR_IO,          /* cannot open / read / write a file */
@@ -34,7 +50,7 @@ typedef enum hkv_status {
     HKV_ERR_STATE,       /* call not valid in the object's current state */
 } hkv_status;
 
-const char *hkv_status_str(hkv_status s);
+HKV_API const char *hkv_status_str(hkv_status s);
 
 /* ---------------------------------------------------------------- model */
 
@@ -45,9 +61,9 @@ typedef struct hkv_model_params {
     int use_mmap;    /* 1 (default): weights stay memory-mapped */
 } hkv_model_params;
 
-hkv_model_params hkv_model_default_params(void);
-hkv_status hkv_model_load(const char *path, const hkv_model_params *p, hkv_model **out, char *err, size_t errlen);
-void hkv_model_free(hkv_model *m);
+HKV_API hkv_model_params hkv_model_default_params(void);
+HKV_API hkv_status hkv_model_load(const char *path, const hkv_model_params *p, hkv_model **out, char *err, size_t errlen);
+HKV_API void hkv_model_free(hkv_model *m);
 
 typedef struct hkv_model_info {
     const char *arch;     /* "llama", "qwen2", "qwen3" */
@@ -61,21 +77,21 @@ typedef struct hkv_model_info {
     uint64_t n_params;    /* total elements of all weight tensors */
     uint64_t weight_bytes;
 } hkv_model_info;
-void hkv_model_get_info(const hkv_model *m, hkv_model_info *info);
+HKV_API void hkv_model_get_info(const hkv_model *m, hkv_model_info *info);
 
 /* ---------------------------------------------------------------- tokenizer (lives in the model) */
 
 /* Encode UTF-8 text. add_bos: prepend BOS if the model has one. parse_special: text such as "<|eot_id|>" that
  * spells a special/control token is matched as that token. Returns the number of tokens written, or, when
  * max_tokens is too small, minus the number required. */
-int hkv_tokenize(const hkv_model *m, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
+HKV_API int hkv_tokenize(const hkv_model *m, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
 /* The raw bytes of one token (byte-fallback tokens give their byte; leading-space marker turned into ' ').
  * Returns the length written (not NUL-terminated), or minus the length required. */
-int hkv_token_to_piece(const hkv_model *m, int32_t token, char *buf, int buflen);
+HKV_API int hkv_token_to_piece(const hkv_model *m, int32_t token, char *buf, int buflen);
 /* Whole-sequence decode into a NUL-terminated string (strips the SentencePiece leading space after BOS).
  * Returns length, or minus the size required (including NUL). */
-int hkv_detokenize(const hkv_model *m, const int32_t *tokens, int n, char *buf, int buflen);
-int hkv_token_is_eog(const hkv_model *m, int32_t token); /* end of generation (EOS, EOT, ...) */
+HKV_API int hkv_detokenize(const hkv_model *m, const int32_t *tokens, int n, char *buf, int buflen);
+HKV_API int hkv_token_is_eog(const hkv_model *m, int32_t token); /* end of generation (EOS, EOT, ...) */
 
 /* Streams token bytes as valid UTF-8: bytes of a character split over several tokens are held back until
  * the character is complete. */
@@ -86,7 +102,7 @@ typedef struct hkv_utf8_stream {
                                 dummy prefix); cleared after the first non-empty output */
 } hkv_utf8_stream;
 /* Appends token's bytes; writes the complete UTF-8 prefix into out (NUL-terminated), returns its length. */
-int hkv_utf8_stream_push(hkv_utf8_stream *s, const hkv_model *m, int32_t token, char *out, int outlen);
+HKV_API int hkv_utf8_stream_push(hkv_utf8_stream *s, const hkv_model *m, int32_t token, char *out, int outlen);
 
 /* ---------------------------------------------------------------- KV cache policy */
 
@@ -114,14 +130,14 @@ typedef struct hkv_budget { int total, heavy, recent, sink; } hkv_budget;
 /* Minimum budget a percentage resolves to (a ratio of a very short prompt is floored, not an error). */
 #define HKV_MIN_RATIO_BUDGET 4
 
-hkv_kv_config hkv_kv_default_config(void);
+HKV_API hkv_kv_config hkv_kv_default_config(void);
 /* Parse an amount: "N" (an integer: tokens), "P%" (percent of the reference length) or "0.R" (a number with a
  * decimal point: a ratio, the paper's heavy_ratio style; must be in (0, 1]). */
-hkv_status hkv_amount_parse(const char *s, hkv_amount *out, char *err, size_t errlen);
+HKV_API hkv_status hkv_amount_parse(const char *s, hkv_amount *out, char *err, size_t errlen);
 /* Resolve the config against ref_len (prompt length) and n_ctx into token counts; validates the split. */
-hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err, size_t errlen);
+HKV_API hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err, size_t errlen);
 /* Names of the built-in policies, NULL-terminated. */
-const char *const *hkv_policy_names(void);
+HKV_API const char *const *hkv_policy_names(void);
 
 /* ---------------------------------------------------------------- context (sequences + their KV caches) */
 
@@ -137,27 +153,27 @@ typedef struct hkv_context_params {
     const char *trace_path;  /* non-NULL: write JSON lines of kept positions per head after every step */
 } hkv_context_params;
 
-hkv_context_params hkv_context_default_params(void);
-hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *p, hkv_context **out, char *err, size_t errlen);
-void hkv_context_free(hkv_context *c);
-const char *hkv_last_error(const hkv_context *c);
+HKV_API hkv_context_params hkv_context_default_params(void);
+HKV_API hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *p, hkv_context **out, char *err, size_t errlen);
+HKV_API void hkv_context_free(hkv_context *c);
+HKV_API const char *hkv_last_error(const hkv_context *c);
 
 /* Run tokens of one sequence through the model at positions n_past..n_past+n-1 (prompt chunk or one decode
  * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. Argument and
  * context-length errors change nothing; a failure inside the forward pass (out of memory) resets the
  * sequence (hkv_decode_batch: every sequence of the batch), since its cache was partly written. */
-hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
+HKV_API hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
 
 /* Several sequences, one token each, in one step (batched decode). seqs[i] distinct. */
-hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *tokens, int n);
+HKV_API hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *tokens, int n);
 
 /* Logits [n_vocab] of token i of the last hkv_decode on seq (i = -1: the last token). i >= 0 needs
  * logits_all. For hkv_decode_batch, the logits of seq's token. NULL when not available. */
-const float *hkv_get_logits(hkv_context *c, int seq, int i);
-int hkv_n_past(const hkv_context *c, int seq);
+HKV_API const float *hkv_get_logits(hkv_context *c, int seq, int i);
+HKV_API int hkv_n_past(const hkv_context *c, int seq);
 /* Forget a sequence (cache emptied, policy state reset, position 0). */
-void hkv_seq_reset(hkv_context *c, int seq);
-hkv_budget hkv_context_budget(const hkv_context *c);
+HKV_API void hkv_seq_reset(hkv_context *c, int seq);
+HKV_API hkv_budget hkv_context_budget(const hkv_context *c);
 
 typedef struct hkv_kv_stats {
     int n_layer, n_head_kv, head_dim;
@@ -168,11 +184,11 @@ typedef struct hkv_kv_stats {
     uint64_t evictions;      /* total over all layers/heads/sequences */
     int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */
 } hkv_kv_stats;
-void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
+HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 /* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */
-hkv_status hkv_get_kv_layer_stats(const hkv_context *c, int layer, int *occupancy_sum, uint64_t *evictions);
+HKV_API hkv_status hkv_get_kv_layer_stats(const hkv_context *c, int layer, int *occupancy_sum, uint64_t *evictions);
 /* Positions currently kept by (seq, layer, kv_head), ascending. Returns count (or minus required). */
-int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int32_t *out, int max);
+HKV_API int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int32_t *out, int max);
 
 /* ---------------------------------------------------------------- sampling */
 
@@ -187,23 +203,24 @@ typedef struct hkv_sampler_params {
 } hkv_sampler_params;
 
 typedef struct hkv_sampler hkv_sampler;
-hkv_sampler_params hkv_sampler_default_params(void);
-hkv_status hkv_sampler_new(const hkv_sampler_params *p, int n_vocab, hkv_sampler **out, char *err, size_t errlen);
-void hkv_sampler_free(hkv_sampler *s);
+HKV_API hkv_sampler_params hkv_sampler_default_params(void);
+HKV_API hkv_status hkv_sampler_new(const hkv_sampler_params *p, int n_vocab, hkv_sampler **out, char *err, size_t errlen);
+HKV_API void hkv_sampler_free(hkv_sampler *s);
 /* Picks a token from logits (not modified) and remembers it for the repetition penalty. */
-int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
-void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
+HKV_API int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
+HKV_API void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
 /* Greedy choice: index of the largest of n logits (ties: the lowest id). */
-int32_t hkv_argmax(const float *logits, int n);
+HKV_API int32_t hkv_argmax(const float *logits, int n);
 
 /* ---------------------------------------------------------------- GGUF inspection (for `heavykv info`) */
 
 /* Writes a human-readable dump of the metadata and tensor table of a GGUF file to f. */
-hkv_status hkv_gguf_dump(const char *path, FILE *f, int max_array_items, char *err, size_t errlen);
+HKV_API hkv_status hkv_gguf_dump(const char *path, FILE *f, int max_array_items, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- misc */
-double hkv_time_sec(void);   /* monotonic clock */
-const char *hkv_cpu_features(void); /* e.g. "avx2 fma f16c" — what the runtime dispatch picked */
+HKV_API const char *hkv_version(void);  /* "MAJOR.MINOR.PATCH" of the linked library */
+HKV_API double hkv_time_sec(void);   /* monotonic clock */
+HKV_API const char *hkv_cpu_features(void); /* e.g. "avx2 fma f16c" — what the runtime dispatch picked */
 
 #ifdef __cplusplus
 }

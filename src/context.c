@@ -483,3 +483,5 @@ const char *hkv_status_str(hkv_status s) {
     }
     return "unknown error";
 }
+
+const char *hkv_version(void) { return HKV_VERSION_STRING; }

@@ -65,4 +65,7 @@ void hkv_kernels_avx2_init(hkv_kernel_set *ks);
 /* The AVX2 set with AVX-512 integer-path kernels; only call when the CPU also has AVX512F/BW/VL. */
 void hkv_kernels_avx512_init(hkv_kernel_set *ks);
 #endif
+/* What this CPU (and OS) can run: AVX2+FMA+F16C, and AVX-512 F/BW/VL on top. All zero off x86-64. */
+typedef struct hkv_cpu_caps { int avx2_fma_f16c, avx512; } hkv_cpu_caps;
+hkv_cpu_caps hkv_cpu_detect(void);
 #endif

@@ -16,6 +16,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include "heavykv.h"
 #include "tensor.h"
 #include "kernels.h"
@@ -674,13 +677,41 @@ static int g_simd_ok;                 /* 1: g_simd is usable on this CPU and not
 static atomic_int g_force_scalar;     /* hkv_kernels_force_scalar */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+#if !defined(__x86_64__)
+hkv_cpu_caps hkv_cpu_detect(void) { hkv_cpu_caps c = {0, 0}; return c; }
+#else
+/* CPU features from CPUID, checked against what the OS saves on a context switch (XGETBV), so the same test
+ * works with gcc and clang (clang-14's __builtin_cpu_supports does not know "f16c"). */
+static uint64_t xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (uint64_t)hi << 32 | lo;
+}
+
+hkv_cpu_caps hkv_cpu_detect(void) {
+    hkv_cpu_caps c = {0, 0};
+    unsigned a, b, cx, d;
+    if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
+    int osxsave = cx >> 27 & 1, avx = cx >> 28 & 1, fma = cx >> 12 & 1, f16c = cx >> 29 & 1;
+    if (!osxsave || !avx) return c;
+    uint64_t xcr0 = xgetbv0();
+    if ((xcr0 & 0x6) != 0x6) return c;                     /* XMM and YMM state saved */
+    if (__get_cpuid_max(0, NULL) < 7) return c;
+    __cpuid_count(7, 0, a, b, cx, d);
+    c.avx2_fma_f16c = (b >> 5 & 1) && fma && f16c;
+    int zmm_os = (xcr0 & 0xE6) == 0xE6;                    /* opmask + ZMM state saved */
+    c.avx512 = c.avx2_fma_f16c && zmm_os && (b >> 16 & 1) && (b >> 30 & 1) && (b >> 31 & 1); /* F, BW, VL */
+    return c;
+}
+#endif
+
 static void init_kernels(void) {
     const char *env = getenv("HEAVYKV_NO_SIMD");
     if (env && env[0] && strcmp(env, "0") != 0) return;
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+    hkv_cpu_caps caps = hkv_cpu_detect();
+    if (caps.avx2_fma_f16c) {
+        if (caps.avx512)
             hkv_kernels_avx512_init(&g_simd);
         else
             hkv_kernels_avx2_init(&g_simd);

@@ -2,6 +2,7 @@
  * whose concatenation is the highest-scoring vocab entry), decoding, UTF-8 streaming and the GGUF
  * tokenizer.ggml.* keys. Byte-level BPE lives in tokenizer_bpe.c, tokenizer.json import in tokenizer_hf.c. */
 #include "tokenizer_int.h"
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -545,9 +546,12 @@ int tok_utf8_stream_flush(hkv_utf8_stream *s, char *out, int outlen) {
 
 /* ---------------------------------------------------------------- GGUF */
 
-static hkv_status fail(hkv_tokenizer *t, hkv_status st, char *err, size_t errlen, const char *msg,
-                       const char *what) {
-    snprintf(err, errlen, msg, what);
+__attribute__((format(printf, 5, 6)))
+static hkv_status fail(hkv_tokenizer *t, hkv_status st, char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
     tok_free(t);
     return st;
 }

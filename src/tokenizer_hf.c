@@ -2,6 +2,7 @@
  * Qwen2 or GPT-2 split regex) or SentencePiece-style BPE with byte fallback (U+2581 spaces), plus the special
  * tokens and add_bos/add_eos flags of tokenizer_config.json next to it. */
 #include "tokenizer_int.h"
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,12 @@ typedef struct hf_ctx {
     size_t errlen;
 } hf_ctx;
 
-static hkv_status bad(hf_ctx *c, hkv_status st, const char *msg, const char *what) {
-    snprintf(c->err, c->errlen, msg, what);
+__attribute__((format(printf, 3, 4)))
+static hkv_status bad(hf_ctx *c, hkv_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, c->errlen, fmt, ap);
+    va_end(ap);
     return st;
 }
 
@@ -240,7 +245,7 @@ static hkv_status load(hf_ctx *c, const char *path, const cJSON *root) {
         return bad(c, HKV_ERR_FORMAT, "model.vocab or model.merges is missing in %s", path);
     int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
     tok_kind kind = find_component(pre, "pretokenizers", "ByteLevel") ? TOK_BPE : TOK_SPM;
-    int n;
+    int n = 0;
     hkv_status st = count_vocab(c, vocab, added, &n);
     if (st) return st;
     if (!(c->t = tok_alloc(n))) return bad(c, HKV_ERR_NOMEM, "out of memory allocating %s", "the vocabulary");

@@ -278,7 +278,10 @@ static void test_cli(void) {
     fclose(f);
     for (int i = 0; i < (int)(sizeof errs / sizeof errs[0]); i++) {
         char a[1024], full[1500];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral" /* errs[] is a table of argument templates with one %s */
         snprintf(a, sizeof a, errs[i].args, files[i] ? tu_tmp(files[i]) : "");
+#pragma GCC diagnostic pop
         snprintf(full, sizeof full, "%s -m '%s' -q", a, tu_model());
         int rc = tu_cli(full, out, sizeof out);
         CHECKF(rc != 0 && strstr(out, "heavykv: error:") && strstr(out, errs[i].expect), "%s -> %d: %s", full, rc, out);

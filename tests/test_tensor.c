@@ -414,10 +414,10 @@ static void test_quantize_qx(void) {
 static int simd_sets(hkv_kernel_set *sets) {
     int n = 0;
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+    hkv_cpu_caps caps = hkv_cpu_detect();
+    if (caps.avx2_fma_f16c) {
         hkv_kernels_avx2_init(&sets[n++]);
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        if (caps.avx512)
             hkv_kernels_avx512_init(&sets[n++]);
     }
 #endif

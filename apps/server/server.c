@@ -103,6 +103,8 @@ struct hkv_server {
     atomic_int stop;
     int stopping;             /* run loop is shutting down: no new slot assignments */
     conn **conns;             /* [max_conns] open connections */
+    int *batch_seqs;          /* [n_parallel] sequences of one engine step */
+    int32_t *batch_toks;      /* [n_parallel] their input tokens */
     int n_conns;
     slot *slots;              /* [n_parallel] */
     conn **queue;             /* [n_queue] FIFO of C_WAIT connections */
@@ -652,8 +654,8 @@ static void engine_step(hkv_server *s) {
     int np = s->p.n_parallel;
     for (int i = 0; i < np; i++)
         if (s->slots[i].c && !s->slots[i].prefilled) { slot_prefill(s, &s->slots[i]); break; }
-    int seqs[np], n = 0;
-    int32_t toks[np];
+    int *seqs = s->batch_seqs, n = 0;       /* [n_parallel] scratch owned by the server */
+    int32_t *toks = s->batch_toks;
     for (int i = 0; i < np; i++)
         if (s->slots[i].c && s->slots[i].prefilled) { seqs[n] = i; toks[n++] = s->slots[i].next; }
     if (!n) return;
@@ -956,9 +958,9 @@ static void accept_all(hkv_server *s) {
             static const char body[] = "{\"error\":{\"code\":503,\"message\":\"too many connections\","
                                        "\"type\":\"server_error\"}}";
             char busy[512];
-            int k = snprintf(busy, sizeof busy, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            int len = snprintf(busy, sizeof busy, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                              "Content-Length: %zu\r\nConnection: close\r\n\r\n%s", sizeof body - 1, body);
-            ssize_t w = send(fd, busy, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT); /* best effort */
+            ssize_t w = send(fd, busy, (size_t)len, MSG_NOSIGNAL | MSG_DONTWAIT); /* best effort */
             (void)w;
             close(fd);
             continue;
@@ -1080,7 +1082,9 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     s->queue = calloc((size_t)p.n_queue + 1, sizeof *s->queue);
     s->pfd = calloc((size_t)p.max_conns + 2, sizeof *s->pfd);
     s->pconn = calloc((size_t)p.max_conns + 2, sizeof *s->pconn);
-    if (!s->conns || !s->slots || !s->queue || !s->pfd || !s->pconn) {
+    s->batch_seqs = calloc((size_t)p.n_parallel, sizeof *s->batch_seqs);
+    s->batch_toks = calloc((size_t)p.n_parallel, sizeof *s->batch_toks);
+    if (!s->conns || !s->slots || !s->queue || !s->pfd || !s->pconn || !s->batch_seqs || !s->batch_toks) {
         hkv_server_free(s);
         return fail(err, errlen, HKV_ERR_NOMEM, "out of memory");
     }
@@ -1205,6 +1209,8 @@ void hkv_server_free(hkv_server *s) {
     if (s->wake[1] >= 0) close(s->wake[1]);
     hkv_context_free(s->ctx);
     free(s->conns);
+    free(s->batch_seqs);
+    free(s->batch_toks);
     free(s->slots);
     free(s->queue);
     free(s->pfd);

@@ -145,9 +145,9 @@ int cmd_tokenize(int argc, char **argv) {
         char piece[512];
         for (int i = 0; i < n; i++) {
             int k = tok_piece(t, ids[i], piece, sizeof piece);
-            const char *text = tok_text(t, ids[i]);
+            const char *spelled = tok_text(t, ids[i]);
             printf("%6d ", ids[i]);
-            if (k <= 0 && text) print_piece(text, (int)strlen(text)); /* control tokens have no bytes: show <s> */
+            if (k <= 0 && spelled) print_piece(spelled, (int)strlen(spelled)); /* control tokens have no bytes: show <s> */
             else print_piece(piece, k < 0 ? 0 : k);
             putchar('\n');
         }
