@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "attention.h"
 #include "kvcache.h"
 #include "model.h"
 
@@ -200,7 +201,7 @@ static void attn_item(void *arg, int i, int thread) {
     for (int t = 0; t < b->n; t++) {
         if (b->seqs[t] != seq) continue;
         size_t qo = (size_t)t * qd + (size_t)h * group * hd;
-        kv_attend(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
+        attn_head(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
     }
     kv_trim(c->kv, L, h);
 }

@@ -49,10 +49,10 @@ static inline kv_layer *kv_layer_of(kv_cache *kv, int seq, int layer) { return &
 void kv_make_room(kv_cache *kv, kv_layer *L, int h, int32_t incoming);
 /* Write token (pos) K/V for head h into a free slot (or slot == pos in simulation). */
 hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v);
-/* Attention of `group` query heads q[group][head_dim] at position qpos over head h; writes out[group][head_dim].
- * scratch: [group + 1][capacity] floats. Feeds the policy the group-aggregated probabilities. */
-void kv_attend(kv_cache *kv, kv_layer *L, int h, const float *q, int group, int gqa_mean, int32_t qpos,
-               float *out, float *scratch);
+/* Slots visible to query position qpos in ascending position, into vis[capacity]; returns their count. */
+int kv_visible_slots(const kv_cache *kv, kv_layer *L, int h, int32_t qpos, int32_t *vis);
+/* Attention's report for one query: probs[j] for visible slot j, aggregated over the KV group. */
+void kv_observe(kv_cache *kv, kv_layer *L, int h, const float *probs, int n_visible, int32_t qpos);
 /* Evict from head h until it holds at most the budget. */
 void kv_trim(kv_cache *kv, kv_layer *L, int h);
 void kv_set_newest(kv_cache *kv, int seq, int32_t pos);
