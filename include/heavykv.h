@@ -183,6 +183,7 @@ typedef struct hkv_kv_stats {
     uint64_t meta_bytes;     /* positions, order lists and policy state (documented constant per slot) */
     uint64_t evictions;      /* total over all layers/heads/sequences */
     int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */
+    uint64_t kv_bytes_used;  /* K+V bytes of the tokens actually held (all sequences); <= kv_bytes */
 } hkv_kv_stats;
 HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 /* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */
@@ -221,6 +222,10 @@ HKV_API hkv_status hkv_gguf_dump(const char *path, FILE *f, int max_array_items,
 HKV_API const char *hkv_version(void);  /* "MAJOR.MINOR.PATCH" of the linked library */
 HKV_API double hkv_time_sec(void);   /* monotonic clock */
 HKV_API const char *hkv_cpu_features(void); /* e.g. "avx2 fma f16c" — what the runtime dispatch picked */
+/* Measured memory read bandwidth in bytes/s: n_threads threads (<= 0: all cores) stream a buffer of `bytes`
+ * (rounded to whole MiB; far larger than the caches) with the SIMD kernels; best of `reps` passes. 0 on
+ * allocation failure. The roofline that memory-bound decoding is compared with (heavykv bench). */
+HKV_API double hkv_read_bandwidth(int n_threads, size_t bytes, int reps);
 
 #ifdef __cplusplus
 }

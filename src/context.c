@@ -431,6 +431,7 @@ void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s) {
         for (int h = 0; h < kv->n_head_kv; h++) {
             const kv_layer *L = &kv->layers[i];
             s->evictions += L->evictions[h];
+            s->kv_bytes_used += 2 * (uint64_t)L->n_live[h] * kv->head_dim * kv->elt;
             if (i >= kv->n_layer) continue; /* occupancy: seq 0 */
             if (L->n_live[h] < s->occupancy_min) s->occupancy_min = L->n_live[h];
             if (L->n_live[h] > s->occupancy_max) s->occupancy_max = L->n_live[h];

@@ -8,7 +8,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "heavykv.h"
 #include "tensor.h"
 #include "kernels.h"
@@ -242,4 +244,53 @@ double hkv_time_sec(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- read bandwidth (the decode roofline)
+ *
+ * Every thread streams 1 MiB pieces of one large buffer through hkv_dot_f32(a, a): one read of each cache
+ * line, two FMA lanes per 32 bytes, far below what a core can compute, so the time is the memory's. */
+
+#define BW_PIECE ((size_t)1 << 20)
+
+typedef struct { const float *buf; double sink[256]; } bw_job;
+
+static void bw_piece(void *v, int i, int thread) {
+    bw_job *j = v;
+    size_t n = BW_PIECE / sizeof(float);
+    j->sink[thread] += hkv_dot_f32(j->buf + (size_t)i * n, j->buf + (size_t)i * n, (int64_t)n);
+}
+
+static void bw_touch(void *v, int i, int thread) {
+    bw_job *j = v;
+    float *p = (float *)j->buf + (size_t)i * (BW_PIECE / sizeof(float));
+    (void)thread;
+    for (size_t k = 0; k < BW_PIECE / sizeof(float); k++) p[k] = (float)(k & 7) * 0.125f;
+}
+
+double hkv_read_bandwidth(int n_threads, size_t bytes, int reps) {
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    if (n_threads > 256) n_threads = 256;
+    int pieces = (int)(bytes / BW_PIECE);
+    if (pieces < 1) pieces = 1;
+    bw_job j;
+    memset(&j, 0, sizeof j);
+    float *buf = aligned_alloc(64, (size_t)pieces * BW_PIECE);
+    hkv_pool *p = hkv_pool_new(n_threads);
+    if (!buf || !p) { free(buf); hkv_pool_free(p); return 0; }
+    j.buf = buf;
+    hkv_pool_run(p, bw_touch, &j, pieces); /* first touch by the pool: pages spread as the readers will use them */
+    double best = 0;
+    for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
+        double t0 = hkv_time_sec();
+        hkv_pool_run(p, bw_piece, &j, pieces);
+        double dt = hkv_time_sec() - t0;
+        if (dt > 0 && (double)pieces * BW_PIECE / dt > best) best = (double)pieces * BW_PIECE / dt;
+    }
+    hkv_pool_free(p);
+    free(buf);
+    return best;
 }
