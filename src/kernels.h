@@ -6,17 +6,21 @@
  * operations as the scalar dequantizer and accumulating in the same lane/accumulator order as dot_f32.
  *
  * Integer path (hkv_matmul with quantized weights): the activations are quantized once per matmul to
- * blocks of 32 int16 levels with one f32 scale (hkv_qx). int16 rather than int8 keeps the error of the
- * approximation about 2^-16 of a block's largest |x| per element (int8 would be ~1% on the logits).
- * qdot[type] is defined exactly by the scalar reference in tensor.c, which mirrors 16 SIMD lanes:
- *   for each group g of 32 elements (in element order), with integer weight levels w (offsets applied;
- *   K-quant 4/5-bit levels without the min) and per-lane weight scales fw[16] (block d, or d * sub-scale):
- *     p[l] = w[2l] * q[2l] + w[2l+1] * q[2l+1]                    (exact int32)
- *     acc[l] = fmaf((float)p[l], fw[l] * xd[g], acc[l])            (l = 0..15)
+ * blocks of 32 int8 levels q in -127..127 with one f32 scale (hkv_qx; stored as u = q + 128, the unsigned
+ * operand of vpdpbusd / maddubs), like llama.cpp's Q8 activations. qdot[type] is defined exactly by the
+ * scalar reference in tensor.c, which mirrors 16 SIMD lanes of 4 int8 products each:
+ *   the row is cut in chunks k of 64 elements (activation blocks 2k, 2k+1); with integer weight levels w
+ *   (offsets applied; K-quant 4/5-bit levels without the min) and per-lane weight scales fw[16]
+ *   (block d, or d * sub-scale; lanes 0..7 lie in block 2k, lanes 8..15 in block 2k+1):
+ *     p[l] = w[4l] q[4l] + ... + w[4l+3] q[4l+3]                     (exact int32)
+ *     acc[l] = fmaf((float)p[l], fw[l] * xd[2k + l / 8], acc[l])      (l = 0..15)
+ *   a 32-element type with an odd block count ends with a half chunk: lanes 0..7 only.
  *   Q4_K / Q5_K also: per super-block, macc[j] = fmaf(dmin * (float)m_j, xs[8 * sb + j], macc[j]), j = 0..7
  *   result = hsum16(acc) - hsum8(macc), sums as the tree a[i] + a[i + half] down to one lane.
- * Every set produces the same bits as the reference (tests compare), so results do not depend on the
- * CPU's kernel set, on the thread count or on how many tokens a call handles. */
+ * The int32 p is exact in every kernel (VNNI: dpbusd(u, w) minus 128 * sum(w) folded into the accumulator;
+ * AVX2 / AVX-512BW: maddubs(|w|, sign(q, w)), which cannot saturate with |q| <= 127), so every set produces
+ * the same bits as the reference (tests compare): results do not depend on the CPU's kernel set, on the
+ * thread count or on how many tokens a call handles. */
 #ifndef HKV_KERNELS_H
 #define HKV_KERNELS_H
 #include <stdint.h>
@@ -25,9 +29,9 @@
 #define HKV_QX_BLOCK 32     /* activation block of the integer path */
 #define HKV_QX_MAX_TOK 8    /* tokens one qdot call handles (AVX-512: one pass over the weight row) */
 
-/* One token's activations, quantized: x[i] ~= d[i / 32] * q[i]. */
+/* One token's activations, quantized: x[i] ~= d[i / 32] * (u[i] - 128). */
 typedef struct hkv_qx {
-    const int16_t *q;   /* [n] levels in -32767..32767 */
+    const uint8_t *u;   /* [n] levels + 128, in 1..255 */
     const float *d;     /* [n / 32] block scales (NaN if the block held inf / NaN) */
     const float *s;     /* [n / 32] d * (sum of the block's q): the K-quant min term needs it */
 } hkv_qx;
@@ -51,9 +55,9 @@ typedef struct hkv_kernel_set {
 /* Scalar dequantizer of one type (NULL for unsupported types); SIMD files may reuse them. */
 hkv_dequant_fn hkv_dequant_ref_fn(int type);
 
-/* Quantizes n floats (a multiple of 32) for the integer path into q[n], d[n / 32], s[n / 32]. A block
+/* Quantizes n floats (a multiple of 32) for the integer path into u[n], d[n / 32], s[n / 32]. A block
  * holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. */
-void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n);
+void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, int64_t n);
 /* Scalar reference of the integer path (the definition above); NULL for float and unsupported types. */
 hkv_qdot_fn hkv_qdot_ref_fn(int type);
 /* Fastest integer-path kernel for type on this CPU (the reference when SIMD is off); NULL as above. */
@@ -62,10 +66,14 @@ hkv_qdot_fn hkv_qdot_fn_get(int type);
 #if defined(__x86_64__)
 /* Fills every entry of ks; only call when the CPU supports AVX2, FMA and F16C. */
 void hkv_kernels_avx2_init(hkv_kernel_set *ks);
-/* The AVX2 set with AVX-512 integer-path kernels; only call when the CPU also has AVX512F/BW/VL. */
-void hkv_kernels_avx512_init(hkv_kernel_set *ks);
+/* The AVX2 set with AVX-VNNI integer-path kernels; only call when the CPU also has AVX-VNNI. */
+void hkv_kernels_avxvnni_init(hkv_kernel_set *ks);
+/* The AVX2 set with AVX-512 integer-path kernels; only call when the CPU also has AVX512F/BW/VL; vnni: use
+ * vpdpbusd (only when the CPU has AVX512-VNNI). */
+void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni);
 #endif
-/* What this CPU (and OS) can run: AVX2+FMA+F16C, and AVX-512 F/BW/VL on top. All zero off x86-64. */
-typedef struct hkv_cpu_caps { int avx2_fma_f16c, avx512; } hkv_cpu_caps;
+/* What this CPU (and OS) can run: AVX2+FMA+F16C, AVX-512 F/BW/VL on top, and the dot-product extensions
+ * (AVX512-VNNI: vpdpbusd on zmm; AVX-VNNI: its VEX form on ymm). All zero off x86-64. */
+typedef struct hkv_cpu_caps { int avx2_fma_f16c, avx512, avx512vnni, avxvnni; } hkv_cpu_caps;
 hkv_cpu_caps hkv_cpu_detect(void);
 #endif

@@ -261,26 +261,13 @@ QUANT_KERNELS(q6_k, block_q6_K, QK_K)
 
 /* ---------------------------------------------------------------- integer path (see kernels.h)
  *
- * The 16 reference lanes live in two registers: lo = lanes 0..7 (elements 0..15 of a group), hi = lanes
- * 8..15. _mm256_madd_epi16 gives exactly p[l] = w[2l]q[2l] + w[2l+1]q[2l+1]; the float steps are the
- * reference's, lane by lane. Each kernel is expanded for nx = 1..4 so the token loops unroll and the
- * accumulators stay in registers; a token's arithmetic is the same whatever nx is. */
+ * The kernel bodies are in kernels_avx2_qdot.h (two copies: maddubs and AVX-VNNI). Each is expanded for
+ * nx = 1..4 so the token loops unroll and the accumulators stay in registers; a token's arithmetic is the
+ * same whatever nx is. */
 
 #define QX_INLINE static inline __attribute__((always_inline))
 
 typedef struct { __m256 lo, hi; } qacc;    /* lanes 0..7 and 8..15 of one token */
-
-/* Group g of 32 levels (w0: elements 0..15, w1: 16..31; per-lane scales f0, f1) against each token. */
-QX_INLINE void qgroup(qacc *acc, __m256i w0, __m256i w1, __m256 f0, __m256 f1, const hkv_qx *x, int nx, int64_t g) {
-    for (int t = 0; t < nx; t++) {
-        const __m256i *q = (const __m256i *)(x[t].q + HKV_QX_BLOCK * g);
-        __m256 dx = _mm256_set1_ps(x[t].d[g]);
-        __m256i p0 = _mm256_madd_epi16(w0, _mm256_loadu_si256(q));
-        __m256i p1 = _mm256_madd_epi16(w1, _mm256_loadu_si256(q + 1));
-        acc[t].lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_mul_ps(f0, dx), acc[t].lo);
-        acc[t].hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_mul_ps(f1, dx), acc[t].hi);
-    }
-}
 
 /* Tree sum of 8 lanes: [i] + [i+4], [i] + [i+2], [0] + [1]. */
 QX_INLINE float hsum8(__m256 v) {
@@ -292,145 +279,61 @@ QX_INLINE float hsum8(__m256 v) {
 
 QX_INLINE float hsum16(qacc a) { return hsum8(_mm256_add_ps(a.lo, a.hi)); }
 
-/* 32 bytes of small unsigned levels -> 2 x 16 int16 minus off. */
-QX_INLINE void widen_u8(__m256i v, int off, __m256i *w0, __m256i *w1) {
-    __m256i o = _mm256_set1_epi16((short)off);
-    *w0 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(v)), o);
-    *w1 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(v, 1)), o);
-}
-
-QX_INLINE void qdot_q8_0_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q8_0 *b = row;
-    qacc acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK8_0; i++) {
-        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b[i].qs));
-        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b[i].qs + 16)));
-        __m256 f = _mm256_set1_ps(h2f(b[i].d));
-        qgroup(acc, w0, w1, f, f, x, nx, i);
-    }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
-}
-
-
-QX_INLINE void qdot_q4_0_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q4_0 *b = row;
-    qacc acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK4_0; i++) {
-        __m256i w0, w1;
-        widen_u8(nibbles16(b[i].qs), 8, &w0, &w1);
-        __m256 f = _mm256_set1_ps(h2f(b[i].d));
-        qgroup(acc, w0, w1, f, f, x, nx, i);
-    }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
-}
-
-QX_INLINE void qdot_q5_0_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q5_0 *b = row;
-    qacc acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK5_0; i++) {
-        __m256i w0, w1;
-        widen_u8(q5_0_bytes(b + i), 16, &w0, &w1);
-        __m256 f = _mm256_set1_ps(h2f(b[i].d));
-        qgroup(acc, w0, w1, f, f, x, nx, i);
-    }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
-}
-
-/* Q4_K (qh NULL) / Q5_K super-blocks: groups 2c / 2c+1 are the low / high nibbles of qs[32c..32c+31]. */
-QX_INLINE void qdot_k45_n(const uint8_t *blocks, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out,
-                          int64_t n) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    qacc acc[HKV_QX_MAX_TOK];
-    __m256 macc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = macc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q4_K *b4 = (const block_q4_K *)(blocks + (size_t)i * bsize);
-        const block_q5_K *b5 = (const block_q5_K *)b4;
-        const uint8_t *scales = b4->scales, *qs = has_qh ? b5->qs : b4->qs;
-        float d = h2f(b4->d), dmin = h2f(b4->dmin);  /* same offsets in both layouts */
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) k_scale_min(j, scales, &sc[j], &m[j]);
-        __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (has_qh) {
-                __m256i b0 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c)), one);
-                __m256i b1 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c + 1)), one);
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(b0, 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(b1, 4));
-            }
-            __m256i w0, w1;
-            __m256 f = _mm256_set1_ps(d * (float)sc[2 * c]);
-            widen_u8(lo, 0, &w0, &w1);
-            qgroup(acc, w0, w1, f, f, x, nx, 8 * i + 2 * c);
-            f = _mm256_set1_ps(d * (float)sc[2 * c + 1]);
-            widen_u8(hi, 0, &w0, &w1);
-            qgroup(acc, w0, w1, f, f, x, nx, 8 * i + 2 * c + 1);
-        }
-        __m256 mf = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m)));
-        for (int t = 0; t < nx; t++) macc[t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[t]);
-    }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]) - hsum8(macc[t]);
-}
-
-QX_INLINE void qdot_q4_k_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    qdot_k45_n(row, sizeof(block_q4_K), 0, x, nx, out, n);
-}
-
-QX_INLINE void qdot_q5_k_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    qdot_k45_n(row, sizeof(block_q5_K), 1, x, nx, out, n);
-}
-
-QX_INLINE void qdot_q6_k_n(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q6_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
-    qacc acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        float d = h2f(b[i].d);
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b[i].ql + 64 * h;
-            const int8_t *sc = b[i].scales + 8 * h;
-            __m256i l0 = _mm256_loadu_si256((const __m256i *)ql), l1 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i low[4] = {_mm256_and_si256(l0, m4), _mm256_and_si256(l1, m4),
-                              _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4)};
-            for (int g = 0; g < 4; g++) {
-                __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), m2);
-                __m256i q = _mm256_sub_epi8(_mm256_or_si256(low[g], _mm256_slli_epi16(hb, 4)), c32);
-                __m256i w0 = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q));
-                __m256i w1 = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1));
-                __m256 f0 = _mm256_set1_ps(d * (float)sc[2 * g]), f1 = _mm256_set1_ps(d * (float)sc[2 * g + 1]);
-                qgroup(acc, w0, w1, f0, f1, x, nx, 8 * i + 4 * h + g);
-            }
-        }
-    }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+/* The 32 signed levels of one Q8_0 / Q4_0 / Q5_0 block, offset removed. */
+QX_INLINE __m256i lv32(const uint8_t *blk, int type) {
+    if (type == HKV_TYPE_Q8_0) return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)blk)->qs);
+    if (type == HKV_TYPE_Q4_0) return _mm256_sub_epi8(nibbles16(((const block_q4_0 *)blk)->qs), _mm256_set1_epi8(8));
+    return _mm256_sub_epi8(q5_0_bytes((const block_q5_0 *)blk), _mm256_set1_epi8(16));
 }
 
 /* One entry point per type; the switch picks the unrolled copy for nx. More than 4 tokens would not fit
- * the 16 ymm registers, so they are done as two passes (a token's arithmetic does not change). */
-#define QDOT_ENTRY(NAME)                                                                   \
-    static void qdot_##NAME(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) { \
-        for (; nx > 4; nx -= 4, x += 4, out += 4) qdot_##NAME##_n(row, x, 4, out, n);      \
-        switch (nx) {                                                                      \
-        case 1: qdot_##NAME##_n(row, x, 1, out, n); break;                                 \
-        case 2: qdot_##NAME##_n(row, x, 2, out, n); break;                                 \
-        case 3: qdot_##NAME##_n(row, x, 3, out, n); break;                                 \
-        default: qdot_##NAME##_n(row, x, 4, out, n); break;                                \
-        }                                                                                  \
+ * the 16 ymm registers, so they are done as passes of 4 (a token's arithmetic does not change). */
+#define QDOT_ENTRY(NAME)                                                                       \
+    QV_ENTRY void QV(qdot_##NAME)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) { \
+        for (; nx > 4; nx -= 4, x += 4, out += 4) QV(qdot_##NAME##_n)(row, x, 4, out, n);      \
+        switch (nx) {                                                                          \
+        case 1: QV(qdot_##NAME##_n)(row, x, 1, out, n); break;                                 \
+        case 2: QV(qdot_##NAME##_n)(row, x, 2, out, n); break;                                 \
+        case 3: QV(qdot_##NAME##_n)(row, x, 3, out, n); break;                                 \
+        default: QV(qdot_##NAME##_n)(row, x, 4, out, n); break;                                \
+        }                                                                                      \
     }
 
-QDOT_ENTRY(q8_0)
-QDOT_ENTRY(q4_0)
-QDOT_ENTRY(q5_0)
-QDOT_ENTRY(q4_k)
-QDOT_ENTRY(q5_k)
-QDOT_ENTRY(q6_k)
+/* AVX2 copy: maddubs */
+#define QV_VNNI 0
+#define QV(name) name##_mb
+#define QV_FN QX_INLINE
+#define QV_ENTRY static
+#include "kernels_avx2_qdot.h"
+#undef QV_VNNI
+#undef QV
+#undef QV_FN
+#undef QV_ENTRY
+
+/* AVX-VNNI copy: the VEX vpdpbusd */
+#define QV_VNNI 1
+#define QV(name) name##_vnni
+#define QV_FN static inline __attribute__((always_inline, target("avxvnni")))
+#define QV_ENTRY static __attribute__((target("avxvnni")))
+#include "kernels_avx2_qdot.h"
+
+static void set_qdot(hkv_kernel_set *ks, int vnni) {
+#define SETQ(T, NAME) (ks->qdot[T] = vnni ? qdot_##NAME##_vnni : qdot_##NAME##_mb)
+    SETQ(HKV_TYPE_Q8_0, q8_0);
+    SETQ(HKV_TYPE_Q4_0, q4_0);
+    SETQ(HKV_TYPE_Q5_0, q5_0);
+    SETQ(HKV_TYPE_Q4_K, q4_k);
+    SETQ(HKV_TYPE_Q5_K, q5_k);
+    SETQ(HKV_TYPE_Q6_K, q6_k);
+#undef SETQ
+}
+
+void hkv_kernels_avxvnni_init(hkv_kernel_set *ks) {
+    hkv_kernels_avx2_init(ks);
+    ks->name = "avxvnni";
+    ks->features = "avxvnni avx2 fma f16c";
+    set_qdot(ks, 1);
+}
 
 void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
     memset(ks, 0, sizeof *ks);
@@ -439,7 +342,7 @@ void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
     ks->dot_f32 = dot_f32;
     ks->axpy_f32 = axpy_f32;
 #define SET(T, NAME) (ks->dot[T] = dot_##NAME, ks->dequant[T] = deq_##NAME)
-#define SETQ(T, NAME) (SET(T, NAME), ks->qdot[T] = qdot_##NAME)
+#define SETQ(T, NAME) SET(T, NAME)
     ks->dot[HKV_TYPE_F32] = dot_f32_row;
     ks->dequant[HKV_TYPE_F32] = deq_f32;
     SET(HKV_TYPE_F16, f16);
@@ -452,6 +355,7 @@ void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
     SETQ(HKV_TYPE_Q6_K, q6_k);
 #undef SETQ
 #undef SET
+    set_qdot(ks, 0);
 }
 #else
 /* Not x86-64: no SIMD kernels, tensor.c uses the scalar code. ISO C needs at least one declaration. */

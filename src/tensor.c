@@ -494,8 +494,8 @@ size_t hkv_quantize_row(int type, const float *src, void *dst, int64_t n) {
 
 /* ---------------------------------------------------------------- integer path: activations + reference */
 
-void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n) {
-    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++, x += HKV_QX_BLOCK, q += HKV_QX_BLOCK) {
+void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, int64_t n) {
+    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++, x += HKV_QX_BLOCK, u += HKV_QX_BLOCK) {
         float amax = 0;
         int bad = 0;
         for (int j = 0; j < HKV_QX_BLOCK; j++) {
@@ -504,15 +504,15 @@ void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n) 
             else if (a > amax) amax = a;
         }
         if (bad || amax < 1e-30f) { /* tiny blocks count as zero: 1/d must stay finite */
-            memset(q, 0, HKV_QX_BLOCK * sizeof *q);
+            memset(u, 128, HKV_QX_BLOCK);
             d[b] = s[b] = bad ? NAN : 0.0f;
             continue;
         }
-        float db = amax / 32767.0f, id = 1.0f / db;
+        float db = amax / 127.0f, id = 1.0f / db;
         int32_t sum = 0;
         for (int j = 0; j < HKV_QX_BLOCK; j++) {
-            int v = clampi(nearest_int(x[j] * id), -32767, 32767);
-            q[j] = (int16_t)v;
+            int v = clampi(nearest_int(x[j] * id), -127, 127);
+            u[j] = (uint8_t)(v + 128);
             sum += v;
         }
         d[b] = db;
@@ -523,14 +523,15 @@ void hkv_quantize_qx(const float *x, int16_t *q, float *d, float *s, int64_t n) 
 /* Running sums of one qdot call: 16 lanes per token, plus 8 min lanes per token for Q4_K / Q5_K. */
 typedef struct { float acc[HKV_QX_MAX_TOK][16], macc[HKV_QX_MAX_TOK][8]; } qacc_ref;
 
-/* One group of 32 weight levels w with per-lane scales fw against activation block g of each token. */
-static void qgroup_ref(qacc_ref *a, const int16_t *w, const float *fw, const hkv_qx *x, int nx, int64_t g) {
+/* One chunk of 64 weight levels w (activation blocks 2k and 2k+1) with per-lane scales fw, against each
+ * token; lanes < nl only (8 for the last chunk of an odd block count). */
+static void qchunk_ref(qacc_ref *a, const int8_t *w, const float *fw, const hkv_qx *x, int nx, int64_t k, int nl) {
     for (int t = 0; t < nx; t++) {
-        const int16_t *q = x[t].q + HKV_QX_BLOCK * g;
-        float dx = x[t].d[g];
-        for (int l = 0; l < 16; l++) {
-            int32_t p = (int32_t)w[2 * l] * q[2 * l] + (int32_t)w[2 * l + 1] * q[2 * l + 1];
-            a->acc[t][l] = fmaf((float)p, fw[l] * dx, a->acc[t][l]);
+        const uint8_t *u = x[t].u + 64 * k;
+        for (int l = 0; l < nl; l++) {
+            int32_t p = 0;
+            for (int i = 4 * l; i < 4 * l + 4; i++) p += (int32_t)w[i] * ((int32_t)u[i] - 128);
+            a->acc[t][l] = fmaf((float)p, fw[l] * x[t].d[2 * k + l / 8], a->acc[t][l]);
         }
     }
 }
@@ -549,57 +550,61 @@ static void qfinish_ref(const qacc_ref *a, int nx, int mins, float *out) {
 }
 
 /* Levels of one 32-element block (offsets applied); returns the block scale. */
-typedef float (*lv32_fn)(const void *blk, int16_t *w);
+typedef float (*lv32_fn)(const void *blk, int8_t *w);
 
-static float lv_q8_0(const void *blk, int16_t *w) {
+static float lv_q8_0(const void *blk, int8_t *w) {
     const block_q8_0 *b = blk;
-    for (int j = 0; j < 32; j++) w[j] = b->qs[j];
+    memcpy(w, b->qs, 32);
     return f16(b->d);
 }
 
-static float lv_q4_0(const void *blk, int16_t *w) {
+static float lv_q4_0(const void *blk, int8_t *w) {
     const block_q4_0 *b = blk;
     for (int j = 0; j < 16; j++) {
-        w[j] = (int16_t)((b->qs[j] & 0x0f) - 8);
-        w[j + 16] = (int16_t)((b->qs[j] >> 4) - 8);
+        w[j] = (int8_t)((b->qs[j] & 0x0f) - 8);
+        w[j + 16] = (int8_t)((b->qs[j] >> 4) - 8);
     }
     return f16(b->d);
 }
 
-static float lv_q5_0(const void *blk, int16_t *w) {
+static float lv_q5_0(const void *blk, int8_t *w) {
     const block_q5_0 *b = blk;
     uint32_t qh;
     memcpy(&qh, b->qh, 4);
     for (int j = 0; j < 16; j++) {
-        w[j] = (int16_t)(((b->qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4)) - 16);
-        w[j + 16] = (int16_t)(((b->qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
+        w[j] = (int8_t)(((b->qs[j] & 0x0f) | (int)(((qh >> j) & 1) << 4)) - 16);
+        w[j + 16] = (int8_t)(((b->qs[j] >> 4) | (int)(((qh >> (j + 16)) & 1) << 4)) - 16);
     }
     return f16(b->d);
 }
 
+/* 32-element block types: blocks go in pairs (one 64-element chunk); an odd last block fills lanes 0..7. */
 static void qdot32_ref(lv32_fn lv, size_t bsize, const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
     qacc_ref a = {0};
-    int16_t w[32];
+    int8_t w[64];
     float fw[16];
-    for (int64_t i = 0; i < n / 32; i++) {
-        float d = lv((const uint8_t *)row + (size_t)i * bsize, w);
-        for (int l = 0; l < 16; l++) fw[l] = d;
-        qgroup_ref(&a, w, fw, x, nx, i);
+    int64_t nb = n / 32;
+    for (int64_t k = 0; 2 * k < nb; k++) {
+        int two = 2 * k + 1 < nb;
+        float d0 = lv((const uint8_t *)row + (size_t)(2 * k) * bsize, w);
+        float d1 = two ? lv((const uint8_t *)row + (size_t)(2 * k + 1) * bsize, w + 32) : 0.0f;
+        for (int l = 0; l < 16; l++) fw[l] = l < 8 ? d0 : d1;
+        qchunk_ref(&a, w, fw, x, nx, k, two ? 16 : 8);
     }
     qfinish_ref(&a, nx, 0, out);
 }
 
-/* Levels of one 256-element super-block, the per-lane scales of its 8 groups, and its 8 min factors
+/* Levels of one 256-element super-block, the per-lane scales of its 4 chunks, and its 8 min factors
  * dmin * m (NULL mf: type without mins). */
-typedef void (*lvk_fn)(const void *blk, int16_t *w, float fw[8][16], float *mf);
+typedef void (*lvk_fn)(const void *blk, int8_t *w, float fw[4][16], float *mf);
 
-static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int16_t *w, float fw[8][16], float *mf) {
+static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int8_t *w, float fw[4][16], float *mf) {
     const uint8_t *scales = b4 ? b4->scales : b5->scales, *qs = b4 ? b4->qs : b5->qs;
     float d = f16(b4 ? b4->d : b5->d), dmin = f16(b4 ? b4->dmin : b5->dmin);
     for (int j = 0; j < 8; j++) {
         int sc, m;
         k_scale_min(j, scales, &sc, &m);
-        for (int l = 0; l < 16; l++) fw[j][l] = d * (float)sc;
+        for (int l = 0; l < 8; l++) fw[j / 2][8 * (j & 1) + l] = d * (float)sc;
         mf[j] = dmin * (float)m;
     }
     for (int c = 0; c < 4; c++)
@@ -609,15 +614,15 @@ static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int16_t *w, float
                 lo |= ((b5->qh[l] >> (2 * c)) & 1) << 4;
                 hi |= ((b5->qh[l] >> (2 * c + 1)) & 1) << 4;
             }
-            w[64 * c + l] = (int16_t)lo;
-            w[64 * c + 32 + l] = (int16_t)hi;
+            w[64 * c + l] = (int8_t)lo;
+            w[64 * c + 32 + l] = (int8_t)hi;
         }
 }
 
-static void lv_q4_k(const void *blk, int16_t *w, float fw[8][16], float *mf) { lv_k45(blk, NULL, w, fw, mf); }
-static void lv_q5_k(const void *blk, int16_t *w, float fw[8][16], float *mf) { lv_k45(NULL, blk, w, fw, mf); }
+static void lv_q4_k(const void *blk, int8_t *w, float fw[4][16], float *mf) { lv_k45(blk, NULL, w, fw, mf); }
+static void lv_q5_k(const void *blk, int8_t *w, float fw[4][16], float *mf) { lv_k45(NULL, blk, w, fw, mf); }
 
-static void lv_q6_k(const void *blk, int16_t *w, float fw[8][16], float *mf) {
+static void lv_q6_k(const void *blk, int8_t *w, float fw[4][16], float *mf) {
     const block_q6_K *b = blk;
     float d = f16(b->d);
     (void)mf;
@@ -625,20 +630,20 @@ static void lv_q6_k(const void *blk, int16_t *w, float fw[8][16], float *mf) {
         int h = e / 128, g = (e % 128) / 32, l = e % 32;
         int low = (b->ql[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 0x0f;
         int high = (b->qh[32 * h + l] >> (2 * g)) & 3;
-        w[e] = (int16_t)((low | (high << 4)) - 32);
+        w[e] = (int8_t)((low | (high << 4)) - 32);
     }
-    for (int g = 0; g < 8; g++) /* lanes 0..7 hold elements 0..15 of the group, lanes 8..15 the rest */
-        for (int l = 0; l < 16; l++) fw[g][l] = d * (float)b->scales[2 * g + l / 8];
+    for (int c = 0; c < 4; c++) /* a scale per 16 elements: 4 lanes */
+        for (int l = 0; l < 16; l++) fw[c][l] = d * (float)b->scales[4 * c + l / 4];
 }
 
 static void qdotk_ref(lvk_fn lv, size_t bsize, int mins, const void *row, const hkv_qx *x, int nx, float *out,
                       int64_t n) {
     qacc_ref a = {0};
-    int16_t w[QK_K];
-    float fw[8][16], mf[8];
+    int8_t w[QK_K];
+    float fw[4][16], mf[8];
     for (int64_t i = 0; i < n / QK_K; i++) {
         lv((const uint8_t *)row + (size_t)i * bsize, w, fw, mf);
-        for (int j = 0; j < 8; j++) qgroup_ref(&a, w + 32 * j, fw[j], x, nx, 8 * i + j);
+        for (int c = 0; c < 4; c++) qchunk_ref(&a, w + 64 * c, fw[c], x, nx, 4 * i + c, 16);
         for (int t = 0; t < nx && mins; t++)
             for (int j = 0; j < 8; j++) a.macc[t][j] = fmaf(mf[j], x[t].s[8 * i + j], a.macc[t][j]);
     }
@@ -678,7 +683,7 @@ static atomic_int g_force_scalar;     /* hkv_kernels_force_scalar */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 #if !defined(__x86_64__)
-hkv_cpu_caps hkv_cpu_detect(void) { hkv_cpu_caps c = {0, 0}; return c; }
+hkv_cpu_caps hkv_cpu_detect(void) { hkv_cpu_caps c = {0, 0, 0, 0}; return c; }
 #else
 /* CPU features from CPUID, checked against what the OS saves on a context switch (XGETBV), so the same test
  * works with gcc and clang (clang-14's __builtin_cpu_supports does not know "f16c"). */
@@ -689,7 +694,7 @@ static uint64_t xgetbv0(void) {
 }
 
 hkv_cpu_caps hkv_cpu_detect(void) {
-    hkv_cpu_caps c = {0, 0};
+    hkv_cpu_caps c = {0, 0, 0, 0};
     unsigned a, b, cx, d;
     if (!__get_cpuid(1, &a, &b, &cx, &d)) return c;
     int osxsave = cx >> 27 & 1, avx = cx >> 28 & 1, fma = cx >> 12 & 1, f16c = cx >> 29 & 1;
@@ -701,6 +706,9 @@ hkv_cpu_caps hkv_cpu_detect(void) {
     c.avx2_fma_f16c = (b >> 5 & 1) && fma && f16c;
     int zmm_os = (xcr0 & 0xE6) == 0xE6;                    /* opmask + ZMM state saved */
     c.avx512 = c.avx2_fma_f16c && zmm_os && (b >> 16 & 1) && (b >> 30 & 1) && (b >> 31 & 1); /* F, BW, VL */
+    c.avx512vnni = c.avx512 && (cx >> 11 & 1);
+    __cpuid_count(7, 1, a, b, cx, d);
+    c.avxvnni = c.avx2_fma_f16c && (a >> 4 & 1);
     return c;
 }
 #endif
@@ -712,7 +720,9 @@ static void init_kernels(void) {
     hkv_cpu_caps caps = hkv_cpu_detect();
     if (caps.avx2_fma_f16c) {
         if (caps.avx512)
-            hkv_kernels_avx512_init(&g_simd);
+            hkv_kernels_avx512_init(&g_simd, caps.avx512vnni);
+        else if (caps.avxvnni)
+            hkv_kernels_avxvnni_init(&g_simd);
         else
             hkv_kernels_avx2_init(&g_simd);
         g_simd_ok = 1;

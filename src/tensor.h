@@ -44,7 +44,7 @@ float hkv_dot(int type, const void *row, const float *x, int64_t n);
 float hkv_dot_f32(const float *a, const float *b, int64_t n);
 /* y[i] += a * x[i] */
 void hkv_axpy_f32(float *y, float a, const float *x, int64_t n);
-const char *hkv_kernel_name(void);  /* "avx512", "avx2", "scalar" */
+const char *hkv_kernel_name(void);  /* "avx512vnni", "avx512", "avxvnni", "avx2", "scalar" */
 /* Force the scalar path (tests; also env HEAVYKV_NO_SIMD=1). */
 void hkv_kernels_force_scalar(int on);
 

@@ -135,7 +135,7 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
 
 /* ---------------------------------------------------------------- matmul
  *
- * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx, int16
+ * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx, int8
  * blocks of 32) and every weight row is read once per group of up to HKV_QX_MAX_TOK tokens. Float
  * weights (F32/F16/BF16) keep the float path. Either way a (row, token) result is computed by the same
  * operations whatever the thread count, the row blocking or n_tok (see kernels.h). */
@@ -153,7 +153,7 @@ typedef struct {
     float *scratch;       /* float path: [n_threads][cols] dequantized row, used when n_tok >= 4 */
     hkv_qdot_fn qdot;     /* integer path kernel, NULL: float path */
     hkv_qx *qx;           /* integer path: [n_tok] quantized activations */
-    int16_t *q;           /* [n_tok][cols] their levels */
+    uint8_t *u;           /* [n_tok][cols] their levels + 128 */
     float *qd, *qs;       /* [n_tok][cols / 32] their scales and scaled sums */
 } matmul_job;
 
@@ -198,17 +198,17 @@ static void quantize_token(void *v, int t, int thread) {
     matmul_job *j = v;
     size_t nb = (size_t)j->cols / HKV_QX_BLOCK;
     (void)thread;
-    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->q + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, j->cols);
-    j->qx[t] = (hkv_qx){j->q + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb};
+    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, j->cols);
+    j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb};
 }
 
 /* Allocates and fills the quantized activations; 0 on allocation failure. */
 static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
     j->qx = malloc((size_t)j->n_tok * sizeof *j->qx);
-    j->q = malloc(n * sizeof *j->q);
+    j->u = malloc(n);
     j->qd = malloc(2 * nb * sizeof *j->qd);
-    if (!j->qx || !j->q || !j->qd) return 0;
+    if (!j->qx || !j->u || !j->qd) return 0;
     j->qs = j->qd + nb;
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
     return 1;
@@ -236,7 +236,7 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
     free(j.scratch);
     free(j.qx);
-    free(j.q);
+    free(j.u);
     free(j.qd);
 }
 

@@ -29,6 +29,8 @@ typedef struct ref_model {
     float *emb, *out_norm, *out; /* out == emb when tied */
     float freq_div[256];       /* per-pair frequency divisors (Llama 3 scaling), 1 when absent */
     ref_layer L[8];
+    int q8_acts;               /* 1: the engine's integer path runs (quantized weights): round the activations
+                                  of every matmul to int8 blocks of 32 (scale absmax / 127) as it does */
 } ref_model;
 
 static int64_t key_i(const gguf_file *g, const char *arch, const char *suffix, int64_t dflt) {
@@ -128,13 +130,31 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
     for (int i = 0; i < n; i++) out[i] = (float)(x[i] * r * w[i]);
 }
 
+/* x rounded like the integer path's activations: per 32-block, scale d = absmax / 127, levels round(x / d). */
+static void q8_round(const float *x, float *xq, int n) {
+    for (int b = 0; b < n; b += 32) {
+        float amax = 0;
+        for (int i = b; i < b + 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        float d = amax / 127.0f, id = amax > 0 ? 1.0f / d : 0;
+        for (int i = b; i < b + 32; i++) xq[i] = d * (float)lrintf(x[i] * id);
+    }
+}
+
 /* out[rows] = W[rows][cols] x (+ b) */
-static void matvec(float *out, const float *W, const float *x, const float *b, int rows, int cols) {
+static void matvec(const ref_model *m, float *out, const float *W, const float *xin, const float *b, int rows, int cols) {
+    float *xq = NULL;
+    const float *x = xin;
+    if (m->q8_acts) {
+        xq = malloc(sizeof(float) * (size_t)cols);
+        q8_round(xin, xq, cols);
+        x = xq;
+    }
     for (int r = 0; r < rows; r++) {
         double s = b ? b[r] : 0;
         for (int c = 0; c < cols; c++) s += (double)W[(size_t)r * cols + c] * x[c];
         out[r] = (float)s;
     }
+    free(xq);
 }
 
 static void rope(const ref_model *m, float *x, int pos) {
@@ -161,9 +181,9 @@ static void ref_forward(const ref_model *m, const int32_t *tok, int n, float *lo
             const ref_layer *L = &m->L[l];
             float *k = kc + ((size_t)l * n + t) * kd, *v = vc + ((size_t)l * n + t) * kd;
             rmsnorm(xb, x, L->attn_norm, e, m->eps);
-            matvec(q, L->wq, xb, L->bq, qd, e);
-            matvec(k, L->wk, xb, L->bk, kd, e);
-            matvec(v, L->wv, xb, L->bv, kd, e);
+            matvec(m, q, L->wq, xb, L->bq, qd, e);
+            matvec(m, k, L->wk, xb, L->bk, kd, e);
+            matvec(m, v, L->wv, xb, L->bv, kd, e);
             for (int h = 0; h < m->n_head; h++) {
                 if (L->q_norm) rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, m->eps);
                 rope(m, q + h * hd, t);
@@ -189,17 +209,17 @@ static void ref_forward(const ref_model *m, const int32_t *tok, int n, float *lo
                     att[h * hd + i] = (float)o;
                 }
             }
-            matvec(xb, L->wo, att, NULL, e, qd);
+            matvec(m, xb, L->wo, att, NULL, e, qd);
             for (int i = 0; i < e; i++) x[i] += xb[i];
             rmsnorm(xb, x, L->ffn_norm, e, m->eps);
-            matvec(h1, L->wg, xb, NULL, m->ff, e);
-            matvec(h2, L->wu, xb, NULL, m->ff, e);
+            matvec(m, h1, L->wg, xb, NULL, m->ff, e);
+            matvec(m, h2, L->wu, xb, NULL, m->ff, e);
             for (int i = 0; i < m->ff; i++) h1[i] = (float)(h1[i] / (1 + exp(-(double)h1[i])) * h2[i]);
-            matvec(xb, L->wd, h1, NULL, e, m->ff);
+            matvec(m, xb, L->wd, h1, NULL, e, m->ff);
             for (int i = 0; i < e; i++) x[i] += xb[i];
         }
         rmsnorm(xb, x, m->out_norm, e, m->eps);
-        matvec(logits + (size_t)t * m->n_vocab, m->out ? m->out : m->emb, xb, NULL, m->n_vocab, e);
+        matvec(m, logits + (size_t)t * m->n_vocab, m->out ? m->out : m->emb, xb, NULL, m->n_vocab, e);
     }
     free(x); free(xb); free(q); free(att); free(h1); free(h2); free(kc); free(vc); free(p);
 }
@@ -223,6 +243,7 @@ static double compare(const synth_params *sp, const char *file) {
     ref_model r;
     int ok = ref_load(g, &r);
     CHECK(ok);
+    r.q8_acts = sp->ftype != QFT_F32;
     hkv_model *m;
     hkv_model_params mp = hkv_model_default_params();
     mp.n_threads = 2;
@@ -278,7 +299,12 @@ static void check_arch(const char *label, synth_params sp) {
         char file[64];
         snprintf(file, sizeof file, "arch_%s_%s.gguf", label, quant_ftype_name(types[i]));
         double rel = compare(&sp, file);
-        CHECKF(rel >= 0 && rel < 1e-3, "%s %s: engine vs reference relative error %g", label, quant_ftype_name(types[i]), rel);
+        /* F32: only float rounding. Quantized files: the reference rounds activations to int8 like the engine,
+         * which matches to ~1e-7 unless a level lands on the other side of a rounding boundary because the
+         * two computed the activation in a different float order; one such flip moves the later logits by up
+         * to ~1e-2 of their range (seen: 1e-7 .. 1.1e-2), so the bound is 3e-2. */
+        double tol = types[i] == QFT_F32 ? 1e-3 : 3e-2;
+        CHECKF(rel >= 0 && rel < tol, "%s %s: engine vs reference relative error %g", label, quant_ftype_name(types[i]), rel);
         printf("%-14s %-7s max |engine - reference| / max |reference| = %.2e\n", label, quant_ftype_name(types[i]), rel);
     }
 }

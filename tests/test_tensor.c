@@ -356,18 +356,18 @@ static const int QDOT_TYPES[] = {HKV_TYPE_Q8_0, HKV_TYPE_Q4_0, HKV_TYPE_Q5_0, HK
 #define N_QDOT_TYPES ((int)(sizeof QDOT_TYPES / sizeof QDOT_TYPES[0]))
 
 /* Quantized activations of nx tokens of n values each, in one allocation. */
-typedef struct { int16_t *q; float *d, *s; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
+typedef struct { uint8_t *u; float *d, *s; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
 
 static void qx_make(qx_buf *b, const float *x, int nx, int64_t n) {
-    b->q = malloc((size_t)(nx * n) * sizeof *b->q);
+    b->u = malloc((size_t)(nx * n));
     b->d = malloc((size_t)(2 * nx * n / 32) * sizeof *b->d);
     b->s = b->d + nx * n / 32;
     for (int t = 0; t < nx; t++) {
-        hkv_quantize_qx(x + t * n, b->q + t * n, b->d + t * n / 32, b->s + t * n / 32, n);
-        b->x[t] = (hkv_qx){b->q + t * n, b->d + t * n / 32, b->s + t * n / 32};
+        hkv_quantize_qx(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, n);
+        b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32};
     }
 }
-static void qx_free(qx_buf *b) { free(b->q); free(b->d); }
+static void qx_free(qx_buf *b) { free(b->u); free(b->d); }
 
 static void test_quantize_qx(void) {
     const int64_t n = 1024;
@@ -381,13 +381,13 @@ static void test_quantize_qx(void) {
     for (int64_t g = 0; g < n / 32; g++) {
         int32_t sum = 0;
         for (int j = 0; j < 32; j++) {
-            int64_t i = 32 * g + j;
-            sum += b.q[i];
-            bad += b.q[i] == INT16_MIN || fabs(x[i] - (double)b.d[g] * b.q[i]) > 0.51 * b.d[g];
+            int64_t i = 32 * g + j, q = (int)b.u[i] - 128;
+            sum += (int32_t)q;
+            bad += b.u[i] == 0 || fabs(x[i] - (double)b.d[g] * q) > 0.51 * b.d[g];
         }
         bad_s += b.s[g] != b.d[g] * (float)sum;
     }
-    /* half a step, plus the rounding of x * (1/d) in f32: up to 32767 * 2^-23 of a step */
+    /* half a step, plus the rounding of x * (1/d) in f32: up to 127 * 2^-23 of a step; q = -128 never occurs */
     CHECKF(bad == 0, "%d activations off by more than 0.51 steps", bad);
     CHECK(bad_s == 0);
     CHECK(b.d[2] == 0.0f && b.s[2] == 0.0f);
@@ -395,14 +395,14 @@ static void test_quantize_qx(void) {
     x[100] = NAN;
     x[300] = INFINITY;
     qx_make(&b, x, 1, n);
-    CHECK(isnan(b.d[3]) && isnan(b.s[3]) && isnan(b.d[9]) && b.q[100] == 0 && b.q[101] == 0);
+    CHECK(isnan(b.d[3]) && isnan(b.s[3]) && isnan(b.d[9]) && b.u[100] == 128 && b.u[101] == 128);
     CHECK(isfinite(b.d[4]));
     block_q8_0 blk = {0x3c00, {0}};
     for (int j = 0; j < 32; j++) blk.qs[j] = 1;
     float o;
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, b.x, 1, &o, 32);
     CHECK(isfinite(o));
-    hkv_qx shifted = {b.q + 96, b.d + 3, b.s + 3}; /* the NaN block */
+    hkv_qx shifted = {b.u + 96, b.d + 3, b.s + 3}; /* the NaN block */
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, &shifted, 1, &o, 32);
     CHECK(isnan(o));
     qx_free(&b);
@@ -417,8 +417,9 @@ static int simd_sets(hkv_kernel_set *sets) {
     hkv_cpu_caps caps = hkv_cpu_detect();
     if (caps.avx2_fma_f16c) {
         hkv_kernels_avx2_init(&sets[n++]);
-        if (caps.avx512)
-            hkv_kernels_avx512_init(&sets[n++]);
+        if (caps.avxvnni) hkv_kernels_avxvnni_init(&sets[n++]);
+        if (caps.avx512) hkv_kernels_avx512_init(&sets[n++], 0);
+        if (caps.avx512vnni) hkv_kernels_avx512_init(&sets[n++], 1);
     }
 #endif
     (void)sets;
@@ -428,12 +429,13 @@ static int simd_sets(hkv_kernel_set *sets) {
 /* Every kernel set's qdot equals the scalar reference bit for bit, for every nx and every token position
  * in the group; and the reference is within the stated bound of the exact dot with float activations:
  *   |qdot - sum w x| <= sum_i |w_i| * 0.51 * d_x(block of i)  +  1e-5 * sum_i |w_i x_i|
- * (the first term is the activation rounding, at most 0.51 int16 steps of d_x = block absmax / 32767;
+ * (the first term is the activation rounding, at most 0.51 int8 steps of d_x = block absmax / 127;
  * the second covers the f32 scale products and accumulation, ~n/32 roundings of 2^-24). */
 static void test_qdot(void) {
-    hkv_kernel_set sets[2];
+    hkv_kernel_set sets[4];
     int n_sets = simd_sets(sets);
-    const int64_t lens[] = {32, 64, 256, 512, 896, 2304, 4864};
+    /* odd block counts (32, 96, 288) end in a half chunk */
+    const int64_t lens[] = {32, 64, 96, 256, 288, 512, 896, 2304, 4864};
     const int64_t maxn = 4864;
     float *w = malloc(maxn * sizeof(float)), *wd = malloc(maxn * sizeof(float));
     float *x = malloc(HKV_QX_MAX_TOK * maxn * sizeof(float));
@@ -479,7 +481,7 @@ static void test_qdot(void) {
             }
         }
     }
-    CHECK(cases == 3 * (7 + 7 + 7 + 4 + 4 + 4)); /* 32-blocks: all 7 lengths; K-quants: 256, 512, 2304, 4864 */
+    CHECK(cases == 3 * (9 + 9 + 9 + 4 + 4 + 4)); /* 32-blocks: all 9 lengths; K-quants: 256, 512, 2304, 4864 */
     CHECKF(bad_bound == 0, "%d integer-path dots outside the error bound", bad_bound);
     CHECKF(bad_nx == 0, "%d reference results depend on the token group", bad_nx);
     CHECKF(bad_bits == 0, "%d SIMD integer dots differ from the scalar reference (%d sets)", bad_bits, n_sets);
@@ -545,7 +547,8 @@ static void test_matmul(void) {
 
 static void test_dispatch(void) {
     const char *name = hkv_kernel_name();
-    CHECK(strcmp(name, "avx2") == 0 || strcmp(name, "avx512") == 0 || strcmp(name, "scalar") == 0);
+    CHECK(strcmp(name, "avx2") == 0 || strcmp(name, "avxvnni") == 0 || strcmp(name, "avx512") == 0 ||
+          strcmp(name, "avx512vnni") == 0 || strcmp(name, "scalar") == 0);
     CHECK(hkv_cpu_features() != NULL);
     hkv_kernels_force_scalar(1);
     CHECK(strcmp(hkv_kernel_name(), "scalar") == 0);

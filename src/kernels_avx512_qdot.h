@@ -1,0 +1,175 @@
+/* AVX-512 integer-path kernel bodies, included twice by kernels_avx512.c: QV_VNNI 1 (vpdpbusd, functions
+ * built for the avx512vnni target) and QV_VNNI 0 (AVX-512BW maddubs). QV(name) gives each copy its own names.
+ * Both compute the exact int32 lane sums of kernels.h, so both equal the scalar reference bit for bit.
+ *
+ * Lane l of a zmm = 4 consecutive bytes = elements 4l..4l+3 of a 64-element chunk: lanes 0..7 lie in
+ * activation block 2k, lanes 8..15 in block 2k+1. Each loaded weight chunk serves all nx tokens. */
+
+/* Exact p[l] = sum of 4 products w * (u - 128) for each token, then acc += (float)p * (fw * xd). The lane
+ * mask is 0xffff, or 0x00ff for the half chunk that ends a row with an odd number of 32-blocks. */
+QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx, int64_t k, __mmask16 lanes) {
+#if QV_VNNI
+    /* dpbusd(u, w) = sum (q + 128) w: start each token's sum at -128 * sum(w), once per weight chunk */
+    __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w));
+#else
+    __m512i aw = _mm512_abs_epi8(w);
+    __mmask64 neg = _mm512_movepi8_mask(w);
+    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80);
+#endif
+    const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    for (int t = 0; t < nx; t++) {
+        __m512 xd;
+        __m512i u;
+        if (lanes == 0xffff) {
+            u = _mm512_loadu_si512(x[t].u + 64 * k);
+            xd = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(x[t].d + 2 * k)))));
+        } else { /* nothing past the row's end is read */
+            u = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, x[t].u + 64 * k);
+            xd = _mm512_set1_ps(x[t].d[2 * k]);
+        }
+#if QV_VNNI
+        __m512i p = _mm512_dpbusd_epi32(nc, u, w);
+#else
+        /* sign(q, w) * |w| = q * w; |q| <= 127 and |w| <= 128 keep maddubs' int16 pairs from saturating */
+        __m512i q = _mm512_xor_si512(u, bias);
+        q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+        __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, q), ones);
+#endif
+        acc[t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(fw, xd), acc[t], lanes);
+    }
+}
+
+QV_FN void QV(qdot_q8_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    const block_q8_0 *b = row;
+    __m512 acc[HKV_QX_MAX_TOK];
+    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+    int64_t nb = n / QK8_0, k = 0;
+    for (; 2 * k + 1 < nb; k++) {
+        const block_q8_0 *b0 = b + 2 * k, *b1 = b0 + 1;
+        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)),
+                                       _mm256_loadu_si256((const __m256i *)b1->qs), 1);
+        QV(qchunk)(acc, w, two_scales(h2f(b0->d), h2f(b1->d)), x, nx, k, 0xffff);
+    }
+    if (2 * k < nb) {
+        __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[2 * k].qs));
+        w = _mm512_inserti64x4(w, _mm256_setzero_si256(), 1);
+        QV(qchunk)(acc, w, two_scales(h2f(b[2 * k].d), 0.0f), x, nx, k, 0x00ff);
+    }
+    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+}
+
+/* Q4_0 / Q5_0 (has_qh): 32 levels of one block as bytes, offset removed. */
+QX_INLINE __m256i QV(lv32)(const uint8_t *blk, int has_qh) {
+    if (!has_qh) return _mm256_sub_epi8(nibbles16(((const block_q4_0 *)blk)->qs), _mm256_set1_epi8(8));
+    const block_q5_0 *b = (const block_q5_0 *)blk;
+    uint32_t qh;
+    memcpy(&qh, b->qh, 4);
+    /* element e's 5th bit is qh bit e: used directly as the byte mask that adds 16 */
+    __m256i v = nibbles16(b->qs);
+    v = _mm256_mask_add_epi8(v, (__mmask32)qh, v, _mm256_set1_epi8(16));
+    return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
+}
+
+QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out, int64_t n) {
+    __m512 acc[HKV_QX_MAX_TOK];
+    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+    int64_t nb = n / 32, k = 0;
+    for (; 2 * k + 1 < nb; k++) {
+        const uint8_t *b0 = row + (size_t)(2 * k) * bsize, *b1 = b0 + bsize;
+        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), QV(lv32)(b1, has_qh), 1);
+        /* d is the first field of both block layouts */
+        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1)), x, nx, k, 0xffff);
+    }
+    if (2 * k < nb) {
+        const uint8_t *b0 = row + (size_t)(2 * k) * bsize;
+        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), _mm256_setzero_si256(), 1);
+        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), 0.0f), x, nx, k, 0x00ff);
+    }
+    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+}
+
+QV_FN void QV(qdot_q4_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_x0_n)(row, sizeof(block_q4_0), 0, x, nx, out, n);
+}
+
+QV_FN void QV(qdot_q5_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_x0_n)(row, sizeof(block_q5_0), 1, x, nx, out, n);
+}
+
+/* Q4_K (has_qh 0) / Q5_K super-blocks: chunk c = the low nibbles of qs[32c..32c+31] (group 2c) then the high
+ * nibbles (group 2c+1), which is element order. */
+QV_FN void QV(qdot_k45_n)(const uint8_t *blocks, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out,
+                          int64_t n) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), b16 = _mm256_set1_epi8(16);
+    __m512 acc[HKV_QX_MAX_TOK];
+    __m256 macc[HKV_QX_MAX_TOK];
+    for (int t = 0; t < nx; t++) { acc[t] = _mm512_setzero_ps(); macc[t] = _mm256_setzero_ps(); }
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const block_q4_K *b4 = (const block_q4_K *)(blocks + (size_t)i * bsize);
+        const block_q5_K *b5 = (const block_q5_K *)b4;
+        const uint8_t *qs = has_qh ? b5->qs : b4->qs;
+        float d = h2f(b4->d), dmin = h2f(b4->dmin);  /* same offsets in both layouts */
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) k_scale_min(j, b4->scales, &sc[j], &m[j]);
+        __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (has_qh) { /* bit 2c / 2c+1 of qh[l] is the 5th bit of element l of the two groups */
+                lo = _mm256_mask_add_epi8(lo, _mm256_test_epi8_mask(vqh, _mm256_set1_epi8((char)(1 << (2 * c)))), lo, b16);
+                hi = _mm256_mask_add_epi8(hi, _mm256_test_epi8_mask(vqh, _mm256_set1_epi8((char)(2 << (2 * c)))), hi, b16);
+            }
+            __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            QV(qchunk)(acc, w, two_scales(d * (float)sc[2 * c], d * (float)sc[2 * c + 1]), x, nx, 4 * i + c, 0xffff);
+        }
+        __m256 mf = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m)));
+        for (int t = 0; t < nx; t++) macc[t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[t]);
+    }
+    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]) - hsum8(macc[t]);
+}
+
+QV_FN void QV(qdot_q4_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k45_n)(row, sizeof(block_q4_K), 0, x, nx, out, n);
+}
+
+QV_FN void QV(qdot_q5_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k45_n)(row, sizeof(block_q5_K), 1, x, nx, out, n);
+}
+
+/* Q6_K chunk c (half h = c / 2, groups 2(c % 2) and 2(c % 2) + 1): low nibbles from ql[64h..64h+31] and
+ * ql[64h+32..64h+63] shifted by 4 (c % 2), high bits from qh[32h..32h+31]; one int8 scale per 16 elements. */
+QV_FN void QV(qdot_q6_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    const block_q6_K *b = row;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    __m512 acc[HKV_QX_MAX_TOK];
+    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        __m512 d = _mm512_set1_ps(h2f(b[i].d));
+        for (int c = 0; c < 4; c++) {
+            int h = c / 2, s = 4 * (c % 2);
+            const uint8_t *ql = b[i].ql + 64 * h;
+            __m128i sh = _mm_cvtsi32_si128(s), sh2 = _mm_cvtsi32_si128(s + 2);
+            __m256i l0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)ql), sh), m4);
+            __m256i l1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)), sh), m4);
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
+            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m2), 4);
+            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh2), m2), 4);
+            __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(l0, h0), c32), w1 = _mm256_sub_epi8(_mm256_or_si256(l1, h1), c32);
+            int32_t s4;
+            memcpy(&s4, b[i].scales + 4 * c, 4);
+            __m512 sc = _mm512_castps128_ps512(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4))));
+            __m512 fw = _mm512_mul_ps(d, _mm512_permutexvar_ps(quad, sc));
+            QV(qchunk)(acc, _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), fw, x, nx, 4 * i + c, 0xffff);
+        }
+    }
+    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+}
+
+QDOT_ENTRY(q8_0)
+QDOT_ENTRY(q4_0)
+QDOT_ENTRY(q5_0)
+QDOT_ENTRY(q4_k)
+QDOT_ENTRY(q5_k)
+QDOT_ENTRY(q6_k)
