@@ -228,7 +228,9 @@ static int chat_run(const char *args, const char *input, char **out, char **err)
     const char *in = tu_tmp("chat_in.txt"), *o = tu_tmp("chat_out.txt"), *e = tu_tmp("chat_err.txt");
     char cmd[4096], buf[64];
     write_file(in, input);
-    snprintf(cmd, sizeof cmd, "%s < '%s' > '%s' 2> '%s'; echo rc=$?", args, in, o, e);
+    int sub = (int)strcspn(args, " ");   /* the model goes right after the subcommand */
+    snprintf(cmd, sizeof cmd, "%.*s -m '%s'%s < '%s' > '%s' 2> '%s'; echo rc=$?", sub, args, tu_model(), args + sub,
+             in, o, e);
     tu_cli(cmd, buf, sizeof buf);
     *out = tu_read_file(o, NULL);
     *err = tu_read_file(e, NULL);
@@ -379,7 +381,7 @@ static void test_chat_interrupt(void) {
         FILE *e = freopen(errpath, "w", stderr);
         (void)e;
         close(in[1]); close(out[0]);
-        execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "--chat-template", "chatml", "--temp", "0", "-n", "1000000",
+        execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", tu_model(), "--chat-template", "chatml", "--temp", "0", "-n", "1000000",
               "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
         _exit(127);
     }
@@ -407,6 +409,7 @@ static void test_chat_interrupt(void) {
 }
 
 int main(void) {
+    signal(SIGPIPE, SIG_IGN);   /* a chat that died early must fail a CHECK, not kill the test */
     test_families();
     test_trim();
     test_detect();
