@@ -34,6 +34,7 @@ typedef struct hkv_qx {
     const uint8_t *u;   /* [n] levels + 128, in 1..255 */
     const float *d;     /* [n / 32] block scales (NaN if the block held inf / NaN) */
     const float *s;     /* [n / 32] d * (sum of the block's q): the K-quant min term needs it */
+    const float *dl;    /* [n / 4] d of each 4-element lane (d[i / 8]): one vector load per chunk (AVX-512) */
 } hkv_qx;
 
 /* out[t] = sum_i row[i] * x[t][i] for t < nx (1..HKV_QX_MAX_TOK); n a multiple of the type's block. */
@@ -55,9 +56,9 @@ typedef struct hkv_kernel_set {
 /* Scalar dequantizer of one type (NULL for unsupported types); SIMD files may reuse them. */
 hkv_dequant_fn hkv_dequant_ref_fn(int type);
 
-/* Quantizes n floats (a multiple of 32) for the integer path into u[n], d[n / 32], s[n / 32]. A block
- * holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. */
-void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, int64_t n);
+/* Quantizes n floats (a multiple of 32) for the integer path into u[n], d[n / 32], s[n / 32], dl[n / 4]. A
+ * block holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. */
+void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n);
 /* Scalar reference of the integer path (the definition above); NULL for float and unsupported types. */
 hkv_qdot_fn hkv_qdot_ref_fn(int type);
 /* Fastest integer-path kernel for type on this CPU (the reference when SIMD is off); NULL as above. */

@@ -17,16 +17,15 @@ QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx
     __mmask64 neg = _mm512_movepi8_mask(w);
     const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80);
 #endif
-    const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     for (int t = 0; t < nx; t++) {
         __m512 xd;
         __m512i u;
         if (lanes == 0xffff) {
             u = _mm512_loadu_si512(x[t].u + 64 * k);
-            xd = _mm512_permutexvar_ps(pair, _mm512_castps128_ps512(_mm_castpd_ps(_mm_load_sd((const double *)(x[t].d + 2 * k)))));
+            xd = _mm512_loadu_ps(x[t].dl + 16 * k);
         } else { /* nothing past the row's end is read */
             u = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, x[t].u + 64 * k);
-            xd = _mm512_set1_ps(x[t].d[2 * k]);
+            xd = _mm512_maskz_loadu_ps(0x00ff, x[t].dl + 16 * k);
         }
 #if QV_VNNI
         __m512i p = _mm512_dpbusd_epi32(nc, u, w);

@@ -494,29 +494,35 @@ size_t hkv_quantize_row(int type, const float *src, void *dst, int64_t n) {
 
 /* ---------------------------------------------------------------- integer path: activations + reference */
 
-void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, int64_t n) {
-    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++, x += HKV_QX_BLOCK, u += HKV_QX_BLOCK) {
-        float amax = 0;
-        int bad = 0;
-        for (int j = 0; j < HKV_QX_BLOCK; j++) {
-            float a = fabsf(x[j]);
-            if (!(a <= FLT_MAX)) bad = 1; /* inf or NaN */
-            else if (a > amax) amax = a;
-        }
-        if (bad || amax < 1e-30f) { /* tiny blocks count as zero: 1/d must stay finite */
-            memset(u, 128, HKV_QX_BLOCK);
-            d[b] = s[b] = bad ? NAN : 0.0f;
-            continue;
-        }
-        float db = amax / 127.0f, id = 1.0f / db;
-        int32_t sum = 0;
-        for (int j = 0; j < HKV_QX_BLOCK; j++) {
-            int v = clampi(nearest_int(x[j] * id), -127, 127);
-            u[j] = (uint8_t)(v + 128);
-            sum += v;
-        }
-        d[b] = db;
-        s[b] = db * (float)sum;
+/* One block of 32: levels u = q + 128 with q = round(x / d), d = absmax / 127; *s = d * sum(q). */
+static void quantize_qx_block(const float *x, uint8_t *u, float *d, float *s) {
+    float amax = 0;
+    int bad = 0;
+    for (int j = 0; j < HKV_QX_BLOCK; j++) {
+        float a = fabsf(x[j]);
+        if (!(a <= FLT_MAX)) bad = 1; /* inf or NaN */
+        else if (a > amax) amax = a;
+    }
+    if (bad || amax < 1e-30f) { /* tiny blocks count as zero: 1/d must stay finite */
+        memset(u, 128, HKV_QX_BLOCK);
+        *d = *s = bad ? NAN : 0.0f;
+        return;
+    }
+    float db = amax / 127.0f, id = 1.0f / db;
+    int32_t sum = 0;
+    for (int j = 0; j < HKV_QX_BLOCK; j++) {
+        int v = clampi(nearest_int(x[j] * id), -127, 127);
+        u[j] = (uint8_t)(v + 128);
+        sum += v;
+    }
+    *d = db;
+    *s = db * (float)sum;
+}
+
+void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
+    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++) {
+        quantize_qx_block(x + HKV_QX_BLOCK * b, u + HKV_QX_BLOCK * b, d + b, s + b);
+        for (int l = 0; l < HKV_QX_BLOCK / 4; l++) dl[HKV_QX_BLOCK / 4 * b + l] = d[b];
     }
 }
 

@@ -155,6 +155,7 @@ typedef struct {
     hkv_qx *qx;           /* integer path: [n_tok] quantized activations */
     uint8_t *u;           /* [n_tok][cols] their levels + 128 */
     float *qd, *qs;       /* [n_tok][cols / 32] their scales and scaled sums */
+    float *ql;            /* [n_tok][cols / 4] their per-lane scales */
 } matmul_job;
 
 /* Float path: one block of rows, all tokens. With several tokens each row is dequantized once into the
@@ -198,8 +199,9 @@ static void quantize_token(void *v, int t, int thread) {
     matmul_job *j = v;
     size_t nb = (size_t)j->cols / HKV_QX_BLOCK;
     (void)thread;
-    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, j->cols);
-    j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb};
+    float *dl = j->ql + (size_t)t * (j->cols / 4);
+    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl, j->cols);
+    j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl};
 }
 
 /* Allocates and fills the quantized activations; 0 on allocation failure. */
@@ -207,9 +209,10 @@ static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
     j->qx = malloc((size_t)j->n_tok * sizeof *j->qx);
     j->u = malloc(n);
-    j->qd = malloc(2 * nb * sizeof *j->qd);
+    j->qd = malloc(10 * nb * sizeof *j->qd); /* d, s: nb each; per-lane scales: 8 nb */
     if (!j->qx || !j->u || !j->qd) return 0;
     j->qs = j->qd + nb;
+    j->ql = j->qd + 2 * nb;
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
     return 1;
 }
@@ -220,7 +223,7 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     int nt = hkv_pool_size(p);
     double macs = (double)rows * cols * n_tok;
     int parallel = macs >= MATMUL_INLINE_MACS && nt > 1;
-    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL, NULL, NULL, NULL, NULL, NULL};
+    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     j.qdot = hkv_qdot_fn_get(type);
     /* On allocation failure the float path runs instead: still correct, slightly different bits. */
     if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;

@@ -89,9 +89,15 @@ static void test_text_formats(void) {
     for (char *p = nl ? nl + 1 : out; *p && *p != '\n'; p++) cols_row += *p == ',';
     CHECKF(nl && cols_head == 31 && cols_row == 31, "csv: %d / %d columns: %s", cols_head, cols_row, out);
     CHECK(strstr(out, "pp_tps") && strstr(out, "tg_tps") && strstr(out, "kv_bytes_used"));
-    snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --no-roofline -o md", tu_model());
+    snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --no-roofline -o md --json '%s'", tu_model(), tu_tmp("b.json"));
     CHECK(tu_cli(a, out, sizeof out) == 0);
     CHECK(strstr(out, "| policy | budget |") && strstr(out, "| full | - | 1 | 0 | 4 | 2 |"));
+    char *js = tu_read_file(tu_tmp("b.json"), NULL);
+    cJSON *j = js ? cJSON_Parse(js) : NULL;
+    CHECKF(cJSON_GetArraySize(j) == 1 && cJSON_GetObjectItem(cJSON_GetArrayItem(j, 0), "tg_tps"), "--json: %s", js ? js : "(none)");
+    cJSON_Delete(j);
+    free(js);
+    remove(tu_tmp("b.json"));
     snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --bw-mib 16", tu_model());
     CHECK(tu_cli(a, out, sizeof out) == 0);
     CHECK(strstr(out, "read bandwidth") && strstr(out, "KV used") && strstr(out, "KV alloc") && strstr(out, "%"));

@@ -356,15 +356,16 @@ static const int QDOT_TYPES[] = {HKV_TYPE_Q8_0, HKV_TYPE_Q4_0, HKV_TYPE_Q5_0, HK
 #define N_QDOT_TYPES ((int)(sizeof QDOT_TYPES / sizeof QDOT_TYPES[0]))
 
 /* Quantized activations of nx tokens of n values each, in one allocation. */
-typedef struct { uint8_t *u; float *d, *s; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
+typedef struct { uint8_t *u; float *d, *s, *dl; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
 
 static void qx_make(qx_buf *b, const float *x, int nx, int64_t n) {
     b->u = malloc((size_t)(nx * n));
-    b->d = malloc((size_t)(2 * nx * n / 32) * sizeof *b->d);
+    b->d = malloc((size_t)(10 * nx * n / 32) * sizeof *b->d);
     b->s = b->d + nx * n / 32;
+    b->dl = b->d + 2 * nx * n / 32;
     for (int t = 0; t < nx; t++) {
-        hkv_quantize_qx(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, n);
-        b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32};
+        hkv_quantize_qx(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4, n);
+        b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4};
     }
 }
 static void qx_free(qx_buf *b) { free(b->u); free(b->d); }
@@ -386,6 +387,7 @@ static void test_quantize_qx(void) {
             bad += b.u[i] == 0 || fabs(x[i] - (double)b.d[g] * q) > 0.51 * b.d[g];
         }
         bad_s += b.s[g] != b.d[g] * (float)sum;
+        for (int l = 0; l < 8; l++) bad_s += memcmp(&b.dl[8 * g + l], &b.d[g], sizeof(float)) != 0;
     }
     /* half a step, plus the rounding of x * (1/d) in f32: up to 127 * 2^-23 of a step; q = -128 never occurs */
     CHECKF(bad == 0, "%d activations off by more than 0.51 steps", bad);
@@ -402,7 +404,7 @@ static void test_quantize_qx(void) {
     float o;
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, b.x, 1, &o, 32);
     CHECK(isfinite(o));
-    hkv_qx shifted = {b.u + 96, b.d + 3, b.s + 3}; /* the NaN block */
+    hkv_qx shifted = {b.u + 96, b.d + 3, b.s + 3, b.dl + 24}; /* the NaN block */
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, &shifted, 1, &o, 32);
     CHECK(isnan(o));
     qx_free(&b);

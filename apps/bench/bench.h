@@ -18,6 +18,7 @@ typedef struct bench_opts {
     char policies[256], budgets[256], batches[128], depths[128];
     hkv_kv_config kv;
     bench_format format;
+    const char *json_path;        /* non-NULL: the records also go there as JSON */
 } bench_opts;
 
 /* One (policy, budget, batch, depth) measurement over the repetitions. */

@@ -28,6 +28,7 @@ static void bench_help(void) {
            "  -t, --threads N         worker threads (default: all cores)\n"
            "  -c, --ctx-size N        context length (default: depth + n-prompt + n-gen)\n"
            "  -o, --output FMT        table (default), json, csv or md\n"
+           "      --json FILE         also write the records to FILE as JSON\n"
            "      --no-roofline       do not measure the memory read bandwidth\n"
            "      --bw-mib N          buffer for the bandwidth measurement (default 512)\n"
            "      --kv-policy LIST    e.g. full,h2o,window (default full)\n"
@@ -95,6 +96,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o, int *bw_mib) {
                 return cli_error("--kv-memory: '%s' is not a size (e.g. 512MiB, 2GiB, 1.5G)", v);
         }
         else if (!strcmp(a, "--no-warmup")) o->warmup = 0;
+        else if (!strcmp(a, "--json")) { VAL(); o->json_path = v; }
         else if (!strcmp(a, "--no-roofline")) o->roofline = 0;
         else if (!strcmp(a, "--bw-mib")) { VAL(); if (!cli_int(a, v, 1, 1 << 20, bw_mib)) return 1; }
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -286,6 +288,7 @@ typedef struct loop_ctx {
     hkv_model_info mi;
     const bench_opts *o;
     const bench_machine *mach;
+    FILE *json;                   /* --json file or NULL */
     hkv_kv_config kv;
     const char *budget;
     int depth, n_records;
@@ -302,7 +305,9 @@ static int do_batch(void *v, const char *item) {
     if (bench_measure(L->m, L->o, &L->kv, L->budget, batch, L->depth, L->mach, &r)) return 1;
     r.kv_memory = L->o->kv_memory;
     r.kv_seq_peak = seq_peak;
-    bench_report_record(stdout, L->o->format, &r, &L->mi, L->mach, L->n_records++ == 0);
+    bench_report_record(stdout, L->o->format, &r, &L->mi, L->mach, L->n_records == 0);
+    if (L->json) bench_report_record(L->json, BENCH_JSON, &r, &L->mi, L->mach, L->n_records == 0);
+    L->n_records++;
     fflush(stdout);
     return 0;
 }
@@ -346,9 +351,18 @@ int bench_main(int argc, char **argv) {
     bench_machine mach;
     bench_machine_probe(&mach, o.n_threads, o.roofline ? (size_t)bw_mib << 20 : 0);
     L.mach = &mach;
+    if (o.json_path && !(L.json = fopen(o.json_path, "w"))) {
+        hkv_model_free(m);
+        return cli_error("--json: cannot open '%s' for writing", o.json_path);
+    }
     bench_report_begin(stdout, o.format, &L.mi, o.model, &mach);
+    if (L.json) bench_report_begin(L.json, BENCH_JSON, &L.mi, o.model, &mach);
     int rc = each_item(o.policies, do_policy, &L);
     bench_report_end(stdout, o.format);
+    if (L.json) {
+        bench_report_end(L.json, BENCH_JSON);
+        if (fclose(L.json)) rc = cli_error("--json: write error on '%s'", o.json_path);
+    }
     hkv_model_free(m);
     return rc;
 }
