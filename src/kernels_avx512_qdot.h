@@ -6,16 +6,21 @@
  * activation block 2k, lanes 8..15 in block 2k+1. Each loaded weight chunk serves all nx tokens. */
 
 /* Exact p[l] = sum of 4 products w * (u - 128) for each token, then acc += (float)p * (fw * xd). The lane
- * mask is 0xffff, or 0x00ff for the half chunk that ends a row with an odd number of 32-blocks. */
-QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx, int64_t k, __mmask16 lanes) {
+ * mask is 0xffff, or 0x00ff for the half chunk that ends a row with an odd number of 32-blocks. wpos: every
+ * level is in 0..127 (Q4_K / Q5_K), so w can be the unsigned operand against the signed q = u - 128. */
+QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx, int64_t k, __mmask16 lanes,
+                      int wpos) {
+    const __m512i bias = _mm512_set1_epi8((char)0x80);
 #if QV_VNNI
-    /* dpbusd(u, w) = sum (q + 128) w: start each token's sum at -128 * sum(w), once per weight chunk */
-    __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                  _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8((char)0x80), w));
+    /* few tokens and w >= 0: q = u ^ 0x80 per token (1 op each); otherwise dpbusd(u, w) = sum (q + 128) w
+     * with each token's sum started at -128 * sum(w), computed once per weight chunk (2 ops) */
+    int signed_q = wpos && nx <= 2;
+    __m512i nc = _mm512_setzero_si512();
+    if (!signed_q) nc = _mm512_sub_epi32(nc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w));
 #else
-    __m512i aw = _mm512_abs_epi8(w);
-    __mmask64 neg = _mm512_movepi8_mask(w);
-    const __m512i ones = _mm512_set1_epi16(1), bias = _mm512_set1_epi8((char)0x80);
+    __m512i aw = wpos ? w : _mm512_abs_epi8(w);
+    __mmask64 neg = wpos ? 0 : _mm512_movepi8_mask(w);
+    const __m512i ones = _mm512_set1_epi16(1);
 #endif
     for (int t = 0; t < nx; t++) {
         __m512 xd;
@@ -28,11 +33,12 @@ QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx
             xd = _mm512_maskz_loadu_ps(0x00ff, x[t].dl + 16 * k);
         }
 #if QV_VNNI
-        __m512i p = _mm512_dpbusd_epi32(nc, u, w);
+        __m512i p = signed_q ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_xor_si512(u, bias))
+                             : _mm512_dpbusd_epi32(nc, u, w);
 #else
         /* sign(q, w) * |w| = q * w; |q| <= 127 and |w| <= 128 keep maddubs' int16 pairs from saturating */
         __m512i q = _mm512_xor_si512(u, bias);
-        q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
+        if (!wpos) q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
         __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, q), ones);
 #endif
         acc[t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(fw, xd), acc[t], lanes);
@@ -48,12 +54,12 @@ QV_FN void QV(qdot_q8_0_n)(const void *row, const hkv_qx *x, int nx, float *out,
         const block_q8_0 *b0 = b + 2 * k, *b1 = b0 + 1;
         __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)),
                                        _mm256_loadu_si256((const __m256i *)b1->qs), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(b0->d), h2f(b1->d)), x, nx, k, 0xffff);
+        QV(qchunk)(acc, w, two_scales(h2f(b0->d), h2f(b1->d)), x, nx, k, 0xffff, 0);
     }
     if (2 * k < nb) {
         __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[2 * k].qs));
         w = _mm512_inserti64x4(w, _mm256_setzero_si256(), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(b[2 * k].d), 0.0f), x, nx, k, 0x00ff);
+        QV(qchunk)(acc, w, two_scales(h2f(b[2 * k].d), 0.0f), x, nx, k, 0x00ff, 0);
     }
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
 }
@@ -78,12 +84,12 @@ QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t bsize, int has_qh, const hkv
         const uint8_t *b0 = row + (size_t)(2 * k) * bsize, *b1 = b0 + bsize;
         __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), QV(lv32)(b1, has_qh), 1);
         /* d is the first field of both block layouts */
-        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1)), x, nx, k, 0xffff);
+        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1)), x, nx, k, 0xffff, 0);
     }
     if (2 * k < nb) {
         const uint8_t *b0 = row + (size_t)(2 * k) * bsize;
         __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), _mm256_setzero_si256(), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), 0.0f), x, nx, k, 0x00ff);
+        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), 0.0f), x, nx, k, 0x00ff, 0);
     }
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
 }
@@ -108,9 +114,14 @@ QV_FN void QV(qdot_k45_n)(const uint8_t *blocks, size_t bsize, int has_qh, const
         const block_q4_K *b4 = (const block_q4_K *)(blocks + (size_t)i * bsize);
         const block_q5_K *b5 = (const block_q5_K *)b4;
         const uint8_t *qs = has_qh ? b5->qs : b4->qs;
-        float d = h2f(b4->d), dmin = h2f(b4->dmin);  /* same offsets in both layouts */
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) k_scale_min(j, b4->scales, &sc[j], &m[j]);
+        /* the 8 six-bit scales and mins of k_scale_min, four at a time in 32-bit words */
+        uint32_t w0, w1, w2;
+        memcpy(&w0, b4->scales, 4); memcpy(&w1, b4->scales + 4, 4); memcpy(&w2, b4->scales + 8, 4);
+        uint64_t sc8 = (uint64_t)(w0 & 0x3f3f3f3fu) | (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 6 & 0x03030303u) << 4)) << 32;
+        uint64_t m8 = (uint64_t)(w1 & 0x3f3f3f3fu) | (uint64_t)((w2 >> 4 & 0x0f0f0f0fu) | ((w1 >> 6 & 0x03030303u) << 4)) << 32;
+        __m256 d = _mm256_set1_ps(h2f(b4->d)), dmin = _mm256_set1_ps(h2f(b4->dmin)); /* same offsets in both layouts */
+        __m512 scf = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)))));
+        __m256 mf = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8))));
         __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -120,9 +131,12 @@ QV_FN void QV(qdot_k45_n)(const uint8_t *blocks, size_t bsize, int has_qh, const
                 hi = _mm256_mask_add_epi8(hi, _mm256_test_epi8_mask(vqh, _mm256_set1_epi8((char)(2 << (2 * c)))), hi, b16);
             }
             __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            QV(qchunk)(acc, w, two_scales(d * (float)sc[2 * c], d * (float)sc[2 * c + 1]), x, nx, 4 * i + c, 0xffff);
+            /* lanes 0..7: d * scale of group 2c, lanes 8..15: of group 2c+1 */
+            __m512 fw = _mm512_permutexvar_ps(_mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
+                                                               2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c,
+                                                               2 * c, 2 * c), scf);
+            QV(qchunk)(acc, w, fw, x, nx, 4 * i + c, 0xffff, 1);
         }
-        __m256 mf = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m)));
         for (int t = 0; t < nx; t++) macc[t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[t]);
     }
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]) - hsum8(macc[t]);
@@ -160,7 +174,7 @@ QV_FN void QV(qdot_q6_k_n)(const void *row, const hkv_qx *x, int nx, float *out,
             memcpy(&s4, b[i].scales + 4 * c, 4);
             __m512 sc = _mm512_castps128_ps512(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4))));
             __m512 fw = _mm512_mul_ps(d, _mm512_permutexvar_ps(quad, sc));
-            QV(qchunk)(acc, _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), fw, x, nx, 4 * i + c, 0xffff);
+            QV(qchunk)(acc, _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), fw, x, nx, 4 * i + c, 0xffff, 0);
         }
     }
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
