@@ -358,7 +358,7 @@ static int get_prompt(hkv_server *s, const cJSON *o, request *r, char *msg, size
     size_t cap = strlen(text) + 16;
     r->prompt_empty = !*text;
     if (!(r->prompt = malloc(sizeof(int32_t) * cap))) { snprintf(msg, ml, "out of memory"); return 500; }
-    r->n_prompt = hkv_tokenize(s->m, text, 1, 1, r->prompt, (int)cap);
+    r->n_prompt = hkv_tokenize(s->m, text, -1, 1, r->prompt, (int)cap); /* BOS as the model says */
     if (r->n_prompt <= 0) {
         snprintf(msg, ml, "the prompt is empty after tokenization and the model has no BOS token");
         return 400;
