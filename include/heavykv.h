@@ -206,10 +206,12 @@ typedef struct hkv_sampler hkv_sampler;
 HKV_API hkv_sampler_params hkv_sampler_default_params(void);
 HKV_API hkv_status hkv_sampler_new(const hkv_sampler_params *p, int n_vocab, hkv_sampler **out, char *err, size_t errlen);
 HKV_API void hkv_sampler_free(hkv_sampler *s);
-/* Picks a token from logits (not modified) and remembers it for the repetition penalty. */
+/* Picks a token from logits (not modified) and remembers it for the repetition penalty. Total: any logits
+ * (NaN counts as -inf; +inf tokens share the probability equally; all -inf: the greedy choice) give an id in
+ * [0, n_vocab); -1 only for a NULL sampler or logits. */
 HKV_API int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
 HKV_API void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
-/* Greedy choice: index of the largest of n logits (ties: the lowest id). */
+/* Greedy choice: index of the largest of n logits (ties: the lowest id; NaN ranks below -inf). */
 HKV_API int32_t hkv_argmax(const float *logits, int n);
 
 /* ---------------------------------------------------------------- chat templates (src/chat.c) */
