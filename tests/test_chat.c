@@ -10,6 +10,8 @@
 #include "heavykv.h"
 #include "tokenizer.h"
 #include "gguf.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -360,11 +362,13 @@ static int wait_exit(pid_t pid, int timeout_ms) {
 
 /* Reads from fd until `want` occurs in what has been read (or 20 s pass). */
 static int read_until(int fd, char *buf, size_t cap, size_t *len, const char *want) {
-    for (int t = 0; t < 20000; t += 10) {
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);   /* a silent child must not hang the test */
+    for (double end = hkv_time_sec() + 20; hkv_time_sec() < end;) {
         buf[*len] = 0;
         if (strstr(buf, want)) return 1;
         ssize_t k = read(fd, buf + *len, cap - 1 - *len);
-        if (k <= 0) { if (k == 0) return 0; sleep_ms(10); continue; }
+        if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return 0;   /* EOF (pty: EIO) */
+        if (k < 0) { sleep_ms(10); continue; }
         *len += (size_t)k;
         if (*len >= cap - 1) *len = 0;   /* keep only the tail when a reply is long */
     }
@@ -408,6 +412,61 @@ static void test_chat_interrupt(void) {
     remove(errpath);
 }
 
+/* The same through a pseudo-terminal, as a user types: the prompt "> " appears, Ctrl-C (the byte the terminal
+ * turns into SIGINT) stops a reply, Ctrl-D on an empty line exits with status 0. */
+static void test_chat_pty(void) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || grantpt(master) || unlockpt(master) || !ptsname(master)) {
+        fprintf(stderr, "test_chat: no pseudo-terminal here, skipping the terminal test\n");
+        if (master >= 0) close(master);
+        return;
+    }
+    char slave_name[256];
+    snprintf(slave_name, sizeof slave_name, "%s", ptsname(master));
+    char errpath[1024];
+    snprintf(errpath, sizeof errpath, "%s", tu_tmp("chat_pty_err.txt"));
+    const char *model = tu_model();
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();                                 /* new session: the terminal below becomes its controlling one */
+        int fd = open(slave_name, O_RDWR);
+        if (fd < 0) _exit(126);
+        dup2(fd, 0); dup2(fd, 1);
+        FILE *e = freopen(errpath, "w", stderr);
+        (void)e;
+        close(master);
+        execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", model, "--chat-template", "chatml", "--temp", "0", "-n",
+              "1000000", "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
+        _exit(127);
+    }
+    static char buf[1 << 16];
+    size_t len = 0;
+    CHECKF(read_until(master, buf, sizeof buf, &len, "> "), "no prompt on the terminal");
+    len = 0;
+    CHECK(write(master, "Tell me a story\n", 16) == 16);
+    CHECK(read_until(master, buf, sizeof buf, &len, "story\r\n"));   /* the terminal's echo */
+    len = 0;
+    CHECK(read_until(master, buf, sizeof buf, &len, "."));           /* the reply is streaming */
+    CHECK(write(master, "\x03", 1) == 1);                           /* Ctrl-C */
+    len = 0;
+    CHECKF(read_until(master, buf, sizeof buf, &len, "\n> "), "no prompt after Ctrl-C");
+    CHECK(write(master, "\x04", 1) == 1);                           /* Ctrl-D */
+    int rc = -1;
+    for (int t = 0; t < 20000 && rc < 0; t += 20) {   /* keep draining the terminal while it exits */
+        int st;
+        char sink[4096];
+        if (waitpid(pid, &st, WNOHANG) == pid) rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        else if (read(master, sink, sizeof sink) <= 0) sleep_ms(20);
+    }
+    if (rc < 0) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); }
+    CHECKF(rc == 0, "chat on a terminal exited with %d after Ctrl-D", rc);
+    close(master);
+    char *err = tu_read_file(errpath, NULL);
+    CHECKF(err && strstr(err, "(interrupted)"), "[%s]", err ? err : "");
+    free(err);
+    remove(errpath);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);   /* a chat that died early must fail a CHECK, not kill the test */
     test_families();
@@ -425,5 +484,6 @@ int main(void) {
     test_chat_constant_memory();
     test_chat_errors();
     test_chat_interrupt();
+    test_chat_pty();
     return tu_done("test_chat");
 }
