@@ -107,6 +107,32 @@ static void test_trim(void) {
     CHECK(strcmp(buf, "[INST] A [/INST]B</s>[INST] C [/INST]") == 0);
 }
 
+/* Qwen2/2.5 templates add a default system turn when the conversation has none (excerpts of the published
+ * templates; "\\n" is how the template source spells a newline inside a Jinja string). */
+#define QWEN25_TMPL "{%- if messages[0]['role'] == 'system' %}\n    {{- '<|im_start|>system\\n' + messages[0]['content'] " \
+    "+ '<|im_end|>\\n' }}\n{%- else %}\n    {{- '<|im_start|>system\\nYou are Qwen, created by Alibaba Cloud. You " \
+    "are a helpful assistant.<|im_end|>\\n' }}\n{%- endif %}"
+#define QWEN2_TMPL "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ " \
+    "'<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + " \
+    "message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt " \
+    "%}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
+static void test_default_system(void) {
+    const hkv_chat_message hello[] = {{"user", "Hello"}};
+    char buf[1024];
+    CHECK(hkv_chat_apply_template(NULL, QWEN25_TMPL, hello, 1, 1, buf, sizeof buf) > 0);
+    CHECKF(strcmp(buf, "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                       "<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n") == 0, "[%s]", buf);
+    CHECK(hkv_chat_apply_template(NULL, QWEN2_TMPL, hello, 1, 1, buf, sizeof buf) > 0);
+    CHECKF(strcmp(buf, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
+                       "<|im_start|>assistant\n") == 0, "[%s]", buf);
+    /* the caller's system message replaces the default; the name "chatml" never adds one */
+    CHECK(hkv_chat_apply_template(NULL, QWEN25_TMPL, CONV, NCONV, 1, buf, sizeof buf) > 0);
+    CHECK(strcmp(buf, EXPECTED[0].with_gen) == 0);
+    CHECK(hkv_chat_apply_template(NULL, "chatml", hello, 1, 1, buf, sizeof buf) > 0);
+    CHECK(strcmp(buf, "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n") == 0);
+}
+
 /* Excerpts of the published templates (only what recognition looks at is guaranteed to be there). */
 static void test_detect(void) {
     CHECK(strcmp(hkv_chat_template_detect("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' "
@@ -144,6 +170,12 @@ static void test_real_configs(void) {
         const char *tmpl = tok_chat_template(t);
         const char *fam = hkv_chat_template_detect(tmpl);
         CHECKF(want[i] ? fam && strcmp(fam, want[i]) == 0 : tmpl == NULL, "%s: %s", dirs[i], fam ? fam : "none");
+        if (i == 0) {   /* Qwen3's template has no default system message */
+            const hkv_chat_message hello[] = {{"user", "Hello"}};
+            char buf[256];
+            CHECK(hkv_chat_apply_template(NULL, tmpl, hello, 1, 1, buf, sizeof buf) > 0);
+            CHECKF(strcmp(buf, "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n") == 0, "[%s]", buf);
+        }
         if (i == 0) {   /* round trip through a GGUF file */
             gguf_writer *w = gguf_writer_new();
             gguf_w_str(w, "general.architecture", "llama");
@@ -472,6 +504,7 @@ int main(void) {
     test_families();
     test_trim();
     test_detect();
+    test_default_system();
     test_real_configs();
     test_errors();
     test_sizes();
