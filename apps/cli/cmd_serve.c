@@ -39,7 +39,7 @@ static void serve_help(void) {
            "Endpoints: GET /health, GET /v1/models, GET /kv (per-sequence KV stats),\n"
            "           POST /v1/completions (OpenAI), POST /completion (llama.cpp).\n"
            "A percentage --kv-budget is a share of the context size (-c), e.g. -c 2048 --kv-budget 25%% = 512 tokens.\n\n%s",
-           cli_kv_help);
+           cli_kv_help());
 }
 
 /* Returns 0 ok, 1 error, 2 help shown. */
