@@ -3,6 +3,7 @@
  * One forward chunk: embed -> for each layer: RMSNorm, Q/K/V projections (+bias, +per-head norm), RoPE,
  * write K/V into the cache (the policy picks slots), attention per (sequence, KV head) over the cache, trim the
  * head back to its budget, output projection + residual, SwiGLU FFN + residual -> final norm -> logits. */
+#include "alloc.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,9 @@ hkv_context_params hkv_context_default_params(void) {
 const char *hkv_last_error(const hkv_context *c) { return c ? c->err : "no context"; }
 
 static void ctx_free_buffers(hkv_context *c) {
-    free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hb); free(c->hb2); free(c->att_scratch); free(c->logits_last); free(c->logits_all); free(c->n_past);
-    free(c->logits_batch); free(c->chunk_pos); free(c->chunk_seq);
+    hkv_free(c->x); hkv_free(c->xb); hkv_free(c->xb2); hkv_free(c->q); hkv_free(c->k); hkv_free(c->v); hkv_free(c->att);
+    hkv_free(c->hb); hkv_free(c->hb2); hkv_free(c->att_scratch); hkv_free(c->logits_last); hkv_free(c->logits_all); hkv_free(c->n_past);
+    hkv_free(c->logits_batch); hkv_free(c->chunk_pos); hkv_free(c->chunk_seq);
 }
 
 void hkv_context_free(hkv_context *c) {
@@ -60,30 +61,30 @@ void hkv_context_free(hkv_context *c) {
     hkv_pool_free(c->pool);
     if (c->trace) fclose(c->trace);
     ctx_free_buffers(c);
-    free(c);
+    hkv_free(c);
 }
 
 static int alloc_scratch(hkv_context *c) {
     const hkv_hparams *hp = &c->m->hp;
     size_t n = (size_t)c->chunk, qd = (size_t)hp->n_head * hp->head_dim, kd = (size_t)hp->n_head_kv * hp->head_dim;
     int group = hp->n_head / hp->n_head_kv;
-    c->x = malloc(sizeof(float) * n * hp->n_embd);
-    c->xb = malloc(sizeof(float) * n * hp->n_embd);
-    c->xb2 = malloc(sizeof(float) * n * hp->n_embd);
-    c->q = malloc(sizeof(float) * n * qd);
-    c->att = malloc(sizeof(float) * n * qd);
-    c->k = malloc(sizeof(float) * n * kd);
-    c->v = malloc(sizeof(float) * n * kd);
-    c->hb = malloc(sizeof(float) * n * hp->n_ff);
-    c->hb2 = malloc(sizeof(float) * n * hp->n_ff);
+    c->x = hkv_malloc(sizeof(float) * n * hp->n_embd);
+    c->xb = hkv_malloc(sizeof(float) * n * hp->n_embd);
+    c->xb2 = hkv_malloc(sizeof(float) * n * hp->n_embd);
+    c->q = hkv_malloc(sizeof(float) * n * qd);
+    c->att = hkv_malloc(sizeof(float) * n * qd);
+    c->k = hkv_malloc(sizeof(float) * n * kd);
+    c->v = hkv_malloc(sizeof(float) * n * kd);
+    c->hb = hkv_malloc(sizeof(float) * n * hp->n_ff);
+    c->hb2 = hkv_malloc(sizeof(float) * n * hp->n_ff);
     c->scratch_cap = c->kv->capacity;
     c->att_scratch_per = (size_t)(group + 2) * c->scratch_cap;
-    c->att_scratch = malloc(sizeof(float) * c->att_scratch_per * (size_t)hkv_pool_size(c->pool));
-    c->logits_last = calloc((size_t)c->n_seq * hp->n_vocab, sizeof(float));
-    c->n_past = calloc((size_t)c->n_seq, sizeof(int32_t));
-    c->logits_batch = malloc(sizeof(float) * (size_t)c->n_seq * hp->n_vocab);
-    c->chunk_pos = malloc(sizeof(int32_t) * n);
-    c->chunk_seq = malloc(sizeof(int) * n);
+    c->att_scratch = hkv_malloc(sizeof(float) * c->att_scratch_per * (size_t)hkv_pool_size(c->pool));
+    c->logits_last = hkv_calloc((size_t)c->n_seq * hp->n_vocab, sizeof(float));
+    c->n_past = hkv_calloc((size_t)c->n_seq, sizeof(int32_t));
+    c->logits_batch = hkv_malloc(sizeof(float) * (size_t)c->n_seq * hp->n_vocab);
+    c->chunk_pos = hkv_malloc(sizeof(int32_t) * n);
+    c->chunk_seq = hkv_malloc(sizeof(int) * n);
     return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch &&
            c->logits_last && c->n_past && c->logits_batch && c->chunk_pos && c->chunk_seq;
 }
@@ -105,24 +106,25 @@ static int capacity_for(const hkv_context *c, int k) {
     return cap > c->n_ctx ? c->n_ctx : (int)cap;
 }
 
-/* Grow or shrink the cache (and the attention scratch sized by it). */
+/* Grow or shrink the cache (and the attention scratch sized by it). The scratch grows first: it is only ever
+ * too big, never too small, so a failure at either step leaves a consistent context (an earlier version
+ * resized the cache first and, when the scratch realloc then failed, the next call saw an unchanged capacity,
+ * returned early and overflowed the scratch). */
 static hkv_status set_capacity(hkv_context *c, int cap) {
-    if (c->kv->simulate || cap == c->kv->capacity) return HKV_OK;
-    hkv_status st = kv_resize(c->kv, cap);
-    if (st) {
-        snprintf(c->err, sizeof c->err, "cannot resize the KV cache to %d slots per head", cap);
-        return st;
-    }
+    if (c->kv->simulate) return HKV_OK;
     if (cap > c->scratch_cap) {
         int group = c->m->hp.n_head / c->m->hp.n_head_kv;
         size_t per = (size_t)(group + 2) * cap;
-        float *p = realloc(c->att_scratch, sizeof(float) * per * (size_t)hkv_pool_size(c->pool));
+        float *p = hkv_realloc(c->att_scratch, sizeof(float) * per * (size_t)hkv_pool_size(c->pool));
         if (!p) { snprintf(c->err, sizeof c->err, "out of memory for attention scratch"); return HKV_ERR_NOMEM; }
         c->att_scratch = p;
         c->att_scratch_per = per;
         c->scratch_cap = cap;
     }
-    return HKV_OK;
+    if (cap == c->kv->capacity) return HKV_OK;
+    hkv_status st = kv_resize(c->kv, cap);
+    if (st) snprintf(c->err, sizeof c->err, "cannot resize the KV cache to %d slots per head", cap);
+    return st;
 }
 
 hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_context **out, char *err, size_t errlen) {
@@ -144,11 +146,11 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         snprintf(err, errlen, "unknown KV policy '%s' (choose full, window, sink, h2o or tova)", p.kv.policy);
         return HKV_ERR_ARG;
     }
-    hkv_context *c = calloc(1, sizeof *c);
+    hkv_context *c = hkv_calloc(1, sizeof *c);
     if (!c) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     c->m = m; c->p = p; c->n_ctx = p.n_ctx; c->n_seq = p.n_seq;
     hkv_status st = hkv_budget_resolve(&p.kv, p.ref_len, p.n_ctx, &c->budget, err, errlen);
-    if (st) { free(c); return st; }
+    if (st) { hkv_free(c); return st; }
     int chunk = p.kv.prefill_chunk > 0 ? p.kv.prefill_chunk : (p.ref_len > 0 ? p.ref_len : 512);
     if (!strcmp(p.kv.policy, "full") && chunk > 512) chunk = 512; /* no eviction: chunking changes nothing */
     if (chunk > p.n_ctx) chunk = p.n_ctx;
@@ -311,7 +313,7 @@ static hkv_status check_tokens(hkv_context *c, const int32_t *tokens, int n) {
 
 static hkv_status grow_logits_all(hkv_context *c, int n) {
     if (n <= c->logits_all_cap) return HKV_OK;
-    float *p = realloc(c->logits_all, sizeof(float) * (size_t)n * c->m->hp.n_vocab);
+    float *p = hkv_realloc(c->logits_all, sizeof(float) * (size_t)n * c->m->hp.n_vocab);
     if (!p) { snprintf(c->err, sizeof c->err, "out of memory for %d rows of logits", n); return HKV_ERR_NOMEM; }
     c->logits_all = p;
     c->logits_all_cap = n;

@@ -1,12 +1,13 @@
 /* Bounded KV cache storage (attention over it is attention.c). See kvcache.h for the layout and why slots are kept in
  * position order. */
+#include "alloc.h"
 #include "kvcache.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "tensor.h"
 
-static void *xcalloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz); }
+static void *xcalloc(size_t n, size_t sz) { return hkv_calloc(n ? n : 1, sz); }
 
 /* Bytes held, documented in the README: K/V = 2 * capacity * head_dim * elt per (seq, layer, head); metadata =
  * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
@@ -18,7 +19,7 @@ static void kv_account(kv_cache *kv) {
 }
 
 static void slots_free(kv_layer *L) {
-    free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+    hkv_free(L->k); hkv_free(L->v); hkv_free(L->pos); hkv_free(L->order); hkv_free(L->free_stack); hkv_free(L->pstate);
 }
 
 /* The per-slot arrays of one (sequence, layer) for `cap` slots per head; on failure nothing stays allocated. */
@@ -64,7 +65,7 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
                   hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg,
                   char *err, size_t errlen) {
     *out = NULL;
-    kv_cache *kv = calloc(1, sizeof *kv);
+    kv_cache *kv = hkv_calloc(1, sizeof *kv);
     if (!kv) { snprintf(err, errlen, "out of memory allocating the KV cache"); return HKV_ERR_NOMEM; }
     kv->n_seq = n_seq; kv->n_layer = n_layer; kv->n_head_kv = n_head_kv; kv->head_dim = head_dim;
     kv->n_ctx = n_ctx;
@@ -74,8 +75,8 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     kv->simulate = simulate;
     kv->ops = ops;
     kv->cfg = *cfg;
-    kv->layers = calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
-    kv->newest = calloc((size_t)n_seq, sizeof(int32_t));
+    kv->layers = hkv_calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
+    kv->newest = hkv_calloc((size_t)n_seq, sizeof(int32_t));
     int ok = kv->layers && kv->newest;
     for (int i = 0; ok && i < n_seq * n_layer; i++) ok = layer_alloc(kv, &kv->layers[i]);
     if (!ok) {
@@ -94,11 +95,11 @@ void kv_free(kv_cache *kv) {
     for (int i = 0; kv->layers && i < kv->n_seq * kv->n_layer; i++) {
         kv_layer *L = &kv->layers[i];
         slots_free(L);
-        free(L->n_live); free(L->n_free); free(L->evictions);
+        hkv_free(L->n_live); hkv_free(L->n_free); hkv_free(L->evictions);
     }
-    free(kv->layers);
-    free(kv->newest);
-    free(kv);
+    hkv_free(kv->layers);
+    hkv_free(kv->newest);
+    hkv_free(kv);
 }
 
 void kv_seq_reset(kv_cache *kv, int seq) {
@@ -245,49 +246,52 @@ void kv_trace_write(const kv_cache *kv, int seq, FILE *f) {
     fputs("]}\n", f);
 }
 
-/* Move one (sequence, layer) to a new capacity: live slots are copied to slots 0..n-1 in position order.
- * Used between a multi-token prefill chunk (which needs budget + chunk slots) and the decode steps (budget +
- * 1), so the memory held during generation is the budget, not the prompt. Only real-drop caches resize. */
-static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
-    kv_layer N;
-    memset(&N, 0, sizeof N);
+/* Move one (sequence, layer) into the slot arrays N (already allocated for `cap` slots per head): live slots are
+ * copied to slots 0..n-1 in position order, the old arrays are freed. Used between a multi-token prefill chunk
+ * (which needs budget + chunk slots) and the decode steps (budget + 1), so the memory held during generation
+ * is the budget, not the prompt. Only real-drop caches resize. Cannot fail. */
+static void layer_move(kv_cache *kv, kv_layer *L, kv_layer *N, int old, int cap) {
     int sf = kv->ops->state_floats, hd = kv->head_dim;
-    if (!slots_alloc(kv, &N, cap)) return 0;
     for (int h = 0; h < kv->n_head_kv; h++) {
         size_t ob = (size_t)h * old, nb = (size_t)h * cap;
         int n = L->n_live[h];
         for (int j = 0; j < n; j++) {
             int32_t s = L->order[ob + j];
-            memcpy((char *)N.k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
-            memcpy((char *)N.v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
-            if (sf) memcpy(N.pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
-            N.pos[nb + j] = L->pos[ob + s];
-            N.order[nb + j] = j;
+            memcpy((char *)N->k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
+            memcpy((char *)N->v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
+            if (sf) memcpy(N->pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
+            N->pos[nb + j] = L->pos[ob + s];
+            N->order[nb + j] = j;
         }
-        for (int s = n; s < cap; s++) N.pos[nb + s] = -1;
+        for (int s = n; s < cap; s++) N->pos[nb + s] = -1;
         L->n_free[h] = 0;
-        for (int s = cap - 1; s >= n; s--) N.free_stack[nb + L->n_free[h]++] = s;
+        for (int s = cap - 1; s >= n; s--) N->free_stack[nb + L->n_free[h]++] = s;
     }
     slots_free(L);
-    L->k = N.k; L->v = N.v; L->pos = N.pos; L->order = N.order; L->free_stack = N.free_stack; L->pstate = N.pstate;
-    return 1;
+    L->k = N->k; L->v = N->v; L->pos = N->pos; L->order = N->order; L->free_stack = N->free_stack;
+    L->pstate = N->pstate;
 }
 
+/* All new arrays are allocated before any layer moves, so a failure changes nothing (an earlier version moved
+ * layers one by one and its rollback could itself fail half-way). */
 hkv_status kv_resize(kv_cache *kv, int capacity) {
     if (kv->simulate || capacity == kv->capacity) return HKV_OK;
     if (capacity < 1 || capacity > kv->n_ctx) return HKV_ERR_ARG;
-    for (int i = 0; i < kv->n_seq * kv->n_layer; i++)
+    int nl = kv->n_seq * kv->n_layer;
+    for (int i = 0; i < nl; i++)
         for (int h = 0; h < kv->n_head_kv; h++)
             if (kv->layers[i].n_live[h] > capacity) return HKV_ERR_STATE;
-    int old = kv->capacity;
-    for (int i = 0; i < kv->n_seq * kv->n_layer; i++) {
-        if (!layer_resize(kv, &kv->layers[i], old, capacity)) {
-            /* keep the cache consistent: move the layers already done back (shrinking them back always
-             * fits, they were that size a moment ago) */
-            for (int j = 0; j < i; j++) layer_resize(kv, &kv->layers[j], capacity, old);
-            return HKV_ERR_NOMEM;
-        }
+    kv_layer *N = hkv_calloc((size_t)nl, sizeof *N);
+    if (!N) return HKV_ERR_NOMEM;
+    int ok = 1, done = 0;
+    for (; ok && done < nl; done++) ok = slots_alloc(kv, &N[done], capacity);
+    if (!ok) {
+        for (int i = 0; i < done - 1; i++) slots_free(&N[i]);
+        hkv_free(N);
+        return HKV_ERR_NOMEM;
     }
+    for (int i = 0; i < nl; i++) layer_move(kv, &kv->layers[i], &N[i], kv->capacity, capacity);
+    hkv_free(N);
     kv->capacity = capacity;
     kv_account(kv);
     return HKV_OK;

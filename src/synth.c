@@ -1,5 +1,6 @@
 /* Synthetic model writer: preset shapes -> llama.cpp metadata keys + tensor names, a real tokenizer's
  * tokenizer.* keys, random weights drawn per (seed, tensor, row) and converted with quantize.c's type choice. */
+#include "alloc.h"
 #include "synth.h"
 #include <math.h>
 #include <stdio.h>
@@ -237,7 +238,7 @@ static hkv_status add(synth_out *o, const char *name, synth_init kind, int64_t c
     hkv_status st = quant_convert(o->pool, type, rows, cols, fill_rows, &src, &buf, &nb, err, errlen);
     if (st) return st;
     st = gguf_w_tensor(o->w, name, type, n_dims, ne, buf, nb);
-    free(buf);
+    hkv_free(buf);
     if (st) { snprintf(err, errlen, "cannot add tensor '%s'", name); return st; }
     o->info->n_params += (uint64_t)(cols * rows);
     o->info->tensor_bytes += nb;
