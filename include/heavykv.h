@@ -47,7 +47,8 @@ typedef enum hkv_status {
     HKV_ERR_ARG,         /* bad argument from the caller (flag value, token id, budget, ...) */
     HKV_ERR_NOMEM,       /* allocation failed */
     HKV_ERR_CONTEXT,     /* sequence would exceed the context length */
-    HKV_ERR_STATE,       /* call not valid in the object's current state */
+    HKV_ERR_STATE,       /* call not valid in the object's current state; a state file that does not fit */
+    HKV_ERR_ABORTED,     /* the abort callback asked to stop (hkv_set_abort_callback) */
 } hkv_status;
 
 HKV_API const char *hkv_status_str(hkv_status s);
@@ -158,14 +159,50 @@ HKV_API hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *p, hk
 HKV_API void hkv_context_free(hkv_context *c);
 HKV_API const char *hkv_last_error(const hkv_context *c);
 
+/* Lifetimes and threads.
+ *   - A context borrows its model: free every context of a model before hkv_model_free.
+ *   - A model is read-only after loading: several contexts (one per thread) may share it and run at once.
+ *   - A context is not thread-safe: one thread at a time calls functions on it (one context per thread).
+ *   - Pointers returned by hkv_get_logits / hkv_get_logits_ith point into the context and stay valid until
+ *     the next call that decodes, resets, copies into or loads a state into that context's sequences, or
+ *     hkv_context_free. hkv_last_error's string is overwritten by the next failing call on the context.
+ *   - Strings in hkv_model_info, hkv_policy_names and hkv_version live as long as the model / the library.
+ *
+ * Failed decodes change nothing. Every decode call (hkv_decode, hkv_decode_batch, hkv_decode_tokens) first
+ * allocates all it needs, including an undo record of each sequence it touches (the slot metadata and policy
+ * state, plus the K/V rows it overwrites); then it runs the forward pass; if that fails (abort callback, cache
+ * error) every sequence is put back. So after any failed call — bad argument, context length, out of memory,
+ * abort — hkv_n_past, the cache, the policy state and hkv_get_logits(seq, -1) are exactly as before the call
+ * and decoding can simply continue. (Per-token rows of logits_all from an earlier call may be gone.) */
+
 /* Run tokens of one sequence through the model at positions n_past..n_past+n-1 (prompt chunk or one decode
- * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. Argument and
- * context-length errors change nothing; a failure inside the forward pass (out of memory) resets the
- * sequence (hkv_decode_batch: every sequence of the batch), since its cache was partly written. */
+ * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. */
 HKV_API hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
 
 /* Several sequences, one token each, in one step (batched decode). seqs[i] distinct. */
 HKV_API hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *tokens, int n);
+
+/* Several tokens of several sequences in one forward pass (like llama_batch): e.g. 64 prompt tokens of seq 1
+ * and one decode token each of seqs 0, 2 and 3. Token i belongs to seq[i]; a sequence's tokens take the
+ * positions n_past, n_past+1, ... in array order. logits[i] != 0 keeps token i's logits for
+ * hkv_get_logits_ith (logits == NULL: keep all). Each sequence's result is bit-identical to hkv_decode of its
+ * own tokens alone (attention, eviction and policy state are per sequence). Limits (hkv_batch_limits): at most
+ * max_tokens tokens in all and at most max_per_seq (the prefill chunk) of one sequence. */
+typedef struct hkv_batch {
+    int n_tokens;
+    const int32_t *token;    /* [n_tokens] token ids */
+    const int *seq;          /* [n_tokens] sequence of each token */
+    const int8_t *logits;    /* [n_tokens] 1: keep this token's logits; NULL: keep every token's */
+} hkv_batch;
+HKV_API hkv_status hkv_decode_tokens(hkv_context *c, const hkv_batch *b);
+/* Logits [n_vocab] of token i of the last hkv_decode_tokens / hkv_decode_batch; NULL if not kept. A
+ * sequence's last token's logits, when kept, are also hkv_get_logits(c, seq, -1). */
+HKV_API const float *hkv_get_logits_ith(hkv_context *c, int i);
+HKV_API void hkv_batch_limits(const hkv_context *c, int *max_tokens, int *max_per_seq);
+
+/* Called before every layer of a forward pass; a nonzero return stops the decode with HKV_ERR_ABORTED and
+ * leaves the sequences as before the call. cb == NULL: no callback. */
+HKV_API void hkv_set_abort_callback(hkv_context *c, int (*cb)(void *user), void *user);
 
 /* Logits [n_vocab] of token i of the last hkv_decode on seq (i = -1: the last token). i >= 0 needs
  * logits_all. For hkv_decode_batch, the logits of seq's token. NULL when not available. */
@@ -173,6 +210,17 @@ HKV_API const float *hkv_get_logits(hkv_context *c, int seq, int i);
 HKV_API int hkv_n_past(const hkv_context *c, int seq);
 /* Forget a sequence (cache emptied, policy state reset, position 0). */
 HKV_API void hkv_seq_reset(hkv_context *c, int seq);
+/* hkv_seq_reset that reports a bad sequence id: the sequence's slots are free again. */
+HKV_API hkv_status hkv_seq_rm(hkv_context *c, int seq);
+/* dst becomes an exact copy of src: cache rows, positions, order lists, policy state, n_past and the last
+ * logits, so both continue identically (fork a prompt). */
+HKV_API hkv_status hkv_seq_cp(hkv_context *c, int src, int dst);
+/* Save one sequence (cache, policy scores, positions, n_past, last logits) to a file, and load it back into a
+ * sequence of a context with the same model, KV type, policy, budget, policy options and capacity (checked:
+ * HKV_ERR_STATE names the first difference; HKV_ERR_FORMAT for a damaged or truncated file; the sequence is
+ * unchanged on any error). Decoding after a load continues bit-identically to the saving context. */
+HKV_API hkv_status hkv_seq_state_save(hkv_context *c, int seq, const char *path);
+HKV_API hkv_status hkv_seq_state_load(hkv_context *c, int seq, const char *path);
 HKV_API hkv_budget hkv_context_budget(const hkv_context *c);
 
 typedef struct hkv_kv_stats {
