@@ -260,6 +260,75 @@ HKV_API void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt
 /* Greedy choice: index of the largest of n logits (ties: the lowest id). */
 HKV_API int32_t hkv_argmax(const float *logits, int n);
 
+/* ---------------------------------------------------------------- standalone tokenizer
+ * A tokenizer without a model: from a Hugging Face tokenizer.json (tokenizer_config.json next to it is read
+ * too) or from the tokenizer.* keys of a .gguf file (the weights are not loaded). Same contracts as the
+ * model-bound hkv_tokenize / hkv_token_to_piece / hkv_detokenize above. Read-only after loading: may be
+ * shared by threads. */
+typedef struct hkv_tokenizer hkv_tokenizer;
+HKV_API hkv_status hkv_tokenizer_load(const char *path, hkv_tokenizer **out, char *err, size_t errlen);
+HKV_API void hkv_tokenizer_free(hkv_tokenizer *t);
+HKV_API int hkv_tokenizer_n_vocab(const hkv_tokenizer *t);
+HKV_API int hkv_tokenizer_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
+HKV_API int hkv_tokenizer_decode(const hkv_tokenizer *t, const int32_t *tokens, int n, char *buf, int buflen);
+HKV_API int hkv_tokenizer_piece(const hkv_tokenizer *t, int32_t token, char *buf, int buflen);
+/* The vocabulary entry as spelled in the file (e.g. "<s>", "\u2581the"); NULL for a bad id. Lives as long as t. */
+HKV_API const char *hkv_tokenizer_text(const hkv_tokenizer *t, int32_t token);
+
+/* ---------------------------------------------------------------- quantize (GGUF -> GGUF)
+ * Library functions, like llama.cpp's llama_model_quantize: every 2-D weight to type_name (one of
+ * hkv_quant_type_list(), case-insensitive; Q4_K_M is llama.cpp's mix), 1-D tensors and metadata copied. */
+typedef struct hkv_quantize_stats {
+    int n_tensors;                  /* tensors in the file */
+    int n_converted;                /* tensors whose type changed */
+    uint64_t bytes_in, bytes_out;   /* tensor data, before and after */
+    uint64_t n_params;              /* elements of all tensors */
+    int n_of_type[64];              /* output tensors per GGUF tensor type id (names: hkv_tensor_type_name) */
+} hkv_quantize_stats;
+HKV_API const char *hkv_quant_type_list(void);          /* "F32, F16, Q8_0, ..., Q4_K_M" */
+HKV_API const char *hkv_tensor_type_name(int type);     /* GGUF tensor type id -> "Q4_K"; NULL if unknown */
+HKV_API hkv_status hkv_model_quantize(const char *in_path, const char *out_path, const char *type_name, int n_threads,
+                                      hkv_quantize_stats *stats, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- synthetic models
+ * GGUF files with a real architecture's shapes, llama.cpp metadata keys and tensor names, a real tokenizer and
+ * random but well-scaled weights (tests and benchmarks without downloading weights; the output is noise). */
+typedef struct hkv_synth_preset {
+    const char *name;        /* "Llama-3.2-1B" (matched case-insensitively) */
+    const char *arch;        /* architecture of the real model: "llama", "qwen2", "qwen3" */
+    const char *tokenizer;   /* tokenizer family the real model ships with (help text only) */
+    int n_ctx, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    float rope_theta, rms_eps;
+    int tied;                /* 1: no output.weight, the output shares token_embd */
+    float llama3_factor;     /* > 0: Llama 3 RoPE scaling (factor; low 1, high 4, original context 8192) */
+} hkv_synth_preset;
+HKV_API const hkv_synth_preset *hkv_synth_presets(int *n);   /* *n presets, static storage */
+
+/* How Llama 3 RoPE scaling is written: as the preset says (a rope_freqs.weight tensor, what llama.cpp's
+ * converter writes), not at all, as the tensor, or as {arch}.rope.scaling.* keys. */
+enum { HKV_SYNTH_ROPE_PRESET = -1, HKV_SYNTH_ROPE_NONE = 0, HKV_SYNTH_ROPE_TENSOR = 1, HKV_SYNTH_ROPE_KEYS = 2 };
+
+typedef struct hkv_synth_params {
+    const char *preset;      /* preset name (required) */
+    const char *arch;        /* NULL: the preset's architecture */
+    const char *tokenizer;   /* tokenizer.json, or a .gguf whose tokenizer.* keys are copied (required) */
+    const char *type;        /* weight type, one of hkv_quant_type_list(); NULL: F32 (1-D tensors always F32) */
+    int n_layer;             /* > 0: override the preset's layer count */
+    int head_dim;            /* > 0: override the head dimension */
+    int rope_scaling;        /* HKV_SYNTH_ROPE_* */
+    uint64_t seed;
+    int n_threads;           /* <= 0: all CPUs */
+} hkv_synth_params;
+HKV_API hkv_synth_params hkv_synth_default_params(void);
+
+typedef struct hkv_synth_info {
+    int n_vocab, n_layer, head_dim;
+    char arch[16];
+    uint64_t n_params;       /* elements of all tensors */
+    uint64_t tensor_bytes;   /* tensor data written */
+} hkv_synth_info;
+HKV_API hkv_status hkv_synth_write(const hkv_synth_params *p, const char *path, hkv_synth_info *info, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- GGUF inspection (for `heavykv info`) */
 
 /* Writes a human-readable dump of the metadata and tensor table of a GGUF file to f. */

@@ -247,3 +247,29 @@ hkv_status quant_file(const char *in_path, const char *out_path, quant_ftype f, 
     gguf_close(g);
     return st;
 }
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+const char *hkv_quant_type_list(void) { return quant_ftype_list(); }
+
+const char *hkv_tensor_type_name(int type) {
+    return type >= 0 && type < HKV_TYPE_COUNT ? hkv_type_get(type)->name : NULL;
+}
+
+hkv_status hkv_model_quantize(const char *in_path, const char *out_path, const char *type_name, int n_threads,
+                              hkv_quantize_stats *stats, char *err, size_t errlen) {
+    quant_ftype f;
+    if (!type_name || !quant_ftype_parse(type_name, &f)) {
+        snprintf(err, errlen, "unknown quantization type '%s' (choose %s)", type_name ? type_name : "(null)", quant_ftype_list());
+        return HKV_ERR_ARG;
+    }
+    quant_stats s;
+    hkv_status st = quant_file(in_path, out_path, f, n_threads, &s, err, errlen);
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->n_tensors = s.n_tensors; stats->n_converted = s.n_converted;
+        stats->bytes_in = s.bytes_in; stats->bytes_out = s.bytes_out; stats->n_params = s.n_params;
+        for (int t = 0; t < HKV_TYPE_COUNT && t < 64; t++) stats->n_of_type[t] = s.n_of_type[t];
+    }
+    return st;
+}

@@ -327,3 +327,26 @@ hkv_status synth_write(const synth_params *p, const char *path, synth_info *info
     snprintf(in->arch, sizeof in->arch, "%s", m.arch);
     return HKV_OK;
 }
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+const hkv_synth_preset *hkv_synth_presets(int *n) { return synth_presets(n); }
+
+hkv_synth_params hkv_synth_default_params(void) {
+    hkv_synth_params p;
+    memset(&p, 0, sizeof p);
+    p.rope_scaling = HKV_SYNTH_ROPE_PRESET;
+    return p;
+}
+
+hkv_status hkv_synth_write(const hkv_synth_params *pp, const char *path, hkv_synth_info *info, char *err, size_t errlen) {
+    synth_params p = synth_default_params();
+    if (pp->type && !quant_ftype_parse(pp->type, &p.ftype)) {
+        snprintf(err, errlen, "unknown weight type '%s' (choose %s)", pp->type, quant_ftype_list());
+        return HKV_ERR_ARG;
+    }
+    p.preset = pp->preset; p.arch = pp->arch; p.tokenizer = pp->tokenizer;
+    p.n_layer = pp->n_layer; p.head_dim = pp->head_dim; p.rope_scaling = pp->rope_scaling;
+    p.seed = pp->seed; p.n_threads = pp->n_threads;
+    return synth_write(&p, path, info, err, errlen);
+}

@@ -729,3 +729,34 @@ void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w) {
     hkv_free(strs);
     hkv_free(types);
 }
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+/* A .gguf (by its magic, whatever the file is called) or a tokenizer.json. */
+hkv_status hkv_tokenizer_load(const char *path, hkv_tokenizer **out, char *err, size_t errlen) {
+    *out = NULL;
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) { snprintf(err, errlen, "cannot open tokenizer '%s'", path ? path : "(null)"); return HKV_ERR_IO; }
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got < 4 || memcmp(magic, "GGUF", 4)) return tok_load_hf(path, out, err, errlen);
+    gguf_file *g;
+    hkv_status st = gguf_open(path, &g, err, errlen);
+    if (st) return st;
+    char e2[256];
+    st = tok_load_gguf(g, out, e2, sizeof e2);
+    if (st) snprintf(err, errlen, "%s: %s", path, e2);
+    gguf_close(g);
+    return st;
+}
+void hkv_tokenizer_free(hkv_tokenizer *t) { tok_free(t); }
+int hkv_tokenizer_n_vocab(const hkv_tokenizer *t) { return tok_n_vocab(t); }
+int hkv_tokenizer_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens) {
+    return tok_encode(t, text, add_bos, parse_special, tokens, max_tokens);
+}
+int hkv_tokenizer_decode(const hkv_tokenizer *t, const int32_t *tokens, int n, char *buf, int buflen) {
+    return tok_decode(t, tokens, n, buf, buflen);
+}
+int hkv_tokenizer_piece(const hkv_tokenizer *t, int32_t token, char *buf, int buflen) { return tok_piece(t, token, buf, buflen); }
+const char *hkv_tokenizer_text(const hkv_tokenizer *t, int32_t token) { return tok_text(t, token); }

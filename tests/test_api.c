@@ -286,6 +286,43 @@ static void test_failed_decode(const char *policy, int replace) {
     CHECKF(failed > 0 || !strcmp(policy, "full"), "%s: no allocation failure reached hkv_decode", policy);
 }
 
+/* The tools' public API: a standalone tokenizer equals the model's, quantize and synth report bad input,
+ * and the CLI prints the library version. */
+static void test_tools(void) {
+    char err[256];
+    hkv_tokenizer *t = NULL;
+    CHECKF(hkv_tokenizer_load(tu_model(), &t, err, sizeof err) == HKV_OK, "%s", err);
+    if (t) {
+        const char *text = "Once upon a time, there was a little girl.";
+        int32_t a[64], b[64];
+        int na = hkv_tokenizer_encode(t, text, 1, 1, a, 64), nb = hkv_tokenize(M, text, 1, 1, b, 64);
+        CHECK(na > 5 && na == nb && !memcmp(a, b, sizeof(int32_t) * (size_t)na));
+        CHECK(hkv_tokenizer_n_vocab(t) == V);
+        char x[256], y[256];
+        CHECK(hkv_tokenizer_decode(t, a, na, x, sizeof x) > 0 && hkv_detokenize(M, a, na, y, sizeof y) > 0 && !strcmp(x, y));
+        CHECK(hkv_tokenizer_piece(t, a[1], x, sizeof x) > 0 && hkv_tokenizer_text(t, a[1]) != NULL);
+        CHECK(hkv_tokenizer_text(t, -1) == NULL);
+        hkv_tokenizer_free(t);
+    }
+    CHECK(hkv_tokenizer_load("/nonexistent/tokenizer.json", &t, err, sizeof err) == HKV_ERR_IO && t == NULL);
+    CHECK(hkv_model_quantize(tu_model(), tu_tmp("q.gguf"), "Q3_X", 1, NULL, err, sizeof err) == HKV_ERR_ARG &&
+          strstr(err, "Q4_K_M"));
+    hkv_quantize_stats qs;
+    CHECKF(hkv_model_quantize(tu_model(), tu_tmp("q.gguf"), "q8_0", 1, &qs, err, sizeof err) == HKV_OK, "%s", err);
+    CHECK(qs.n_tensors > 0 && qs.n_of_type[8] > 0 && !strcmp(hkv_tensor_type_name(8), "Q8_0"));
+    hkv_synth_params sp = hkv_synth_default_params();
+    sp.preset = "tiny";
+    sp.tokenizer = tu_model();
+    sp.type = "Q9";
+    CHECK(hkv_synth_write(&sp, tu_tmp("s.gguf"), NULL, err, sizeof err) == HKV_ERR_ARG && strstr(err, "Q9"));
+    int np = 0;
+    CHECK(hkv_synth_presets(&np) != NULL && np > 3);
+    char out[512];
+    CHECK(tu_cli("--version", out, sizeof out) == 0 && !strncmp(out, "heavykv ", 8) && strstr(out, hkv_version()));
+    CHECK(tu_cli("run --version", out, sizeof out) == 0 && strstr(out, HKV_VERSION_STRING));
+    CHECK(tu_cli("frobnicate --version", out, sizeof out) != 0);
+}
+
 int main(void) {
     char err[256];
     hkv_status st = hkv_model_load(tu_model(), NULL, &M, err, sizeof err);
@@ -296,6 +333,7 @@ int main(void) {
     V = mi.n_vocab;
     ref_lg0 = malloc(sizeof(float) * V);
     ref_lg20 = malloc(sizeof(float) * V);
+    test_tools();
     test_seq_cp_rm();
     test_state("h2o", 0);
     test_state("full", 0);
