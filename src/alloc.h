@@ -3,8 +3,9 @@
  *
  * Test hook (the library's only mutable global state, and it is thread-local): hkv_alloc_fail_at(n) arms a
  * counter on the calling thread; the n-th allocation made by that thread from then on returns NULL (that one
- * only), later ones succeed again. Allocations made by other threads (the worker pool allocates nothing while
- * it runs) are not counted. hkv_alloc_fail_at(0) disarms and resets the count. Never used outside tests. */
+ * only), later ones succeed again. Allocations made by other threads are not counted (the worker pool's
+ * threads allocate only scratch whose failure has a fallback: the policies' batch hook, matmul buffers).
+ * hkv_alloc_fail_at(0) disarms and resets the count. Never used outside tests. */
 #ifndef HKV_ALLOC_H
 #define HKV_ALLOC_H
 #include <stddef.h>

@@ -4,6 +4,7 @@
  * write K/V into the cache (the policy picks slots), attention per (sequence, KV head) over the cache, trim the
  * head back to its budget, output projection + residual, SwiGLU FFN + residual -> final norm -> logits. */
 #include "alloc.h"
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,9 @@
 struct hkv_context {
     hkv_model *m;
     hkv_context_params p;
-    hkv_budget budget;
+    hkv_budget budget;         /* the largest layer budget (sizes the cache) */
+    const hkv_policy_ops *kv_ops;
+    int evict_first;           /* the policy evicts before writing (FlexGen order) */
     kv_cache *kv;
     hkv_pool *pool;
     int n_ctx, n_seq, chunk;   /* chunk: max tokens of one sequence per forward pass (eviction granularity) */
@@ -115,8 +118,8 @@ static int n_threads_of(const hkv_context_params *p, const hkv_model *m) {
 /* Slots per head while decoding k tokens at once: append-then-evict needs the budget plus the new tokens
  * (FlexGen's replace order evicts first, so single steps need only the budget). `full` never evicts. */
 static int capacity_for(const hkv_context *c, int k) {
-    if (!strcmp(c->p.kv.policy, "full")) return c->n_ctx;
-    long cap = (long)c->budget.total + (c->p.kv.h2o_replace && k == 1 ? 0 : k);
+    if (c->kv_ops->never_evicts) return c->n_ctx;
+    long cap = (long)c->budget.total + (c->evict_first && k == 1 ? 0 : k);
     return cap > c->n_ctx ? c->n_ctx : (int)cap;
 }
 
@@ -141,6 +144,45 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     return st;
 }
 
+/* The policy of p (table or custom), its per-layer configs and budgets; c->budget = the largest layer's budget,
+ * which sizes the cache (all layers get the same slot count). */
+static hkv_status policy_setup(hkv_context *c, const hkv_context_params *p, int n_layer, hkv_policy_cfg *cfg,
+                               char *err, size_t errlen) {
+    const hkv_policy_ops *ops = hkv_policy_of(&p->kv, err, errlen);
+    if (!ops) return HKV_ERR_ARG;
+    if (!ops->never_evicts && !ops->victim) {
+        snprintf(err, errlen, "KV policy '%s' has no victim callback (only a never-evicting policy may omit it)",
+                 ops->name ? ops->name : "");
+        return HKV_ERR_ARG;
+    }
+    if (!ops->name || ops->state_floats < 0 || ops->state_floats > HKV_POLICY_MAX_STATE) {
+        snprintf(err, errlen, "KV policy '%s' asks for %d floats of state (at most %d) or has no name",
+                 ops->name ? ops->name : "", ops->state_floats, HKV_POLICY_MAX_STATE);
+        return HKV_ERR_ARG;
+    }
+    hkv_budget *lb = hkv_malloc(sizeof(hkv_budget) * (size_t)n_layer);
+    if (!lb) return HKV_ERR_NOMEM;
+    hkv_status st = hkv_layer_budgets(&p->kv, p->ref_len, p->n_ctx, n_layer, lb, err, errlen);
+    if (!st) {
+        int opt[HKV_POLICY_MAX_OPTIONS];
+        st = hkv_policy_options(ops, p->kv.options, opt, err, errlen);
+        c->budget = lb[0];
+        for (int l = 0; !st && l < n_layer; l++) {
+            cfg[l].b = lb[l];
+            cfg[l].layer = l;
+            cfg[l].n_layer = n_layer;
+            memcpy(cfg[l].opt, opt, sizeof opt);
+            cfg[l].user = p->kv.custom_user;
+            if (lb[l].total > c->budget.total) c->budget = lb[l];
+        }
+    }
+    hkv_free(lb);
+    if (st) return st;
+    c->kv_ops = ops;
+    c->evict_first = p->kv.replace_order && !ops->never_evicts;
+    return HKV_OK;
+}
+
 hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_context **out, char *err, size_t errlen) {
     *out = NULL;
     hkv_context_params p = pp ? *pp : hkv_context_default_params();
@@ -155,26 +197,26 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         p.n_ctx = mi.n_ctx_default;
     }
     if (p.n_seq == 0) p.n_seq = 1;
-    const hkv_policy_ops *ops = hkv_policy_find(p.kv.policy);
-    if (!ops) {
-        snprintf(err, errlen, "unknown KV policy '%s' (choose full, window, sink, h2o or tova)", p.kv.policy);
-        return HKV_ERR_ARG;
-    }
     hkv_context *c = hkv_calloc(1, sizeof *c);
-    if (!c) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    hkv_policy_cfg *cfg = hkv_calloc((size_t)hp->n_layer, sizeof *cfg);
+    hkv_status st = c && cfg ? policy_setup(c, &p, hp->n_layer, cfg, err, errlen) : HKV_ERR_NOMEM;
+    if (st) {
+        if (st == HKV_ERR_NOMEM) snprintf(err, errlen, "out of memory");
+        hkv_free(cfg);
+        hkv_free(c);
+        return st;
+    }
     c->m = m; c->p = p; c->n_ctx = p.n_ctx; c->n_seq = p.n_seq;
-    hkv_status st = hkv_budget_resolve(&p.kv, p.ref_len, p.n_ctx, &c->budget, err, errlen);
-    if (st) { hkv_free(c); return st; }
     int chunk = p.kv.prefill_chunk > 0 ? p.kv.prefill_chunk : (p.ref_len > 0 ? p.ref_len : 512);
-    if (!strcmp(p.kv.policy, "full") && chunk > 512) chunk = 512; /* no eviction: chunking changes nothing */
+    if (c->kv_ops->never_evicts && chunk > 512) chunk = 512; /* no eviction: chunking changes nothing */
     if (chunk > p.n_ctx) chunk = p.n_ctx;
     c->chunk = chunk < p.n_seq ? p.n_seq : chunk;
     c->rows = c->chunk + p.n_seq;
-    hkv_policy_cfg cfg = {c->budget, p.kv.h2o_normalized, p.kv.h2o_replace};
     c->pool = hkv_pool_new(n_threads_of(&p, m));
     st = c->pool ? kv_new(&c->kv, p.n_seq, hp->n_layer, hp->n_head_kv, hp->head_dim, capacity_for(c, 1), p.n_ctx,
-                          p.kv.type, p.kv.simulate, ops, &cfg, err, errlen)
+                          p.kv.type, p.kv.simulate, c->kv_ops, cfg, err, errlen)
                  : HKV_ERR_NOMEM;
+    hkv_free(cfg);
     if (!st && !alloc_scratch(c)) st = HKV_ERR_NOMEM;
     if (!st && p.trace_path && !(c->trace = fopen(p.trace_path, "w"))) {
         snprintf(err, errlen, "cannot open trace file '%s' for writing", p.trace_path);
@@ -221,7 +263,9 @@ static void attn_item(void *arg, int i, int thread) {
         size_t qo = (size_t)t * qd + (size_t)h * group * hd;
         attn_head(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
     }
-    kv_trim(c->kv, L, h);
+    int n_new = 0;
+    for (int t = 0; t < b->n; t++) n_new += b->seqs[t] == seq;
+    kv_trim(c->kv, L, h, n_new);
 }
 
 static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
@@ -250,7 +294,7 @@ static hkv_status kv_write(hkv_context *c, fwd_batch *b) {
     for (int t = 0; t < b->n; t++) {
         kv_layer *L = kv_layer_of(c->kv, b->seqs[t], b->layer);
         for (int h = 0; h < hp->n_head_kv; h++) {
-            if (c->p.kv.h2o_replace && b->cnt[b->seqs[t]] == 1) kv_make_room(c->kv, L, h, b->pos[t]);
+            if (c->evict_first && b->cnt[b->seqs[t]] == 1) kv_make_room(c->kv, L, h, b->pos[t]);
             hkv_status st = kv_insert(c->kv, L, h, b->pos[t], c->k + (size_t)t * kd + h * hd, c->v + (size_t)t * kd + h * hd);
             if (st) {
                 snprintf(c->err, sizeof c->err, "KV cache of sequence %d is full at position %d", b->seqs[t], b->pos[t]);
@@ -437,7 +481,7 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         c->logits_all_n = n;
         c->logits_all_seq = seq;
     }
-    if (c->trace) kv_trace_write(c->kv, seq, c->trace);
+    if (c->trace) kv_trace_write(c->kv, seq, c->trace, c->p.trace_scores);
     return HKV_OK;
 }
 
@@ -484,7 +528,7 @@ static hkv_status decode_one_pass(hkv_context *c, const int32_t *tokens, const i
     }
     for (int i = 0; i < nt; i++) {
         c->seq_cnt[c->seq_list[i]] = 0;
-        if (c->trace) kv_trace_write(c->kv, c->seq_list[i], c->trace);
+        if (c->trace) kv_trace_write(c->kv, c->seq_list[i], c->trace, c->p.trace_scores);
     }
     return HKV_OK;
 }
@@ -605,9 +649,10 @@ typedef struct state_header {
     int32_t kv_type, simulate, capacity, n_ctx;
     char policy[16];
     int32_t budget_total, budget_heavy, budget_recent, budget_sink;
-    int32_t normalized, replace, gqa_mean, state_floats;
+    int32_t replace_order, gqa_mean, state_floats;
+    int32_t opt[HKV_POLICY_MAX_OPTIONS];   /* the policy's option values */
     int32_t n_past, newest, has_logits;
-} state_header;
+} state_header;   /* followed by hkv_budget[n_layer] (4 int32 each): every layer's budget */
 
 static void header_of(const hkv_context *c, int seq, state_header *h) {
     const hkv_hparams *hp = &c->m->hp;
@@ -623,11 +668,18 @@ static void header_of(const hkv_context *c, int seq, state_header *h) {
     snprintf(h->policy, sizeof h->policy, "%s", c->kv->ops->name);
     h->budget_total = c->budget.total; h->budget_heavy = c->budget.heavy;
     h->budget_recent = c->budget.recent; h->budget_sink = c->budget.sink;
-    h->normalized = c->p.kv.h2o_normalized; h->replace = c->p.kv.h2o_replace; h->gqa_mean = c->p.kv.gqa_mean;
+    h->replace_order = c->evict_first; h->gqa_mean = c->p.kv.gqa_mean;
+    for (int i = 0; i < HKV_POLICY_MAX_OPTIONS; i++) h->opt[i] = c->kv->cfg[0].opt[i];
     h->state_floats = c->kv->ops->state_floats;
     h->n_past = c->n_past[seq];
     h->newest = c->kv->newest[seq];
     h->has_logits = c->has_logits[seq];
+}
+
+/* Layer l's budget as the 4 int32 of the state file. */
+static const int32_t *layer_budget(const hkv_context *c, int l) {
+    static_assert(sizeof(hkv_budget) == 4 * sizeof(int32_t), "hkv_budget is 4 ints");
+    return (const int32_t *)&c->kv->cfg[l].b;
 }
 
 hkv_status hkv_seq_state_save(hkv_context *c, int seq, const char *path) {
@@ -638,7 +690,9 @@ hkv_status hkv_seq_state_save(hkv_context *c, int seq, const char *path) {
     state_header h;
     header_of(c, seq, &h);
     int V = c->m->hp.n_vocab;
-    int ok = fwrite(&h, sizeof h, 1, f) == 1 && fwrite(c->logits_last + (size_t)seq * V, sizeof(float) * V, 1, f) == 1 &&
+    int ok = fwrite(&h, sizeof h, 1, f) == 1;
+    for (int l = 0; l < c->kv->n_layer && ok; l++) ok = fwrite(layer_budget(c, l), sizeof(int32_t), 4, f) == 4;
+    ok = ok && fwrite(c->logits_last + (size_t)seq * V, sizeof(float) * V, 1, f) == 1 &&
              kv_seq_write(c->kv, seq, f) == HKV_OK;
     ok &= fclose(f) == 0;
     if (!ok) { snprintf(c->err, sizeof c->err, "cannot write state file '%s'", path); return HKV_ERR_IO; }
@@ -662,11 +716,25 @@ static int header_mismatch(const state_header *f, const state_header *c, char *e
         return 1;
     }
     HKV_CMP(simulate, "simulate") HKV_CMP(budget_total, "budget") HKV_CMP(budget_heavy, "heavy budget")
-    HKV_CMP(budget_recent, "recent budget") HKV_CMP(budget_sink, "sink budget") HKV_CMP(normalized, "h2o_normalized")
-    HKV_CMP(replace, "h2o_replace") HKV_CMP(gqa_mean, "gqa_mean") HKV_CMP(state_floats, "policy state floats")
+    HKV_CMP(budget_recent, "recent budget") HKV_CMP(budget_sink, "sink budget") 
+    HKV_CMP(replace_order, "replace_order") HKV_CMP(gqa_mean, "gqa_mean") HKV_CMP(state_floats, "policy state floats")
     HKV_CMP(capacity, "cache capacity (slots per head)")
+    for (int i = 0; i < HKV_POLICY_MAX_OPTIONS; i++) HKV_CMP(opt[i], "a policy option value")
 #undef HKV_CMP
     return 0;
+}
+
+static hkv_status check_layer_budgets(hkv_context *c, const unsigned char *p) {
+    for (int l = 0; l < c->kv->n_layer; l++) {
+        int32_t b[4];
+        memcpy(b, p + (size_t)l * sizeof b, sizeof b);
+        if (memcmp(b, layer_budget(c, l), sizeof b)) {
+            snprintf(c->err, sizeof c->err, "state file was saved with budget %d for layer %d, this context has %d",
+                     (int)b[0], l, (int)layer_budget(c, l)[0]);
+            return HKV_ERR_STATE;
+        }
+    }
+    return HKV_OK;
 }
 
 hkv_status hkv_seq_state_load(hkv_context *c, int seq, const char *path) {
@@ -688,7 +756,7 @@ hkv_status hkv_seq_state_load(hkv_context *c, int seq, const char *path) {
     }
     state_header h, mine;
     int V = c->m->hp.n_vocab;
-    size_t off = sizeof h + sizeof(float) * (size_t)V, used = 0;
+    size_t lb = (size_t)c->kv->n_layer * 4 * sizeof(int32_t), off = sizeof h + lb + sizeof(float) * (size_t)V, used = 0;
     header_of(c, seq, &mine);
     if ((size_t)len < sizeof h || memcmp(buf, HKV_STATE_MAGIC, 7)) {
         snprintf(c->err, sizeof c->err, "'%s' is not a heavykv sequence state file", path);
@@ -705,12 +773,13 @@ hkv_status hkv_seq_state_load(hkv_context *c, int seq, const char *path) {
     } else if ((size_t)len < off) {
         snprintf(c->err, sizeof c->err, "state file '%s' is truncated (%ld bytes)", path, len);
         st = HKV_ERR_FORMAT;
+    } else if ((st = check_layer_budgets(c, buf + sizeof h))) {
     } else if ((st = kv_seq_read(c->kv, seq, buf + off, (size_t)len - off, &used, c->err, sizeof c->err)) == HKV_OK) {
         /* kv_seq_read validated everything before writing; from here nothing can fail */
         c->n_past[seq] = h.n_past;
         kv_set_newest(c->kv, seq, h.newest);
         c->has_logits[seq] = h.has_logits != 0;
-        memcpy(c->logits_last + (size_t)seq * V, buf + sizeof h, sizeof(float) * V);
+        memcpy(c->logits_last + (size_t)seq * V, buf + sizeof h + lb, sizeof(float) * V);
         if (c->logits_all_seq == seq) c->logits_all_n = 0;
     }
     hkv_free(buf);
@@ -753,6 +822,17 @@ int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int3
     if (seq < 0 || seq >= c->n_seq || layer < 0 || layer >= c->kv->n_layer || kv_head < 0 || kv_head >= c->kv->n_head_kv)
         return 0;
     return kv_positions(c->kv, seq, layer, kv_head, out, max);
+}
+
+int hkv_kv_scores(const hkv_context *c, int seq, int layer, int kv_head, float *out, int max) {
+    if (seq < 0 || seq >= c->n_seq || layer < 0 || layer >= c->kv->n_layer || kv_head < 0 || kv_head >= c->kv->n_head_kv)
+        return 0;
+    return kv_scores(c->kv, seq, layer, kv_head, out, max);
+}
+
+hkv_budget hkv_context_layer_budget(const hkv_context *c, int layer) {
+    if (layer < 0 || layer >= c->kv->n_layer) return c->budget;
+    return c->kv->cfg[layer].b;
 }
 
 /* ---------------------------------------------------------------- model-level wrappers */

@@ -20,7 +20,7 @@ static hkv_context *ctx(opts o) {
     cp.logits_all = o.logits_all;
     snprintf(cp.kv.policy, sizeof cp.kv.policy, "%s", o.policy);
     if (strcmp(o.policy, "full")) cp.kv.budget = (hkv_amount){(float)(o.budget ? o.budget : 16), 0, 1};
-    cp.kv.h2o_replace = o.replace;
+    cp.kv.replace_order = o.replace;
     cp.kv.prefill_chunk = o.chunk;
     hkv_context *c = NULL;
     char err[256];
@@ -339,13 +339,16 @@ int main(void) {
     test_state("full", 0);
     test_state("tova", 0);
     test_state("h2o", 1);
+    test_state("snapkv", 0);
     test_batch("h2o", 0);
     test_batch("h2o", 1);
     test_batch("full", 0);
     test_batch("window", 0);
+    test_batch("snapkv", 0);
     test_failed_decode("h2o", 0);
     test_failed_decode("h2o", 1);
     test_failed_decode("full", 0);
+    test_failed_decode("snapkv", 0);
     hkv_model_free(M);
     free(ref_lg0);
     free(ref_lg20);
