@@ -443,7 +443,8 @@ HKV_API hkv_status hkv_chat_template_check(const hkv_model *m, const char *tmpl,
 
 #define HKV_CHAT_ERROR (-2147483647 - 1)
 /* Renders msgs as the family's published template does (exact special-token text). add_assistant: append the
- * header that starts the assistant's reply. The leading BOS of the published templates is NOT in the text:
+ * header that starts the assistant's reply. With a template text (the model's, or given as tmpl), a default
+ * system message written in it (Qwen2/2.5) opens a conversation that has none. The leading BOS of the published templates is NOT in the text:
  * tokenize the result with add_bos = the model's add_bos (hkv_model_info.add_bos, or --bos/--no-bos) and
  * parse_special = 1, as llama.cpp does; BOS tokens inside the conversation (llama2) are in the text.
  * Returns the length written (NUL-terminated), or minus the size required (including NUL) when buflen is too
