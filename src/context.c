@@ -11,6 +11,8 @@
 #include "kvcache.h"
 #include "model.h"
 
+typedef struct attn_item_def { int t0, n, seq; } attn_item_def; /* query block: tokens t0.. of seq */
+
 struct hkv_context {
     hkv_model *m;
     hkv_context_params p;
@@ -25,7 +27,9 @@ struct hkv_context {
     float *k, *v;              /* [chunk][n_head_kv*head_dim] */
     float *att;                /* [chunk][n_head*head_dim] */
     float *hb, *hb2;           /* [chunk][n_ff] */
-    float *att_scratch;        /* [n_threads][(group+2)*scratch_cap] */
+    float *att_scratch;        /* [n_threads][attn_scratch_floats(group, scratch_cap, head_dim)] */
+    float *att_ml;             /* [chunk][n_head][2] softmax max and sum of each query row (attention.h) */
+    attn_item_def *att_blocks;      /* [chunk] query blocks of one forward chunk */
     size_t att_scratch_per;
     int scratch_cap;           /* capacity att_scratch was sized for */
     float *logits_last;        /* [n_seq][n_vocab] */
@@ -50,7 +54,7 @@ const char *hkv_last_error(const hkv_context *c) { return c ? c->err : "no conte
 
 static void ctx_free_buffers(hkv_context *c) {
     free(c->x); free(c->xb); free(c->xb2); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->hb); free(c->hb2); free(c->att_scratch); free(c->logits_last); free(c->logits_all); free(c->n_past);
+    free(c->hb); free(c->hb2); free(c->att_scratch); free(c->att_ml); free(c->att_blocks); free(c->logits_last); free(c->logits_all); free(c->n_past);
     free(c->logits_batch); free(c->chunk_pos); free(c->chunk_seq);
 }
 
@@ -77,14 +81,16 @@ static int alloc_scratch(hkv_context *c) {
     c->hb = malloc(sizeof(float) * n * hp->n_ff);
     c->hb2 = malloc(sizeof(float) * n * hp->n_ff);
     c->scratch_cap = c->kv->capacity;
-    c->att_scratch_per = (size_t)(group + 2) * c->scratch_cap;
+    c->att_scratch_per = attn_scratch_floats(group, c->scratch_cap, hp->head_dim);
     c->att_scratch = malloc(sizeof(float) * c->att_scratch_per * (size_t)hkv_pool_size(c->pool));
+    c->att_ml = malloc(sizeof(float) * n * hp->n_head * 2);
+    c->att_blocks = malloc(sizeof(*c->att_blocks) * n);
     c->logits_last = calloc((size_t)c->n_seq * hp->n_vocab, sizeof(float));
     c->n_past = calloc((size_t)c->n_seq, sizeof(int32_t));
     c->logits_batch = malloc(sizeof(float) * (size_t)c->n_seq * hp->n_vocab);
     c->chunk_pos = malloc(sizeof(int32_t) * n);
     c->chunk_seq = malloc(sizeof(int) * n);
-    return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch &&
+    return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch && c->att_ml && c->att_blocks &&
            c->logits_last && c->n_past && c->logits_batch && c->chunk_pos && c->chunk_seq;
 }
 
@@ -115,7 +121,7 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     }
     if (cap > c->scratch_cap) {
         int group = c->m->hp.n_head / c->m->hp.n_head_kv;
-        size_t per = (size_t)(group + 2) * cap;
+        size_t per = attn_scratch_floats(group, cap, c->m->hp.head_dim);
         float *p = realloc(c->att_scratch, sizeof(float) * per * (size_t)hkv_pool_size(c->pool));
         if (!p) { snprintf(c->err, sizeof c->err, "out of memory for attention scratch"); return HKV_ERR_NOMEM; }
         c->att_scratch = p;
@@ -185,25 +191,78 @@ typedef struct fwd_batch {        /* one forward chunk */
     int n_items_seq;
 } fwd_batch;
 
-typedef struct attn_job { hkv_context *c; fwd_batch *b; } attn_job;
+/* Attention of one layer in two parallel stages:
+ *   1. items (query block, KV head): tiled attention of up to attn_block_queries tokens of one sequence
+ *      (consecutive in the chunk) over the head's cache; independent of policy state, so the blocks of one
+ *      head run on any thread;
+ *   2. items (sequence, KV head): the policy's report in query order (attn_report) and the trim back to the
+ *      budget — one head per item keeps policy state updates free of races and in query order.
+ * When every sequence has a single block (decode steps), one stage does both. */
+typedef struct attn_job {
+    hkv_context *c;
+    fwd_batch *b;
+    attn_item_def *blocks;       /* [n_blocks] query blocks */
+    int n_blocks, fused;
+} attn_job;
 
-/* Work item i = (distinct sequence, KV head): all of that sequence's tokens attend in order, then the head is
- * trimmed. One head per item keeps policy state updates free of races and in query order. */
-static void attn_item(void *arg, int i, int thread) {
+static attn_block block_of(hkv_context *c, int t0, int n, int h) {
+    const hkv_hparams *hp = &c->m->hp;
+    int group = hp->n_head / hp->n_head_kv, hd = hp->head_dim, qd = hp->n_head * hd;
+    size_t qo = (size_t)t0 * qd + (size_t)h * group * hd;
+    attn_block ab = {.q = c->q + qo, .out = c->att + qo, .stride = (size_t)qd, .n = n, .group = group,
+                     .ml = c->att_ml + ((size_t)t0 * hp->n_head + (size_t)h * group) * 2,
+                     .ml_stride = (size_t)hp->n_head * 2};
+    return ab;
+}
+
+static void report_and_trim(hkv_context *c, fwd_batch *b, int seq, int h, float *scratch) {
+    kv_layer *L = kv_layer_of(c->kv, seq, b->layer);
+    if (c->kv->ops->needs_probs)
+        for (int t = 0; t < b->n; t++) {
+            if (b->seqs[t] != seq) continue;
+            int e = t;
+            while (e + 1 < b->n && b->seqs[e + 1] == seq) e++;
+            attn_block ab = block_of(c, t, e - t + 1, h);
+            ab.pos = b->pos + t;
+            attn_report(c->kv, L, h, &ab, c->p.kv.gqa_mean, scratch);
+            t = e;
+        }
+    kv_trim(c->kv, L, h);
+}
+
+static void attn_stage1(void *arg, int i, int thread) {
     attn_job *j = arg;
     hkv_context *c = j->c;
-    fwd_batch *b = j->b;
-    const hkv_hparams *hp = &c->m->hp;
-    int h = i % hp->n_head_kv, seq = b->items_seq[i / hp->n_head_kv];
-    int group = hp->n_head / hp->n_head_kv, hd = hp->head_dim, qd = hp->n_head * hd;
-    kv_layer *L = kv_layer_of(c->kv, seq, b->layer);
+    int nh = c->m->hp.n_head_kv, h = i % nh;
+    const attn_item_def *d = &j->blocks[i / nh];
     float *scratch = c->att_scratch + c->att_scratch_per * (size_t)thread;
-    for (int t = 0; t < b->n; t++) {
-        if (b->seqs[t] != seq) continue;
-        size_t qo = (size_t)t * qd + (size_t)h * group * hd;
-        attn_head(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
+    attn_block ab = block_of(c, d->t0, d->n, h);
+    ab.pos = j->b->pos + d->t0;
+    attn_forward(c->kv, kv_layer_of(c->kv, d->seq, j->b->layer), h, &ab, scratch);
+    if (j->fused) report_and_trim(c, j->b, d->seq, h, scratch);
+}
+
+static void attn_stage2(void *arg, int i, int thread) {
+    attn_job *j = arg;
+    hkv_context *c = j->c;
+    int nh = c->m->hp.n_head_kv;
+    report_and_trim(c, j->b, j->b->items_seq[i / nh], i % nh, c->att_scratch + c->att_scratch_per * (size_t)thread);
+}
+
+/* Splits the chunk into query blocks: runs of consecutive tokens of one sequence, cut every bq tokens. */
+static void attention(hkv_context *c, fwd_batch *b) {
+    const hkv_hparams *hp = &c->m->hp;
+    int bq = attn_block_queries(hp->n_head / hp->n_head_kv), nb = 0;
+    attn_item_def *blocks = c->att_blocks;
+    for (int t = 0; t < b->n;) {
+        int e = t + 1;
+        while (e < b->n && e - t < bq && b->seqs[e] == b->seqs[t]) e++;
+        blocks[nb++] = (attn_item_def){t, e - t, b->seqs[t]};
+        t = e;
     }
-    kv_trim(c->kv, L, h);
+    attn_job job = {c, b, blocks, nb, nb == b->n_items_seq}; /* one block per sequence: fuse the stages */
+    hkv_pool_run(c->pool, attn_stage1, &job, nb * hp->n_head_kv);
+    if (!job.fused) hkv_pool_run(c->pool, attn_stage2, &job, b->n_items_seq * hp->n_head_kv);
 }
 
 static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
@@ -254,8 +313,7 @@ static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {
     qk_prepare(c, w, b);
     hkv_status st = kv_write(c, b);
     if (st) return st;
-    attn_job job = {c, b};
-    hkv_pool_run(c->pool, attn_item, &job, b->n_items_seq * hp->n_head_kv);
+    attention(c, b);
     hkv_matmul(c->pool, c->xb2, w->wo.type, w->wo.data, c->att, e, qd, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->ffn_norm, e, hp->rms_eps);

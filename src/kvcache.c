@@ -4,16 +4,16 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include "tensor.h"
+#include "kvrow.h"
 
 static void *xcalloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz); }
 
-/* Bytes held, documented in the README: K/V = 2 * capacity * head_dim * elt per (seq, layer, head); metadata =
+/* Bytes held, documented in the README: K/V = 2 * capacity * row_bytes per (seq, layer, head); metadata =
  * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
 static void kv_account(kv_cache *kv) {
     uint64_t heads = (uint64_t)kv->n_seq * kv->n_layer * kv->n_head_kv;
     uint64_t per_slot = (kv->simulate ? 2 : 3) * sizeof(int32_t) + sizeof(float) * (uint64_t)kv->ops->state_floats;
-    kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->head_dim * kv->elt;
+    kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->row_bytes;
     kv->meta_bytes = heads * ((uint64_t)kv->capacity * per_slot + 2 * sizeof(int32_t) + sizeof(uint64_t));
 }
 
@@ -25,8 +25,8 @@ static void slots_free(kv_layer *L) {
 static int slots_alloc(const kv_cache *kv, kv_layer *L, int cap) {
     size_t hc = (size_t)kv->n_head_kv * cap;
     int sf = kv->ops->state_floats;
-    L->k = xcalloc(hc * kv->head_dim, kv->elt);
-    L->v = xcalloc(hc * kv->head_dim, kv->elt);
+    L->k = xcalloc(hc, kv->row_bytes);
+    L->v = xcalloc(hc, kv->row_bytes);
     L->pos = xcalloc(hc, sizeof(int32_t));
     L->order = xcalloc(hc, sizeof(int32_t));
     L->free_stack = kv->simulate ? NULL : xcalloc(hc, sizeof(int32_t));
@@ -70,7 +70,15 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     kv->n_ctx = n_ctx;
     kv->capacity = simulate ? n_ctx : capacity;
     kv->type = type;
-    kv->elt = type == HKV_KV_F32 ? 4 : 2;
+    kv->row_bytes = kvrow_bytes(type, head_dim);
+    if (!kv->row_bytes || head_dim > 1024) {
+        const char *tn = kvrow_type_name(type);
+        if (!tn) snprintf(err, errlen, "unknown K/V type %d", (int)type);
+        else if (head_dim > 1024) snprintf(err, errlen, "head_dim %d is larger than the 1024 the K/V cache supports", head_dim);
+        else snprintf(err, errlen, "K/V type %s needs head_dim to be a multiple of 8 (the model's is %d)", tn, head_dim);
+        free(kv);
+        return HKV_ERR_UNSUPPORTED;
+    }
     kv->simulate = simulate;
     kv->ops = ops;
     kv->cfg = *cfg;
@@ -164,12 +172,9 @@ void kv_trim(kv_cache *kv, kv_layer *L, int h) {
         if (!evict_one(kv, L, h)) break;
 }
 
+/* Rows are converted (quantized) once, when written. */
 static void store_vec(const kv_cache *kv, void *base, size_t idx, const float *x) {
-    if (kv->type == HKV_KV_F32) {
-        memcpy((float *)base + idx * kv->head_dim, x, sizeof(float) * kv->head_dim);
-    } else {
-        hkv_quantize_row(HKV_TYPE_F16, x, (uint16_t *)base + idx * kv->head_dim, kv->head_dim);
-    }
+    kvrow_store(kv->type, kv->head_dim, x, (char *)base + idx * kv->row_bytes);
 }
 
 hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v) {
@@ -251,15 +256,16 @@ void kv_trace_write(const kv_cache *kv, int seq, FILE *f) {
 static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
     kv_layer N;
     memset(&N, 0, sizeof N);
-    int sf = kv->ops->state_floats, hd = kv->head_dim;
+    int sf = kv->ops->state_floats;
     if (!slots_alloc(kv, &N, cap)) return 0;
     for (int h = 0; h < kv->n_head_kv; h++) {
         size_t ob = (size_t)h * old, nb = (size_t)h * cap;
         int n = L->n_live[h];
         for (int j = 0; j < n; j++) {
             int32_t s = L->order[ob + j];
-            memcpy((char *)N.k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
-            memcpy((char *)N.v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
+            size_t rb = kv->row_bytes;
+            memcpy((char *)N.k + (nb + j) * rb, (char *)L->k + (ob + s) * rb, rb);
+            memcpy((char *)N.v + (nb + j) * rb, (char *)L->v + (ob + s) * rb, rb);
             if (sf) memcpy(N.pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
             N.pos[nb + j] = L->pos[ob + s];
             N.order[nb + j] = j;

@@ -14,8 +14,8 @@
 #include "policy.h"
 
 typedef struct kv_layer {      /* one (sequence, layer) */
-    void *k;                   /* [n_head_kv][capacity][head_dim] F16 or F32, keys rotated at their position */
-    void *v;                   /* [n_head_kv][capacity][head_dim] */
+    void *k;                   /* [n_head_kv][capacity] rows of row_bytes (kvrow.h), keys rotated at their position */
+    void *v;                   /* [n_head_kv][capacity] rows of row_bytes */
     int32_t *pos;              /* [n_head_kv][capacity] position held by each slot, -1 = free */
     int32_t *order;            /* [n_head_kv][capacity] live slots, ascending position; n_live[h] valid */
     int32_t *n_live;           /* [n_head_kv] */
@@ -28,7 +28,7 @@ typedef struct kv_layer {      /* one (sequence, layer) */
 typedef struct kv_cache {
     int n_seq, n_layer, n_head_kv, head_dim, capacity, n_ctx;
     hkv_kv_type type;
-    size_t elt;                /* bytes per K/V element */
+    size_t row_bytes;          /* bytes per K or V row of head_dim elements (kvrow_bytes) */
     int simulate;
     const hkv_policy_ops *ops;
     hkv_policy_cfg cfg;

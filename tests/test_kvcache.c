@@ -113,6 +113,22 @@ static void test_simulation_equals_real(void) {
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .gqa_mean = 1, .sink = "1"}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .chunk = 5}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .type = HKV_KV_F32}, 110);
+    /* every policy x every K/V type (quantized rows are written once, so both layouts hold the same bytes) */
+    const char *pols[] = {"window", "sink", "h2o", "tova"};
+    for (int ty = HKV_KV_F32; ty < HKV_KV_TYPE_COUNT; ty++)
+        for (int i = 0; i < 4; i++)
+            sim_vs_real((run_cfg){.policy = pols[i], .budget = "10", .sink = i == 1 ? "2" : NULL, .type = (hkv_kv_type)ty}, 40);
+}
+
+/* Bytes of one K or V row of head_dim elements (the README formula). */
+static uint64_t row_bytes(hkv_kv_type t, int hd) {
+    int b = hd % 32 == 0 ? 32 : hd % 16 == 0 ? 16 : 8;
+    switch (t) {
+    case HKV_KV_F32: return 4u * hd;
+    case HKV_KV_Q8_0: return (uint64_t)(hd / b) * (2 + b);
+    case HKV_KV_Q4_0: return (uint64_t)(hd / b) * (2 + b / 2);
+    default: return 2u * hd;
+    }
 }
 
 /* K/V bytes are exactly capacity-sized and constant over a 1,000-token generation; GQA: n_head_kv sets. */
@@ -121,16 +137,15 @@ static void test_memory(void) {
     int32_t p[256];
     int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
     for (int i = 0; i < 5; i++) {
-        for (int ty = 0; ty < 2; ty++) {
-            run_cfg r = {.policy = pols[i], .budget = "32", .type = ty ? HKV_KV_F32 : HKV_KV_F16};
+        for (int ty = 0; ty < HKV_KV_TYPE_COUNT; ty++) {
+            run_cfg r = {.policy = pols[i], .budget = "32", .type = (hkv_kv_type)ty};
             hkv_context *c = make_ctx(&r, 1100, np);
             if (!c) continue;
             CHECK(hkv_decode(c, 0, p, np) == HKV_OK);
             hkv_kv_stats s0;
             hkv_get_kv_stats(c, &s0);
-            size_t elt = ty ? 4 : 2;
             CHECK(s0.n_head_kv == MI.n_head_kv && MI.n_head_kv < MI.n_head);
-            CHECKF(s0.kv_bytes == (uint64_t)s0.capacity * MI.n_layer * MI.n_head_kv * MI.head_dim * 2 * elt,
+            CHECKF(s0.kv_bytes == (uint64_t)s0.capacity * MI.n_layer * MI.n_head_kv * 2 * row_bytes(r.type, MI.head_dim),
                    "%s: %llu bytes for capacity %d", pols[i], (unsigned long long)s0.kv_bytes, s0.capacity);
             if (i > 0) CHECKF(s0.capacity == 33, "%s capacity %d, want budget+1", pols[i], s0.capacity);
             int grew = 0, over = 0;

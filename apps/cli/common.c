@@ -115,9 +115,11 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     else if (!strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->h2o_replace);
     else if (!strcmp(f, "--prefill-chunk")) ok = cli_int(f, v, 0, 1 << 20, &kv->prefill_chunk);
     else if (!strcmp(f, "--kv-type")) {
-        int t = 0;
-        ok = choice(f, v, "f16", "f32", &t);
-        kv->type = t ? HKV_KV_F32 : HKV_KV_F16;
+        int t = hkv_kv_type_parse(v);
+        if (t < 0) {
+            cli_error("%s expects f16, bf16, f32, q8_0 or q4_0, got '%s'", f, v);
+            ok = 0;
+        } else kv->type = (hkv_kv_type)t;
     }
     return ok ? 1 : -1;
 }
@@ -135,7 +137,8 @@ const char *const cli_kv_help =
     "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
     "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
     "                        0 = whole prompt, then cut (the paper's order; default)\n"
-    "  --kv-type T           f16 (default) | f32 element type of stored K/V\n";
+    "  --kv-type T           f16 (default) | bf16 | f32 | q8_0 | q4_0: element type of stored K/V rows,\n"
+    "                        quantized when written (README 'Quantized K/V')\n";
 
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
