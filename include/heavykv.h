@@ -129,6 +129,10 @@ typedef struct hkv_kv_config {
     int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
     int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
     hkv_kv_type type;        /* element type of stored K/V */
+    int positions_cache;     /* 0: keys rotated at their original position (default); 1: StreamingLLM position
+                              * rolling: keys stored before RoPE, rotated at attention time by their index in
+                              * the cache, queries by theirs; bounded real-drop caches then have no position
+                              * limit (n_ctx only sizes prefill) — README "Endless streaming" */
 } hkv_kv_config;
 
 /* A resolved budget in tokens per KV head. */
@@ -186,10 +190,13 @@ typedef struct hkv_kv_stats {
     int n_layer, n_head_kv, head_dim;
     int capacity;            /* slots per (layer, KV head) */
     hkv_budget budget;
-    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*2*row_bytes*n_seq (row_bytes: README) */
+    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*2*row_bytes*n_seq */
     uint64_t meta_bytes;     /* positions, order lists and policy state (documented constant per slot) */
     uint64_t evictions;      /* total over all layers/heads/sequences */
     int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */
+    hkv_kv_type type;        /* element type of the stored rows */
+    int row_bytes;           /* bytes of one K or V row of head_dim elements (README "Memory, exactly") */
+    int positions_cache;     /* 1: keys rotated by their cache index (--kv-positions cache) */
 } hkv_kv_stats;
 HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 /* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */

@@ -17,9 +17,14 @@
  * Determinism: a query row's arithmetic depends only on its own visible rows, in visible order, tiled from
  * the first visible row — not on the block it is in, the thread, or the slots the rows live in. So real drop
  * and the masked simulation (same rows in the same order, different slots) are bit-identical, and so are
- * -t 1 and -t 2 and any prefill chunking that evicts nothing. */
+ * -t 1 and -t 2 and any prefill chunking that evicts nothing.
+ *
+ * Cache-position mode (kv->rope set, StreamingLLM's position rolling): keys are stored before RoPE; the key
+ * at visible index j is rotated by j when its tile is loaded (decoded into a small F32 tile, then the F32
+ * kernels), and a query that sees n rows is rotated by n - 1, its own index. */
 #include "attention.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "kvrow.h"
 
@@ -37,6 +42,54 @@ size_t attn_scratch_floats(int group, int capacity, int head_dim) {
 
 static inline const void *row_at(const kv_cache *kv, const void *base, int h, int32_t slot) {
     return (const char *)base + ((size_t)h * kv->capacity + (size_t)slot) * kv->row_bytes;
+}
+
+/* RoPE of cache index idx applied to x[head_dim], from the table (same pairs and arithmetic as hkv_rope). */
+static void rotate(const kv_cache *kv, float *x, int idx) {
+    const float *t = kv->rope + (size_t)idx * kv->head_dim;
+    int half = kv->n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        int a = kv->rope_neox ? i : 2 * i, b = kv->rope_neox ? i + half : 2 * i + 1;
+        float x0 = x[a], x1 = x[b], c = t[a], s = t[b];
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+hkv_status attn_set_rope(kv_cache *kv, const hkv_hparams *hp, const float *freqs, int len) {
+    int hd = kv->head_dim, half = hp->n_rot / 2;
+    float *tab = malloc(sizeof(float) * (size_t)len * hd);
+    if (!tab) return HKV_ERR_NOMEM;
+    for (int i = 0; i < len; i++) {
+        float *t = tab + (size_t)i * hd;
+        memset(t, 0, sizeof(float) * (size_t)hd);
+        for (int k = 0; k < half; k++) t[hp->rope_neox ? k : 2 * k] = 1.0f; /* (1, 0) -> (cos, sin) */
+        hkv_rope(hp, freqs, t, i);
+    }
+    free(kv->rope);
+    kv->rope = tab;
+    kv->rope_len = len;
+    kv->n_rot = hp->n_rot;
+    kv->rope_neox = hp->rope_neox;
+    return HKV_OK;
+}
+
+/* Scores of the nr contiguous query rows Qb against visible keys j0..j0+nk-1: S[r * ATTN_BK + jj]. In
+ * cache-position mode each key is decoded into Kt and rotated by its index first. */
+static void score_tile(const kv_cache *kv, const kv_layer *L, int h, const int32_t *vis, int j0, int nk,
+                       const float *Qb, int nr, float *S, float *Kt, const kvrow_kernels *K) {
+    const int hd = kv->head_dim;
+    if (!kv->rope) {
+        for (int jj = 0; jj < nk; jj++) K->kdot(row_at(kv, L->k, h, vis[j0 + jj]), Qb, nr, hd, S + jj, ATTN_BK);
+        return;
+    }
+    kvrow_kernels F = kvrow_kernels_get(HKV_KV_F32, hd);
+    for (int jj = 0; jj < nk; jj++) {
+        float *kr = Kt + (size_t)jj * hd;
+        kvrow_load(kv->type, hd, row_at(kv, L->k, h, vis[j0 + jj]), kr);
+        rotate(kv, kr, j0 + jj);
+        F.kdot(kr, Qb, nr, hd, S + jj, ATTN_BK);
+    }
 }
 
 /* Visible rows of head h for queries up to the last position of b, and per query how many of them it sees
@@ -61,14 +114,18 @@ void attn_forward(kv_cache *kv, kv_layer *L, int h, const attn_block *b, float *
     int32_t *nvis = vis + 2 * (size_t)cap;
     float *Qb = scratch + 2 * (size_t)cap + attn_block_queries(G);
     float *acc = Qb + (size_t)rows * hd, *S = acc + (size_t)rows * hd, *m = S + (size_t)rows * ATTN_BK, *l = m + rows;
+    float *Kt = l + rows;
     int n = visible_prefixes(kv, L, h, b->pos, b->n, vis, nvis);
-    for (int i = 0; i < b->n; i++)
+    for (int i = 0; i < b->n; i++) {
         memcpy(Qb + (size_t)i * G * hd, b->q + (size_t)i * b->stride, sizeof(float) * (size_t)G * hd);
+        if (kv->rope)
+            for (int g = 0; g < G; g++) rotate(kv, Qb + ((size_t)i * G + g) * hd, nvis[i] - 1);
+    }
     memset(acc, 0, sizeof(float) * (size_t)rows * hd);
     for (int r = 0; r < rows; r++) { m[r] = -INFINITY; l[r] = 0.0f; }
     for (int j0 = 0; j0 < n; j0 += ATTN_BK) {
         int nk = n - j0 < ATTN_BK ? n - j0 : ATTN_BK;
-        for (int jj = 0; jj < nk; jj++) K.kdot(row_at(kv, L->k, h, vis[j0 + jj]), Qb, rows, hd, S + jj, ATTN_BK);
+        score_tile(kv, L, h, vis, j0, nk, Qb, rows, S, Kt, &K);
         for (int r = 0; r < rows; r++) {
             float *sr = S + (size_t)r * ATTN_BK, mx = m[r], sum = 0.0f;
             int lim = nvis[r / G] - j0;
@@ -111,13 +168,15 @@ void attn_report(kv_cache *kv, kv_layer *L, int h, const attn_block *b, int gqa_
     kvrow_kernels K = kvrow_kernels_get(kv->type, hd);
     int32_t *vis = (int32_t *)scratch;
     float *agg = scratch + cap, *Qb = scratch + 2 * (size_t)cap + attn_block_queries(G);
-    float *S = Qb + (size_t)G * hd, minv[2 * 64];
-    float *mi = G <= 64 ? minv : S + (size_t)G * ATTN_BK; /* max and 1/sum per head of the group */
+    float *S = Qb + (size_t)G * hd, *mi = S + (size_t)G * ATTN_BK; /* mi: max and 1/sum per head of the group */
+    float *Kt = mi + 2 * (size_t)G;
     int n = kv_visible_slots(kv, L, h, b->pos[b->n - 1], vis), nv = 0;
     const int32_t *pos = L->pos + (size_t)h * cap;
     for (int i = 0; i < b->n; i++) {
         while (nv < n && pos[vis[nv]] <= b->pos[i]) nv++;
         memcpy(Qb, b->q + (size_t)i * b->stride, sizeof(float) * (size_t)G * hd);
+        if (kv->rope)
+            for (int g = 0; g < G; g++) rotate(kv, Qb + (size_t)g * hd, nv - 1);
         for (int g = 0; g < G; g++) {
             float lg = b->ml[(size_t)i * b->ml_stride + 2 * (size_t)g + 1];
             mi[2 * g] = b->ml[(size_t)i * b->ml_stride + 2 * (size_t)g];
@@ -125,7 +184,7 @@ void attn_report(kv_cache *kv, kv_layer *L, int h, const attn_block *b, int gqa_
         }
         for (int j0 = 0; j0 < nv; j0 += ATTN_BK) {
             int nk = nv - j0 < ATTN_BK ? nv - j0 : ATTN_BK;
-            for (int jj = 0; jj < nk; jj++) K.kdot(row_at(kv, L->k, h, vis[j0 + jj]), Qb, G, hd, S + jj, ATTN_BK);
+            score_tile(kv, L, h, vis, j0, nk, Qb, G, S, Kt, &K);
             for (int jj = 0; jj < nk; jj++) {
                 float a = 0.0f;
                 for (int g = 0; g < G; g++) a += expf(S[(size_t)g * ATTN_BK + jj] * scale - mi[2 * g]) * mi[2 * g + 1];
@@ -141,15 +200,26 @@ int attn_reference(kv_cache *kv, kv_layer *L, int h, const float *q, int group, 
     const int hd = kv->head_dim, cap = kv->capacity;
     kvrow_kernels K = kvrow_kernels_ref(kv->type, hd);
     int32_t *vis = (int32_t *)scratch;
-    float *att = scratch + cap; /* [group][cap] is not available: one head at a time, probabilities summed */
+    float *att = scratch + cap; /* one head at a time, probabilities summed over the group */
+    float *qr = att + cap, *kr = qr + hd;
     int n = kv_visible_slots(kv, L, h, qpos, vis);
     const float scale = 1.0f / sqrtf((float)hd);
     if (probs) memset(probs, 0, sizeof(float) * (size_t)n);
     for (int g = 0; g < group; g++) {
         const float *qg = q + (size_t)g * hd;
         float *o = out + (size_t)g * hd, mx = -INFINITY, sum = 0.0f;
+        if (kv->rope) { /* cache positions: the query at its own index, each key at its index */
+            memcpy(qr, qg, sizeof(float) * (size_t)hd);
+            rotate(kv, qr, n - 1);
+            qg = qr;
+        }
         for (int j = 0; j < n; j++) {
-            K.kdot(row_at(kv, L->k, h, vis[j]), qg, 1, hd, att + j, 1);
+            if (kv->rope) {
+                kvrow_load(kv->type, hd, row_at(kv, L->k, h, vis[j]), kr);
+                rotate(kv, kr, j);
+                kvrow_kernels_ref(HKV_KV_F32, hd).kdot(kr, qg, 1, hd, att + j, 1);
+            } else
+                K.kdot(row_at(kv, L->k, h, vis[j]), qg, 1, hd, att + j, 1);
             att[j] *= scale;
             if (att[j] > mx) mx = att[j];
         }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kvcache.h"
+#include "model.h"
 
 #define ATTN_BK 32           /* keys per tile */
 
@@ -32,6 +33,11 @@ void attn_forward(kv_cache *kv, kv_layer *L, int h, const attn_block *b, float *
  * exp(s - max) / sum from attn_forward's statistics, aggregated over the group (sum, or mean when gqa_mean),
  * handed to kv_observe. Only call when kv->ops->needs_probs. */
 void attn_report(kv_cache *kv, kv_layer *L, int h, const attn_block *b, int gqa_mean, float *scratch);
+
+/* Switches kv to cache-position mode (keys stored before RoPE, rotated by their cache index at attention
+ * time) with a rotation table for indices 0..len-1, made by hkv_rope itself on unit pairs so attention applies
+ * exactly the model's cos/sin. HKV_ERR_NOMEM on allocation failure. */
+hkv_status attn_set_rope(kv_cache *kv, const hkv_hparams *hp, const float *freqs, int len);
 
 /* Scalar reference attention of one query (row by row, two-pass softmax, sequential sums): out[group][hd];
  * probs (if not NULL) gets the group-aggregated probabilities of the visible rows. Returns their count. */

@@ -131,6 +131,13 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     return HKV_OK;
 }
 
+/* Cache-position mode: the rotation table covers every cache index a head can reach (its largest capacity). */
+static int rope_table(hkv_context *c) {
+    int len = c->kv->simulate ? c->n_ctx : capacity_for(c, c->chunk);
+    if (capacity_for(c, 1) > len) len = capacity_for(c, 1);
+    return attn_set_rope(c->kv, &c->m->hp, c->m->rope_freqs, len) == HKV_OK;
+}
+
 hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_context **out, char *err, size_t errlen) {
     *out = NULL;
     hkv_context_params p = pp ? *pp : hkv_context_default_params();
@@ -165,6 +172,7 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
                           p.kv.type, p.kv.simulate, ops, &cfg, err, errlen)
                  : HKV_ERR_NOMEM;
     if (!st && !alloc_scratch(c)) st = HKV_ERR_NOMEM;
+    if (!st && p.kv.positions_cache && !rope_table(c)) st = HKV_ERR_NOMEM;
     if (!st && p.trace_path && !(c->trace = fopen(p.trace_path, "w"))) {
         snprintf(err, errlen, "cannot open trace file '%s' for writing", p.trace_path);
         st = HKV_ERR_IO;
@@ -276,11 +284,11 @@ static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
         }
         for (int h = 0; h < hp->n_head; h++) {
             if (w->q_norm) hkv_rmsnorm(q + h * hd, q + h * hd, w->q_norm, hd, hp->rms_eps);
-            hkv_rope(hp, c->m->rope_freqs, q + h * hd, b->pos[t]);
+            if (!c->kv->rope) hkv_rope(hp, c->m->rope_freqs, q + h * hd, b->pos[t]); /* else: at attention */
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
             if (w->k_norm) hkv_rmsnorm(k + h * hd, k + h * hd, w->k_norm, hd, hp->rms_eps);
-            hkv_rope(hp, c->m->rope_freqs, k + h * hd, b->pos[t]);
+            if (!c->kv->rope) hkv_rope(hp, c->m->rope_freqs, k + h * hd, b->pos[t]);
         }
     }
 }
@@ -358,6 +366,13 @@ static hkv_status forward_chunk(hkv_context *c, fwd_batch *b) {
     return HKV_OK;
 }
 
+/* Positions a sequence may reach. Cache-position mode with a bounded, real-drop cache never rotates by more
+ * than the capacity, so the sequence is endless (up to int32 positions); otherwise the context length. */
+static long position_limit(const hkv_context *c) {
+    if (c->p.kv.positions_cache && !c->kv->simulate && strcmp(c->p.kv.policy, "full") != 0) return INT32_MAX;
+    return c->n_ctx;
+}
+
 static hkv_status check_tokens(hkv_context *c, const int32_t *tokens, int n) {
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->m->hp.n_vocab) {
@@ -381,9 +396,9 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
     if (n <= 0) { snprintf(c->err, sizeof c->err, "nothing to decode (0 tokens)"); return HKV_ERR_ARG; }
     hkv_status st = check_tokens(c, tokens, n);
     if (st) return st;
-    if ((long)c->n_past[seq] + n > c->n_ctx) {
-        snprintf(c->err, sizeof c->err, "sequence would reach %ld tokens, more than the context length %d",
-                 (long)c->n_past[seq] + n, c->n_ctx);
+    if ((long)c->n_past[seq] + n > position_limit(c)) {
+        snprintf(c->err, sizeof c->err, "sequence would reach %ld tokens, more than the context length %ld",
+                 (long)c->n_past[seq] + n, position_limit(c));
         return HKV_ERR_CONTEXT;
     }
     if (c->p.logits_all && (st = grow_logits_all(c, n))) return st;
@@ -433,7 +448,7 @@ hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *toke
         if (seqs[i] < 0 || seqs[i] >= c->n_seq) { snprintf(c->err, sizeof c->err, "sequence %d does not exist", seqs[i]); return HKV_ERR_ARG; }
         for (int j = 0; j < i; j++)
             if (seqs[j] == seqs[i]) { snprintf(c->err, sizeof c->err, "sequence %d appears twice in one batch", seqs[i]); return HKV_ERR_ARG; }
-        if (c->n_past[seqs[i]] + 1 > c->n_ctx) {
+        if (c->n_past[seqs[i]] + 1L > position_limit(c)) {
             snprintf(c->err, sizeof c->err, "sequence %d is at the context length %d", seqs[i], c->n_ctx);
             return HKV_ERR_CONTEXT;
         }
@@ -485,6 +500,9 @@ void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s) {
     s->kv_bytes = kv->kv_bytes;
     s->meta_bytes = kv->meta_bytes;
     s->occupancy_min = kv->capacity;
+    s->type = kv->type;
+    s->row_bytes = (int)kv->row_bytes;
+    s->positions_cache = kv->rope != NULL;
     for (int i = 0; i < kv->n_seq * kv->n_layer; i++)
         for (int h = 0; h < kv->n_head_kv; h++) {
             const kv_layer *L = &kv->layers[i];

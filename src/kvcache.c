@@ -106,6 +106,7 @@ void kv_free(kv_cache *kv) {
     }
     free(kv->layers);
     free(kv->newest);
+    free(kv->rope);
     free(kv);
 }
 

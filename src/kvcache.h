@@ -32,6 +32,10 @@ typedef struct kv_cache {
     int simulate;
     const hkv_policy_ops *ops;
     hkv_policy_cfg cfg;
+    float *rope;               /* cache-position mode: [rope_len][head_dim] RoPE of cache index i (cos in the first
+                                * element of each rotated pair, sin in the second; attn_set_rope); NULL: keys are
+                                * stored already rotated at their original position */
+    int rope_len, n_rot, rope_neox;
     kv_layer *layers;          /* [n_seq][n_layer] */
     int32_t *newest;           /* [n_seq] position of the newest token, -1 when empty */
     uint64_t kv_bytes, meta_bytes;

@@ -9,6 +9,7 @@
 #include "attention.h"
 #include "kvcache.h"
 #include "kvrow.h"
+#include "model.h"
 #include "policy.h"
 #include "tensor.h"
 #include "testutil.h"
@@ -285,11 +286,91 @@ static void test_bad_shapes(void) {
     CHECK(kv_new(&kv, 1, 1, 1, 8, 8, 8, (hkv_kv_type)9, 0, &hkv_policy_full, &cfg, err, sizeof err) == HKV_ERR_UNSUPPORTED);
 }
 
+/* Cache-position mode: every output equals an independent computation that rotates the query by its own
+ * cache index and each kept key (raw, as written) by its index among the kept positions — with hkv_rope, not
+ * the table — while H2O evicts between chunks. */
+static void test_cache_positions(void) {
+    const int n = 70, chunk = 7, nh = 1;
+    for (int variant = 0; variant < 4; variant++) {
+        int hd = variant & 1 ? 64 : 8, G = variant & 2 ? 4 : 1, type = variant == 3 ? HKV_KV_F16 : HKV_KV_F32;
+        hkv_hparams hp;
+        memset(&hp, 0, sizeof hp);
+        hp.head_dim = hp.n_rot = hd;
+        hp.rope_theta = 10000.0f;
+        hp.rope_freq_scale = 1.0f;
+        hp.rope_neox = variant >= 2;
+        hkv_policy_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.b = (hkv_budget){12, 5, 5, 2};
+        kv_cache *kv = NULL;
+        char err[256];
+        if (kv_new(&kv, 1, 1, nh, hd, 12 + chunk, n, (hkv_kv_type)type, 0, &hkv_policy_h2o, &cfg, err, sizeof err) ||
+            attn_set_rope(kv, &hp, NULL, 12 + chunk)) {
+            CHECKF(0, "%s", err);
+            kv_free(kv);
+            continue;
+        }
+        kv_layer *L = kv_layer_of(kv, 0, 0);
+        float *K = malloc(sizeof(float) * n * hd), *V = malloc(sizeof(float) * n * hd), q[7 * 4 * 64], out[7 * 4 * 64], ml[7 * 8];
+        float *scratch = malloc(sizeof(float) * attn_scratch_floats(G, kv->capacity, hd));
+        unsigned char row[512];
+        int32_t pos[7], kept[64];
+        double maxd = 0;
+        int max_index = 0;
+        for (int done = 0; done < n; done += chunk) {
+            for (int t = 0; t < chunk; t++) {
+                pos[t] = done + t;
+                float *k = K + (size_t)pos[t] * hd, *v = V + (size_t)pos[t] * hd;
+                fill(k, (size_t)hd, 2.0f);
+                fill(v, (size_t)hd, 1.0f);
+                CHECK(kv_insert(kv, L, 0, pos[t], k, v) == HKV_OK);
+                kvrow_store(type, hd, k, row); kvrow_load(type, hd, row, k); /* what the cache holds */
+                kvrow_store(type, hd, v, row); kvrow_load(type, hd, row, v);
+            }
+            fill(q, (size_t)chunk * G * hd, 1.0f);
+            attn_block b = {.q = q, .out = out, .stride = (size_t)G * hd, .pos = pos, .n = chunk, .group = G, .ml = ml,
+                            .ml_stride = 2 * (size_t)G};
+            attn_forward(kv, L, 0, &b, scratch);
+            attn_report(kv, L, 0, &b, 0, scratch);
+            int nk = kv_positions(kv, 0, 0, 0, kept, 64);
+            for (int t = 0; t < chunk; t++) {
+                int nv = 0;
+                while (nv < nk && kept[nv] <= pos[t]) nv++;
+                if (nv - 1 > max_index) max_index = nv - 1;
+                for (int g = 0; g < G; g++) {
+                    float qr[64], kr[64];
+                    double s[64], mx = -1e300, sum = 0, o[64] = {0};
+                    memcpy(qr, q + ((size_t)t * G + g) * hd, sizeof(float) * hd);
+                    hkv_rope(&hp, NULL, qr, nv - 1);
+                    for (int j = 0; j < nv; j++) {
+                        memcpy(kr, K + (size_t)kept[j] * hd, sizeof(float) * hd);
+                        hkv_rope(&hp, NULL, kr, j);
+                        s[j] = 0;
+                        for (int i = 0; i < hd; i++) s[j] += (double)qr[i] * kr[i];
+                        s[j] /= sqrt((double)hd);
+                        if (s[j] > mx) mx = s[j];
+                    }
+                    for (int j = 0; j < nv; j++) { s[j] = exp(s[j] - mx); sum += s[j]; }
+                    for (int j = 0; j < nv; j++)
+                        for (int i = 0; i < hd; i++) o[i] += s[j] / sum * V[(size_t)kept[j] * hd + i];
+                    for (int i = 0; i < hd; i++) maxd = fmax(maxd, fabs(o[i] - out[((size_t)t * G + g) * hd + i]));
+                }
+            }
+            kv_trim(kv, L, 0);
+        }
+        CHECKF(maxd < 1e-5, "cache positions hd %d group %d neox %d: |out - independent| %g", hd, G, hp.rope_neox, maxd);
+        CHECKF(max_index == 12 + chunk - 1, "the largest cache index used was %d", max_index); /* eviction happened */
+        free(K); free(V); free(scratch);
+        kv_free(kv);
+    }
+}
+
 int main(void) {
     test_roundtrip();
     test_kernels();
     test_tiled_vs_reference();
     test_quantized_equals_dequantized();
     test_bad_shapes();
+    test_cache_positions();
     return tu_done("test_attention");
 }

@@ -14,7 +14,7 @@ typedef struct run_cfg {
     const char *policy;
     const char *budget;     /* amount string, NULL = unset */
     const char *sink;
-    int simulate, normalized, replace, gqa_mean, chunk;
+    int simulate, normalized, replace, gqa_mean, chunk, positions_cache;
     hkv_kv_type type;
 } run_cfg;
 
@@ -35,6 +35,7 @@ static hkv_context *make_ctx(const run_cfg *r, int n_ctx, int ref_len) {
     cp.kv.gqa_mean = r->gqa_mean;
     cp.kv.prefill_chunk = r->chunk;
     cp.kv.type = r->type;
+    cp.kv.positions_cache = r->positions_cache;
     hkv_context *c = NULL;
     hkv_status st = hkv_context_new(M, &cp, &c, err, sizeof err);
     CHECKF(st == HKV_OK, "%s/%s: %s", r->policy, r->budget ? r->budget : "-", err);
@@ -254,6 +255,41 @@ static void test_trace_and_cli(void) {
     }
 }
 
+/* --kv-positions cache: nothing evicted -> the same logits as original positions up to float rounding (the
+ * rotation happens after the K/V rounding instead of before); with eviction, real drop == simulation still;
+ * a bounded cache streams past the context length, which original positions refuse. */
+static void test_cache_positions(void) {
+    int n = 40;
+    float *a = malloc(sizeof(float) * (n + 1) * MI.n_vocab), *b = malloc(sizeof(float) * (n + 1) * MI.n_vocab);
+    int32_t ta[64], tb[64];
+    for (int ty = 0; ty < 2; ty++) {
+        run_cfg r = {.policy = "h2o", .budget = "200", .type = ty ? HKV_KV_F32 : HKV_KV_F16};
+        greedy(&r, n, a, ta);
+        r.positions_cache = 1;
+        greedy(&r, n, b, tb);
+        double maxd = 0;
+        for (size_t i = 0; i < (size_t)(n + 1) * MI.n_vocab; i++) maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+        CHECKF(maxd < (ty ? 1e-4 : 5e-2), "%s: cache positions differ from original by %g", ty ? "f32" : "f16", maxd);
+        if (ty) CHECK(memcmp(ta, tb, sizeof(int32_t) * (n + 1)) == 0);
+    }
+    free(a);
+    free(b);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .positions_cache = 1}, 80);
+    sim_vs_real((run_cfg){.policy = "sink", .budget = "10", .sink = "2", .positions_cache = 1, .type = HKV_KV_Q8_0}, 80);
+    for (int mode = 0; mode < 2; mode++) {
+        run_cfg r = {.policy = "sink", .budget = "16", .sink = "4", .positions_cache = mode};
+        hkv_context *c = make_ctx(&r, 64, 0);
+        if (!c) continue;
+        int32_t tok = 1;
+        int steps = 0;
+        hkv_status st = HKV_OK;
+        for (; steps < 300 && !(st = hkv_decode(c, 0, &tok, 1)); steps++) tok = hkv_argmax(hkv_get_logits(c, 0, -1), MI.n_vocab);
+        if (mode) CHECKF(steps == 300, "cache positions stopped at %d: %s", steps, hkv_last_error(c));
+        else CHECKF(steps == 64 && st == HKV_ERR_CONTEXT, "original positions: %d steps", steps);
+        hkv_context_free(c);
+    }
+}
+
 int main(void) {
     char err[256];
     if (hkv_model_load(tu_model(), NULL, &M, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
@@ -264,6 +300,7 @@ int main(void) {
     test_kept_positions();
     test_bad_budgets();
     test_trace_and_cli();
+    test_cache_positions();
     hkv_model_free(M);
     return tu_done("test_kvcache");
 }

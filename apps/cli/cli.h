@@ -18,7 +18,7 @@ const char *cli_default_model(void);
 char *cli_read_file(const char *path, size_t *len);
 
 /* KV flags common to run/eval/bench: --kv-policy --kv-budget --kv-heavy --kv-recent --kv-sink --h2o-score
- * --gqa-agg --h2o-order --kv-simulate --prefill-chunk --kv-type. Returns 1 if argv[*i] was one of them
+ * --gqa-agg --h2o-order --kv-simulate --prefill-chunk --kv-type --kv-positions. Returns 1 if argv[*i] was one of them
  * (consumed, *i advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
 extern const char *const cli_kv_help;

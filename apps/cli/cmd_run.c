@@ -79,6 +79,9 @@ static void print_kv_stats(hkv_context *c) {
     hkv_get_kv_stats(c, &s);
     fprintf(stderr, "kv: budget %d per head (heavy %d, recent %d, sink %d), capacity %d slots, %d layers x %d KV heads x %d dims\n",
             s.budget.total, s.budget.heavy, s.budget.recent, s.budget.sink, s.capacity, s.n_layer, s.n_head_kv, s.head_dim);
+    fprintf(stderr, "kv: %s rows of %d bytes (K/V bytes = %d slots x %d layers x %d heads x 2 x %d), %s positions\n",
+            hkv_kv_type_name(s.type), s.row_bytes, s.capacity, s.n_layer, s.n_head_kv, s.row_bytes,
+            s.positions_cache ? "cache" : "original");
     for (int l = 0; l < s.n_layer; l++) {
         int occ;
         uint64_t ev;

@@ -92,7 +92,8 @@ static int choice(const char *flag, const char *s, const char *a, const char *b,
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     const char *f = argv[*i];
     static const char *const with_value[] = {"--kv-policy", "--kv-budget", "--kv-heavy", "--kv-recent", "--kv-sink",
-                                             "--h2o-score", "--gqa-agg", "--h2o-order", "--prefill-chunk", "--kv-type", NULL};
+                                             "--h2o-score", "--gqa-agg", "--h2o-order", "--prefill-chunk", "--kv-type",
+                                             "--kv-positions", NULL};
     if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
     int known = 0;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
@@ -114,6 +115,7 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     else if (!strcmp(f, "--gqa-agg")) ok = choice(f, v, "sum", "mean", &kv->gqa_mean);
     else if (!strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->h2o_replace);
     else if (!strcmp(f, "--prefill-chunk")) ok = cli_int(f, v, 0, 1 << 20, &kv->prefill_chunk);
+    else if (!strcmp(f, "--kv-positions")) ok = choice(f, v, "original", "cache", &kv->positions_cache);
     else if (!strcmp(f, "--kv-type")) {
         int t = hkv_kv_type_parse(v);
         if (t < 0) {
@@ -138,7 +140,9 @@ const char *const cli_kv_help =
     "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
     "                        0 = whole prompt, then cut (the paper's order; default)\n"
     "  --kv-type T           f16 (default) | bf16 | f32 | q8_0 | q4_0: element type of stored K/V rows,\n"
-    "                        quantized when written (README 'Quantized K/V')\n";
+    "                        quantized when written (README 'Quantized K/V')\n"
+    "  --kv-positions P      original (default): keys rotated at their position | cache: rotated by their\n"
+    "                        index in the cache (StreamingLLM position rolling; endless with bounded policies)\n";
 
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
