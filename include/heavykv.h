@@ -220,11 +220,44 @@ typedef struct hkv_sampler hkv_sampler;
 HKV_API hkv_sampler_params hkv_sampler_default_params(void);
 HKV_API hkv_status hkv_sampler_new(const hkv_sampler_params *p, int n_vocab, hkv_sampler **out, char *err, size_t errlen);
 HKV_API void hkv_sampler_free(hkv_sampler *s);
-/* Picks a token from logits (not modified) and remembers it for the repetition penalty. */
+/* Picks a token from logits (not modified) and remembers it for the repetition penalty. Total: any logits
+ * (NaN counts as -inf; +inf tokens share the probability equally; all -inf: the greedy choice) give an id in
+ * [0, n_vocab); -1 only for a NULL sampler or logits. */
 HKV_API int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
 HKV_API void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
-/* Greedy choice: index of the largest of n logits (ties: the lowest id). */
+/* Greedy choice: index of the largest of n logits (ties: the lowest id; NaN ranks below -inf). */
 HKV_API int32_t hkv_argmax(const float *logits, int n);
+
+/* ---------------------------------------------------------------- chat templates (src/chat.c) */
+
+/* One message of a conversation. role: "system", "user" or "assistant". */
+typedef struct hkv_chat_message { const char *role; const char *content; } hkv_chat_message;
+
+/* Families of chat templates heavykv renders: "chatml" (Qwen, SmolLM, ...), "llama3", "llama2" ([INST] with
+ * <<SYS>>), "mistral" ([INST] without a system block), "gemma", "phi3", "zephyr". NULL-terminated. */
+HKV_API const char *const *hkv_chat_template_names(void);
+/* The model's own template text (GGUF tokenizer.chat_template), NULL when the file has none. */
+HKV_API const char *hkv_model_chat_template(const hkv_model *m);
+/* The family a Jinja template text belongs to, recognised by its distinctive markers; NULL if none is. */
+HKV_API const char *hkv_chat_template_detect(const char *template_text);
+
+/* Which family chat uses and whether msgs can be rendered with it. tmpl: a family name (forces it, like
+ * --chat-template), a template text (recognised as above), or NULL (the model's template). *family (may be
+ * NULL) gets the family's name. msgs may be NULL with n = 0 to check the template only. Errors: no template in
+ * the model, an unrecognised template, an unknown name (HKV_ERR_UNSUPPORTED / HKV_ERR_ARG), a bad role or a
+ * NULL field, a system message the family cannot place (HKV_ERR_ARG) — each with a one-sentence message. */
+HKV_API hkv_status hkv_chat_template_check(const hkv_model *m, const char *tmpl, const hkv_chat_message *msgs, int n,
+                                           const char **family, char *err, size_t errlen);
+
+#define HKV_CHAT_ERROR (-2147483647 - 1)
+/* Renders msgs as the family's published template does (exact special-token text). add_assistant: append the
+ * header that starts the assistant's reply. The leading BOS of the published templates is NOT in the text:
+ * tokenize the result with add_bos = the model's add_bos (hkv_model_info.add_bos, or --bos/--no-bos) and
+ * parse_special = 1, as llama.cpp does; BOS tokens inside the conversation (llama2) are in the text.
+ * Returns the length written (NUL-terminated), or minus the size required (including NUL) when buflen is too
+ * small, or HKV_CHAT_ERROR when hkv_chat_template_check fails (call it for the message). */
+HKV_API int hkv_chat_apply_template(const hkv_model *m, const char *tmpl, const hkv_chat_message *msgs, int n,
+                                    int add_assistant, char *buf, int buflen);
 
 /* ---------------------------------------------------------------- GGUF inspection (for `heavykv info`) */
 

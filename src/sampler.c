@@ -144,10 +144,11 @@ static void apply_penalty(hkv_sampler *s, const float *logits) {
     for (int i = 0; i < s->n_hist; i++) s->seen[s->hist[i]] = 0;
 }
 
+/* NaN ranks below everything (also below -inf), so one NaN at id 0 cannot hide the real maximum. */
 int32_t hkv_argmax(const float *x, int n) {
     int32_t best = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+        if (x[i] > x[best] || (isnan(x[best]) && !isnan(x[i]))) best = i;
     return best;
 }
 
@@ -268,12 +269,25 @@ static int min_p_filter(hkv_cand *c, int m, float min_p, int sorted) {
     return o;
 }
 
+/* Sampling is total: whatever the logits (finite, +-inf, NaN) and parameters (in the ranges hkv_sampler_new
+ * accepts), it returns an id in [0, n_vocab) and reads only inside its arrays. The invariant that makes the
+ * steps below safe is a finite lmax: then every (logit - lmax) / temp is finite or -inf, every p is in
+ * [0, 1], the best token has p = 1/z > 0 and survives top-k, top-p and min-p, so m >= 1. */
 static int32_t draw(hkv_sampler *s) {
-    float lmax = s->work[hkv_argmax(s->work, s->n_vocab)];
-    if (isinf(lmax) && lmax < 0) return 0;        /* every token is -inf: nothing to weigh */
+    int32_t best = hkv_argmax(s->work, s->n_vocab);
+    float lmax = s->work[best];
+    if (isinf(lmax) && lmax < 0) return best;     /* every token is -inf (or was NaN): nothing to weigh */
+    if (isinf(lmax)) {
+        /* Some logits are +inf (a tiny repeat_penalty divides a positive logit into overflow; a model with an
+         * inf weight). inf - inf is NaN, so take the softmax's limit instead: the +inf tokens share the mass
+         * equally and every finite token gets none. */
+        for (int i = 0; i < s->n_vocab; i++) s->work[i] = s->work[i] == INFINITY ? 0.0f : -INFINITY;
+        lmax = 0.0f;
+    }
     int sorted;
     int m = gather(s, lmax, &sorted);
     if (s->p.min_p > 0) m = min_p_filter(s->cand, m, s->p.min_p, sorted);
+    if (m <= 0) return best;                      /* unreachable by the invariant; never index cand[-1] */
     double total = 0;
     for (int i = 0; i < m; i++) total += s->cand[i].p;
     double u = rng_uniform(s->rng) * total, acc = 0;

@@ -74,7 +74,7 @@ void tok_free(hkv_tokenizer *t) {
     free(t->text); free(t->len); free(t->score); free(t->type); free(t->raw); free(t->raw_len);
     free(t->by_text.slot); free(t->by_raw.slot);
     free(t->merge_a); free(t->merge_b); free(t->merge_res); free(t->pair_key); free(t->pair_rank);
-    free(t->special); free(t->is_eog);
+    free(t->special); free(t->is_eog); free(t->chat_template);
     free(t);
 }
 
@@ -236,6 +236,7 @@ int32_t tok_bos(const hkv_tokenizer *t) { return t->bos; }
 int32_t tok_eos(const hkv_tokenizer *t) { return t->eos; }
 int tok_add_bos(const hkv_tokenizer *t) { return t->add_bos; }
 int tok_is_eog(const hkv_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab && t->is_eog[id]; }
+const char *tok_chat_template(const hkv_tokenizer *t) { return t->chat_template; }
 const char *tok_text(const hkv_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_vocab ? t->text[id] : NULL;
 }
@@ -675,6 +676,13 @@ hkv_status tok_load_gguf(const gguf_file *g, hkv_tokenizer **out, char *err, siz
                : (kind == TOK_SPM || t->pre == TOK_PRE_LLAMA3) && t->bos >= 0;
     t->add_eos = gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &b) ? b : 0;
     t->add_space_prefix = kind == TOK_SPM && (gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b) ? b : 1);
+    gguf_str tmpl;   /* kept for chat: src/chat.c recognises its family */
+    if (gguf_get_str(g, "tokenizer.chat_template", &tmpl)) {
+        if (!(t->chat_template = malloc((size_t)tmpl.len + 1)))
+            return fail(t, HKV_ERR_NOMEM, err, errlen, "out of memory copying %s", "tokenizer.chat_template");
+        memcpy(t->chat_template, tmpl.s, (size_t)tmpl.len);
+        t->chat_template[tmpl.len] = 0;
+    }
     hkv_status st = tok_finish(t, err, errlen);
     if (st) { tok_free(t); return st; }
     *out = t;
@@ -725,6 +733,7 @@ void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w) {
     gguf_w_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
     gguf_w_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos);
     if (t->kind == TOK_SPM) gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+    if (t->chat_template) gguf_w_str(w, "tokenizer.chat_template", t->chat_template);
     free(strs);
     free(types);
 }

@@ -30,6 +30,8 @@ int32_t tok_eos(const hkv_tokenizer *t);
 int tok_add_bos(const hkv_tokenizer *t);   /* whether encoding adds BOS by default */
 int tok_is_eog(const hkv_tokenizer *t, int32_t id); /* EOS, EOT, <|im_end|>, <|eot_id|>, ... */
 const char *tok_text(const hkv_tokenizer *t, int32_t id); /* raw vocab string (NUL-terminated), NULL if bad id */
+/* The chat template text (GGUF tokenizer.chat_template, or chat_template of tokenizer_config.json), NULL if none. */
+const char *tok_chat_template(const hkv_tokenizer *t);
 
 /* Same contracts as hkv_tokenize / hkv_token_to_piece / hkv_detokenize in heavykv.h. tok_encode with add_bos
  * also appends EOS when the vocabulary asks for it (add_eos_token). SentencePiece: every text fragment (the
@@ -49,6 +51,6 @@ int tok_utf8_stream_push(hkv_utf8_stream *s, const hkv_tokenizer *t, int32_t tok
 int tok_utf8_stream_flush(hkv_utf8_stream *s, char *out, int outlen);
 
 /* Writes the tokenizer.ggml.* keys llama.cpp's converter writes (model, pre, tokens, scores, token_type, merges,
- * special ids, add_bos/add_eos) so a synthetic model carries a real tokenizer. */
+ * special ids, add_bos/add_eos, chat_template) so a synthetic model carries a real tokenizer. */
 void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w);
 #endif

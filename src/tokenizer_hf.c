@@ -201,6 +201,22 @@ static int32_t config_token(const hkv_tokenizer *t, const cJSON *cfg, const char
     return s ? tok_find(t, s, (int)strlen(s)) : -1;
 }
 
+/* chat_template is a string, or a list of {"name", "template"} where "default" is the one chat uses. Returns a
+ * malloc'ed copy or NULL (absent, or out of memory: chat then reports "no chat template"). */
+static char *config_template(const cJSON *cfg) {
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), *e;
+    const cJSON *list = cJSON_IsArray(ct) ? ct : NULL;
+    const char *s = cJSON_IsString(ct) ? ct->valuestring : NULL;
+    cJSON_ArrayForEach(e, list) {
+        const char *name = jstr(e, "name");
+        if (!s || (name && strcmp(name, "default") == 0)) s = jstr(e, "template");
+    }
+    if (!s) return NULL;
+    char *copy = malloc(strlen(s) + 1);
+    if (copy) strcpy(copy, s);
+    return copy;
+}
+
 static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *root) {
     char path[4096];
     const char *slash = strrchr(json_path, '/');
@@ -229,6 +245,7 @@ static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *ro
     t->add_bos = cJSON_IsBool(ab) ? cJSON_IsTrue(ab)
                : t->bos >= 0 && (template_bos || t->kind == TOK_SPM || t->pre == TOK_PRE_LLAMA3);
     t->add_eos = cJSON_IsBool(ae) ? cJSON_IsTrue(ae) : 0;
+    t->chat_template = config_template(cfg);
     cJSON_Delete(cfg);
 }
 

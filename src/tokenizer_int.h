@@ -43,6 +43,7 @@ struct hkv_tokenizer {
     int32_t *special;         /* [n_special] ids (CONTROL, UNKNOWN, USER_DEFINED) */
     uint8_t special_first[256]; /* 1 for bytes some special token starts with (fast skip) */
     uint8_t *is_eog;          /* [n_vocab] 1 for end-of-generation tokens */
+    char *chat_template;      /* tokenizer.chat_template (Jinja text, NUL-terminated), NULL when absent */
 };
 
 /* Allocates a tokenizer with n_vocab empty slots (text NULL, score 0, type NORMAL, ids -1). */

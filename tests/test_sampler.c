@@ -2,6 +2,7 @@
  * temperature / repetition penalty compared with the expected truncated, renormalized one. */
 #include <stdlib.h>
 #include <string.h>
+#include "gguf.h"
 #include "heavykv.h"
 #include "testutil.h"
 
@@ -287,12 +288,218 @@ static void check_large(float top_p, float min_p, int draws, int min_distinct) {
     free(l); free(order); free(in); free(hit);
 }
 
+/* ---------------------------------------------------------------- totality (issue 12, defect 1) */
+
+/* Draws `draws` tokens; every one must be a valid id and, where allowed != NULL, allowed[id] != 0. */
+static void check_valid(const char *what, hkv_sampler_params p, const float *l, int n, int draws,
+                        const unsigned char *allowed, int *distinct_out) {
+    hkv_sampler *s = NULL;
+    char err[256] = "";
+    if (hkv_sampler_new(&p, n, &s, err, sizeof err) != HKV_OK) {
+        CHECKF(0, "%s: hkv_sampler_new refused in-range parameters: %s", what, err);
+        return;
+    }
+    unsigned char hit[512] = { 0 };
+    int distinct = 0;
+    for (int d = 0; d < draws; d++) {
+        int32_t t = hkv_sampler_sample(s, l);
+        if (t < 0 || t >= n) { CHECKF(0, "%s: draw %d gave token %d of %d", what, d, (int)t, n); break; }
+        if (allowed && !allowed[t]) { CHECKF(0, "%s: draw %d gave token %d, not allowed", what, d, (int)t); break; }
+        if (t < 512 && !hit[t]) { hit[t] = 1; distinct++; }
+    }
+    if (distinct_out) *distinct_out = distinct;
+    hkv_sampler_free(s);
+}
+
+/* The reported request: repeat_penalty 1e-45 (server accepts (0, 100]) divides positive logits of recent
+ * tokens into +inf. Before the fix the probabilities became NaN, min-p kept zero candidates and the sampler
+ * read cand[-1] (ASan: heap-buffer-overflow; release: token 0 or garbage). Now the +inf tokens share the
+ * mass, so only recently seen tokens with a positive logit can come out. */
+static void test_tiny_penalty(void) {
+    enum { N = 64 };
+    float l[N];
+    for (int i = 0; i < N; i++) l[i] = (float)((i * 37) % 11) - 5.0f;   /* both signs, token 0 negative */
+    hkv_sampler_params p = hkv_sampler_default_params();
+    p.repeat_penalty = 1e-45f;
+    p.seed = 3;
+    hkv_sampler *s = mk(p, N);
+    unsigned char pen[N] = { 0 };
+    int recent[] = { 7, 9, 20, 3, 41 };
+    for (size_t i = 0; i < sizeof recent / sizeof recent[0]; i++) {
+        hkv_sampler_accept(s, recent[i]);
+        pen[recent[i]] = 1;
+    }
+    /* 7 (logit 1) and 41 (logit 5) are the recent tokens with a positive logit: the only +inf ones */
+    int bad_draws = 0, n7 = 0, n41 = 0;
+    for (int d = 0; d < 200; d++) {
+        int32_t t = hkv_sampler_sample(s, l);
+        bad_draws += !(t >= 0 && t < N && pen[t] && l[t] > 0);
+        n7 += t == 7; n41 += t == 41;
+    }
+    CHECKF(n7 > 50 && n41 > 50, "the two +inf tokens should share the draws: %d and %d of 200", n7, n41);
+    CHECKF(bad_draws == 0, "repeat_penalty 1e-45: %d of 200 draws invalid or not a +inf token", bad_draws);
+    hkv_sampler_free(s);
+}
+
+static void test_nonfinite_logits(void) {
+    enum { N = 40 };
+    float nan_all[N], inf_all[N], ninf_all[N], mixed[N];
+    unsigned char inf_tok[N] = { 0 };
+    for (int i = 0; i < N; i++) {
+        nan_all[i] = NAN; inf_all[i] = INFINITY; ninf_all[i] = -INFINITY;
+        mixed[i] = i % 4 == 0 ? NAN : i % 4 == 1 ? -INFINITY : i % 4 == 2 ? 1.0f : -3e38f;
+    }
+    mixed[6] = INFINITY; mixed[13] = INFINITY; mixed[0] = NAN;
+    inf_tok[6] = inf_tok[13] = 1;
+    hkv_sampler_params d = hkv_sampler_default_params(), pl = plain(1.0f, 8), g = plain(0.0f, 1);
+    hkv_sampler_params ps[3] = { d, pl, g };
+    const char *names[3] = { "defaults", "plain", "greedy" };
+    for (int k = 0; k < 3; k++) {
+        char what[96];
+        int distinct = 0;
+        snprintf(what, sizeof what, "%s, all NaN", names[k]);
+        check_valid(what, ps[k], nan_all, N, 50, NULL, NULL);
+        snprintf(what, sizeof what, "%s, all -inf", names[k]);
+        check_valid(what, ps[k], ninf_all, N, 50, NULL, NULL);
+        snprintf(what, sizeof what, "%s, all +inf", names[k]);
+        check_valid(what, ps[k], inf_all, N, 200, NULL, &distinct);
+        if (k < 2) CHECKF(distinct > 5, "%s: +inf tokens should share the mass, %d distinct", what, distinct);
+        snprintf(what, sizeof what, "%s, mixed inf/-inf/NaN", names[k]);
+        check_valid(what, ps[k], mixed, N, 200, inf_tok, &distinct);
+        if (k < 2) CHECKF(distinct == 2, "%s: both +inf tokens should come out, %d did", what, distinct);
+    }
+    /* greedy (and argmax) must not let a NaN at id 0 hide the maximum */
+    float nan0[4] = { NAN, 1.0f, 2.0f, NAN };
+    CHECK(hkv_argmax(nan0, 4) == 2);
+    hkv_sampler *s = mk(g, 4);
+    CHECK(hkv_sampler_sample(s, nan0) == 2);
+    hkv_sampler_free(s);
+    float nanonly[3] = { NAN, NAN, -INFINITY };
+    CHECK(hkv_argmax(nanonly, 3) == 2);
+}
+
+/* Every parameter at the edges of the range hkv_sampler_new accepts, over finite, huge and non-finite
+ * logits, for a 1-token vocabulary, a small one and one past the first top-p prefix (256). */
+static void test_param_edges(void) {
+    const float temps[] = { -1.0f, 0.0f, 1e-45f, 1e-30f, 1.0f, 1e30f, 3.4e38f };
+    const int top_ks[] = { -1, 0, 1, 2, 299, 300, 301, 2147483647 };
+    const float top_ps[] = { 1e-45f, 0.5f, 0.999999f, 1.0f, INFINITY };
+    const float min_ps[] = { 0.0f, 1e-45f, 0.5f, 1.0f };
+    const float pens[] = { 1e-45f, 1.0f, 100.0f, 3.4e38f };
+    const int last_ns[] = { 0, 1, 64 };
+    const int ns[] = { 1, 7, 300 };
+    enum { NL = 6, NMAX = 300 };
+    static float logits[NL][NMAX];
+    uint64_t x = 5;
+    for (int i = 0; i < NMAX; i++) {
+        logits[0][i] = (float)(lcg(&x) % 2000) / 100.0f - 10.0f;        /* ordinary, both signs */
+        logits[1][i] = i % 2 ? 3.4e38f : -3.4e38f;                       /* huge: differences overflow */
+        logits[2][i] = NAN;
+        logits[3][i] = INFINITY;
+        logits[4][i] = i % 3 == 0 ? INFINITY : i % 3 == 1 ? -INFINITY : NAN;
+        logits[5][i] = i == NMAX / 2 ? 0.0f : -INFINITY;                 /* one finite token */
+    }
+    long combos = 0, bad = 0;
+    for (size_t a = 0; a < sizeof temps / sizeof *temps; a++)
+    for (size_t b = 0; b < sizeof top_ks / sizeof *top_ks; b++)
+    for (size_t c = 0; c < sizeof top_ps / sizeof *top_ps; c++)
+    for (size_t e = 0; e < sizeof min_ps / sizeof *min_ps; e++)
+    for (size_t f = 0; f < sizeof pens / sizeof *pens; f++)
+    for (size_t h = 0; h < sizeof last_ns / sizeof *last_ns; h++)
+    for (size_t v = 0; v < sizeof ns / sizeof *ns; v++) {
+        hkv_sampler_params p = { .temp = temps[a], .top_k = top_ks[b], .top_p = top_ps[c], .min_p = min_ps[e],
+                                 .repeat_penalty = pens[f], .repeat_last_n = last_ns[h], .seed = combos };
+        int n = ns[v];
+        hkv_sampler *s = NULL;
+        if (hkv_sampler_new(&p, n, &s, NULL, 0) != HKV_OK) { bad++; continue; }
+        for (int k = 0; k < NL; k++) {
+            /* rows are NMAX long; the 1-token vocabulary reads the last entry, so row 5 is all -inf there */
+            const float *l = logits[k] + (n == 1 ? NMAX - 1 : 0);
+            for (int d = 0; d < 3; d++) {
+                int32_t t = hkv_sampler_sample(s, l);
+                bad += t < 0 || t >= n;
+            }
+        }
+        hkv_sampler_free(s);
+        combos++;
+    }
+    CHECKF(bad == 0, "%ld of %ld parameter combinations gave an invalid token or were refused", bad, combos);
+}
+
+/* The second route to defect 1: a GGUF whose classifier has one +inf and one -inf weight (rows 100 and 101,
+ * column 0) makes one of those two logits +inf at every step, whatever the sign of the hidden state. Default
+ * sampling (min-p on) through the library and through `heavykv run` must give that token, not cand[-1]. */
+static void test_inf_weight(void) {
+    char err[512];
+    gguf_file *g = NULL;
+    if (gguf_open(tu_model(), &g, err, sizeof err) != HKV_OK) { CHECKF(0, "%s", err); return; }
+    gguf_writer *w = gguf_writer_new();
+    gguf_w_copy_kv(w, g, NULL);
+    float *patched = NULL;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        const gguf_tensor *t = &g->tensors[i];
+        char name[128];
+        gguf_str_copy(t->name, name, sizeof name);
+        const void *data = t->data;
+        if (!strcmp(name, "output.weight") && t->type == 0 /* F32 */) {
+            patched = malloc(t->nbytes);
+            memcpy(patched, t->data, t->nbytes);
+            patched[100 * t->ne[0]] = INFINITY;
+            patched[101 * t->ne[0]] = -INFINITY;
+            data = patched;
+        }
+        gguf_w_tensor(w, name, t->type, t->n_dims, t->ne, data, t->nbytes);
+    }
+    CHECKF(patched != NULL, "stories260K has no F32 output.weight to patch");
+    const char *path = tu_tmp("infweight.gguf");
+    CHECKF(gguf_writer_write(w, path, err, sizeof err) == HKV_OK, "%s", err);
+    gguf_writer_free(w);
+    gguf_close(g);
+    free(patched);
+
+    hkv_model *m = NULL;
+    hkv_context *c = NULL;
+    hkv_sampler *smp = NULL;
+    if (hkv_model_load(path, NULL, &m, err, sizeof err) != HKV_OK) { CHECKF(0, "%s", err); remove(path); return; }
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_threads = 1;
+    cp.n_ctx = 64;
+    CHECKF(hkv_context_new(m, &cp, &c, err, sizeof err) == HKV_OK, "%s", err);
+    CHECK(hkv_sampler_new(NULL, mi.n_vocab, &smp, err, sizeof err) == HKV_OK);
+    int32_t toks[64];
+    int nt = hkv_tokenize(m, "Once upon a time", 1, 1, toks, 64);
+    if (c && smp && nt > 0 && hkv_decode(c, 0, toks, nt) == HKV_OK) {
+        for (int i = 0; i < 8; i++) {
+            const float *l = hkv_get_logits(c, 0, -1);
+            int32_t t = hkv_sampler_sample(smp, l);
+            int32_t want = l[100] == INFINITY ? 100 : l[101] == INFINITY ? 101 : -2;
+            if (want >= 0) CHECKF(t == want, "step %d: token %d, the +inf logit is %d", i, (int)t, (int)want);
+            else CHECKF(t >= 0 && t < mi.n_vocab, "step %d: token %d", i, (int)t);
+            if (hkv_decode(c, 0, &t, 1) != HKV_OK) break;
+        }
+    } else CHECKF(0, "prompt decode failed");
+    hkv_sampler_free(smp);
+    hkv_context_free(c);
+    hkv_model_free(m);
+    char out[4096], args[1024];
+    snprintf(args, sizeof args, "run -m '%s' -p 'Once upon a time' -n 8 --seed 1", path);
+    int rc = tu_cli(args, out, sizeof out);
+    CHECKF(rc == 0, "heavykv run over a model with an inf weight: exit %d: %s", rc, out);
+    remove(path);
+}
+
 int main(void) {
     test_defaults_and_params();
     test_greedy();
     test_seed();
     test_distributions();
     test_penalty();
+    test_tiny_penalty();
+    test_nonfinite_logits();
+    test_param_edges();
+    test_inf_weight();
     check_large(0.3f, 0.0f, 200, 120);      /* nucleus inside the hot tokens: second prefix (2048) */
     check_large(0.55f, 0.0f, 60, 35);       /* nucleus reaches far into the cold tokens: several prefixes */
     check_large(0.55f, 0.005f, 60, 35);     /* min-p keeps the cold tokens: top-p decides */
