@@ -39,17 +39,17 @@ static void test_ppl(hkv_model *m) {
     eval_env env = {.model = m, .kv = hkv_kv_default_config()};
     eval_metrics r;
     char err[256];
-    eval_ppl_opts fwd = {EVAL_PPL_CHUNKED, n, n};
+    eval_ppl_opts fwd = {EVAL_PPL_CHUNKED, n, n, 0};
     CHECK(eval_ppl(&env, &fwd, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "ppl"), ref, 1e-9 * ref);
     CHECK_NEAR(eval_metrics_get(&r, "tokens"), n - 1, 0);
     CHECK_NEAR(exp(eval_metrics_get(&r, "nll")), eval_metrics_get(&r, "ppl"), 1e-12);
-    eval_ppl_opts stream = {EVAL_PPL_STREAM, 0, 0};
+    eval_ppl_opts stream = {EVAL_PPL_STREAM, 0, 0, 0};
     CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "ppl"), ref, 1e-5 * ref); /* one token per step == one batched pass */
     CHECK_NEAR(r.budget_tokens, n, 0);
     /* Strided windows score every token once. */
-    eval_ppl_opts chunked = {EVAL_PPL_CHUNKED, 12, 5};
+    eval_ppl_opts chunked = {EVAL_PPL_CHUNKED, 12, 5, 0};
     CHECK(eval_ppl(&env, &chunked, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "tokens"), n - 1, 0);
     /* A small h2o budget changes the streaming result; 100% equals full. */
@@ -62,6 +62,53 @@ static void test_ppl(hkv_model *m) {
     CHECK(fabs(eval_metrics_get(&r, "ppl") - ref) > 1e-6);
     CHECK_NEAR(r.budget_tokens, 8, 0);
     CHECK(eval_ppl(&env, &stream, t, 1, &r, err, sizeof err) == HKV_ERR_ARG);
+}
+
+static int svg_balanced(const char *s, int *polylines);
+
+/* --bins: per-position-bin perplexities whose token-weighted log-mean is the overall nll; the CLI sweeps both
+ * position modes (rows NAME+cache) and plots ppl against the position, one line per row. */
+static void test_stream_bins(hkv_model *m) {
+    int32_t t[256];
+    int n = hkv_tokenize(m, text, 1, 0, t, 256), w = 7;
+    eval_env env = {.model = m, .kv = hkv_kv_default_config()};
+    eval_metrics r;
+    char err[256];
+    eval_ppl_opts stream = {EVAL_PPL_STREAM, 0, 0, w};
+    CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == HKV_OK);
+    double sum = 0;
+    int bins = 0;
+    for (int p = 0; p < n; p += w, bins++) {
+        char name[24];
+        snprintf(name, sizeof name, "ppl@%d", p);
+        double v = eval_metrics_get(&r, name), tokens = (p + w < n ? p + w : n) - (p ? p : 1);
+        CHECKF(isfinite(v), "%s missing", name);
+        sum += log(v) * tokens;
+    }
+    CHECK(bins == (n - 1) / w + 1 && r.n == 3 + bins);
+    CHECK_NEAR(sum / (n - 1), eval_metrics_get(&r, "nll"), 1e-9);
+    stream.bins = 1;
+    CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == (n > EVAL_MAX_BINS ? HKV_ERR_ARG : HKV_OK));
+
+    static char out[16384];
+    char args[2048];
+    const char *csv = tu_tmp("stream.csv"), *svg = tu_tmp("stream.svg");
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --prompt-len 60 -q --kv-policy full,sink "
+             "--kv-budget 12 --kv-positions original,cache --bins 20 --csv '%s' --svg '%s'", tu_model(), csv, svg);
+    CHECKF(tu_cli(args, out, sizeof out) == 0, "%s", out);
+    char *c = tu_read_file(csv, NULL), *s = tu_read_file(svg, NULL);
+    CHECKF(c && strstr(c, "ppl@0,ppl@20,ppl@40") && strstr(c, "\nsink+cache,12,") && strstr(c, "\nfull+cache,12,"),
+           "%s", c ? c : "(no csv)");
+    int poly = 0;
+    CHECK(s && strstr(s, "position (tokens)") && svg_balanced(s, &poly));
+    CHECKF(poly == 4, "%d polylines", poly);
+    free(c);
+    free(s);
+    remove(csv); remove(svg);
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --mode chunked --bins 20 -q", tu_model());
+    CHECK(tu_cli(args, out, sizeof out) != 0 && strstr(out, "--bins needs --mode stream"));
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --kv-positions rolling -q", tu_model());
+    CHECK(tu_cli(args, out, sizeof out) != 0 && strstr(out, "--kv-positions"));
 }
 
 static void test_fidelity(hkv_model *m) {
@@ -304,6 +351,7 @@ int main(void) {
     test_ppl(m);
     test_fidelity(m);
     test_mc(m);
+    test_stream_bins(m);
     hkv_model_free(m);
     test_cli();
     char *pk = eval_passkey_text(42, 50, 4);

@@ -19,6 +19,7 @@ typedef struct eval_opts {
     int n_pol, n_bud;
     char pol[MAX_GRID][16];                  /* --kv-policy list */
     char bud[MAX_GRID][24];                  /* --kv-budget list (labels as given) */
+    int n_posm, posm[2];                     /* --kv-positions list (0 original, 1 cache); 0: kv's own */
     hkv_kv_config kv;                        /* every other KV flag */
     uint64_t seed;
     int self_prompts, prompt_len, n_gen;     /* fidelity / ppl self-generated text */
@@ -71,6 +72,9 @@ static void help_sub(const char *sub) {
                "                        forward: one pass over the whole text (must fit the context)\n"
                "  --window W            chunked: tokens per window (default: the context length)\n"
                "  --stride S            chunked: distance between window starts (default W/2)\n"
+               "  --bins N              stream: also ppl of the tokens at positions [P, P+N) as metric ppl@P;\n"
+               "                        with --svg, the plot is ppl against the position (one line per row)\n"
+               "  --kv-positions L      original, cache or original,cache (both; rows NAME+cache)\n"
                "Metrics: ppl, nll (nats/token), tokens.\n\n");
     else if (!strcmp(sub, "fidelity"))
         printf("usage: heavykv eval fidelity (-f PROMPTS | --self-prompts K) [options]\n\n"
@@ -131,11 +135,21 @@ static int int_list(const char *flag, const char *v, int *out, int max, long lo,
 
 static int parse_grid_flag(int argc, char **argv, int *i, eval_opts *o) {
     const char *a = argv[*i], *v;
-    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget")) return 0;
+    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget") && strcmp(a, "--kv-positions")) return 0;
     if (!(v = cli_value(argc, argv, i))) return -1;
     char items[MAX_GRID][24];
     int n = split_list(a, v, items, 24), is_pol = !strcmp(a, "--kv-policy");
     if (n < 0) return -1;
+    if (!strcmp(a, "--kv-positions")) { /* original,cache: both position modes, rows labelled NAME+cache */
+        if (n > 2) return cli_error("--kv-positions: at most original,cache"), -1;
+        for (int k = 0; k < n; k++) {
+            if (strcmp(items[k], "original") && strcmp(items[k], "cache"))
+                return cli_error("--kv-positions expects 'original' or 'cache', got '%s'", items[k]), -1;
+            o->posm[k] = !strcmp(items[k], "cache");
+        }
+        o->n_posm = n;
+        return 1;
+    }
     for (int k = 0; k < n; k++) {
         /* Validate each value the way the single-value flag does. */
         char *fake[2] = {(char *)a, items[k]};
@@ -193,6 +207,7 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
             else return cli_error("--mode expects stream, chunked or forward, got '%s'", v);
         } else if (!strcmp(a, "--window") && !strcmp(o->sub, "ppl")) INT(2, 1 << 24, &o->ppl.window);
         else if (!strcmp(a, "--stride") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.stride);
+        else if (!strcmp(a, "--bins") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.bins);
         else if (!strcmp(a, "--max-tokens") && !strcmp(o->sub, "ppl")) INT(2, 1 << 30, &o->max_tokens);
         else if (!strcmp(a, "--lengths") && !strcmp(o->sub, "passkey")) {
             VAL();
@@ -205,6 +220,8 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
 #undef INT
 #undef VAL
     }
+    if (o->ppl.bins && (o->ppl.mode != EVAL_PPL_STREAM || o->forward))
+        return cli_error("--bins needs --mode stream (one token per step)");
     if (!known_metric(o->sub, o->metric)) return cli_error("--metric: eval %s has no metric '%s'", o->sub, o->metric);
     if (o->pk.n_lengths * o->pk.n_depths > EVAL_PASSKEY_MAX_CELLS)
         return cli_error("passkey: at most %d (length, depth) cells", EVAL_PASSKEY_MAX_CELLS);
@@ -273,6 +290,11 @@ static hkv_status run_one(const eval_opts *o, const eval_env *env, const eval_da
     if (!strcmp(o->sub, "fidelity")) return eval_fidelity(env, &d->texts, o->n_gen, m, err, errlen);
     if (!strcmp(o->sub, "mc")) return eval_mc(env, &d->mc, m, NULL, err, errlen);
     if (!strcmp(o->sub, "passkey")) return eval_passkey(env, &o->pk, m, err, errlen);
+    if (d->texts.n == 1) { /* one text: its metrics as they are (with the ppl@P bins) */
+        eval_ppl_opts po = o->ppl;
+        if (o->forward) po.window = po.stride = d->texts.len[0];
+        return eval_ppl(env, &po, d->texts.toks[0], d->texts.len[0], m, err, errlen);
+    }
     /* ppl over several texts: token-weighted mean NLL. */
     double nll = 0, tokens = 0, budget = 0;
     for (int i = 0; i < d->texts.n; i++) {
@@ -300,13 +322,17 @@ static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, ev
     eval_env env = {.model = model, .n_ctx = o->n_ctx, .n_threads = o->n_threads};
     if (!o->quiet && isatty(2)) { env.progress = progress_cb; env.progress_ud = &pg; }
     *n_rows = 0;
+    int n_posm = o->n_posm ? o->n_posm : 1;
+    for (int pm = 0; pm < n_posm; pm++, have_full = -1)
     for (int p = 0; p < o->n_pol; p++)
         for (int b = 0; b < n_bud; b++) {
             eval_row *r = &rows[(*n_rows)++];
             memset(r, 0, sizeof *r);
-            snprintf(r->policy, sizeof r->policy, "%s", o->pol[p]);
+            int cache = o->n_posm ? o->posm[pm] : o->kv.positions_cache;
+            snprintf(r->policy, sizeof r->policy, "%.9s%s", o->pol[p], cache && n_posm > 1 ? "+cache" : "");
             snprintf(r->budget, sizeof r->budget, "%s", o->n_bud ? o->bud[b] : "-");
             env.kv = o->kv;
+            env.kv.positions_cache = cache;
             snprintf(env.kv.policy, sizeof env.kv.policy, "%s", o->pol[p]);
             r->budget_pct = NAN;
             if (o->n_bud) {
@@ -386,7 +412,10 @@ static int write_reports(const eval_opts *o, const eval_row *rows, int n) {
         hkv_status st = HKV_OK;
         if (outs[k].kind == 0) eval_write_csv(f, rows, n);
         else if (outs[k].kind == 1) eval_write_json(f, o->sub, rows, n);
-        else {
+        else if (o->ppl.bins) {
+            snprintf(title, sizeof title, "heavykv eval ppl --mode stream: perplexity per %d positions", o->ppl.bins);
+            st = eval_write_position_svg(f, title, rows, n, err, sizeof err);
+        } else {
             snprintf(title, sizeof title, "heavykv eval %s: %s vs KV budget", o->sub, o->metric);
             st = eval_write_svg(f, title, o->metric, rows, n, err, sizeof err);
         }
@@ -408,7 +437,7 @@ int cmd_eval(int argc, char **argv) {
     if (strcmp(sub, "ppl") && strcmp(sub, "fidelity") && strcmp(sub, "mc") && strcmp(sub, "passkey"))
         return cli_error("unknown eval subcommand '%s' (choose ppl, fidelity, mc or passkey)", sub);
     eval_opts *o = malloc(sizeof *o);
-    eval_row *rows = malloc(sizeof *rows * MAX_GRID * MAX_GRID);
+    eval_row *rows = malloc(sizeof *rows * MAX_GRID * MAX_GRID * 2);
     if (!o || !rows) { free(o); free(rows); return cli_error("out of memory"); }
     defaults(o, sub);
     int r = parse_eval(argc, argv, o), rc = r == 2 ? 0 : r;

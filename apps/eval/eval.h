@@ -62,7 +62,11 @@ typedef struct eval_ppl_opts {
     eval_ppl_mode mode;
     int window;   /* chunked: tokens per window (0: the context length) */
     int stride;   /* chunked: start-to-start distance of windows (0: window / 2) */
+    int bins;     /* stream: also report "ppl@P" for the tokens at positions [P, P + bins) (0: off) */
 } eval_ppl_opts;
+
+/* At most this many position bins fit the metrics next to ppl, nll and tokens. */
+#define EVAL_MAX_BINS (EVAL_MAX_METRICS - 3)
 
 /* Scores tokens[1..n-1], each given everything before it; tokens[0] (usually BOS) is only context.
  * Metrics: ppl, nll (mean negative log-likelihood, nats), tokens (scored). Budget percentages refer to n
@@ -172,5 +176,9 @@ void eval_write_json(FILE *f, const char *command, const eval_row *rows, int n);
  * metric is unknown. */
 hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const eval_row *rows, int n, char *err,
                           size_t errlen);
+/* SVG of the binned streaming perplexity ("ppl@P" metrics, eval ppl --bins) against the position P + bins/2,
+ * log-scale y, one line per row (colour per policy; a row labelled "NAME+cache" solid, others dashed). */
+hkv_status eval_write_position_svg(FILE *f, const char *title, const eval_row *rows, int n, char *err,
+                                   size_t errlen);
 
 #endif
