@@ -155,7 +155,10 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     else {
         int n_predict_fit = n_ctx - n + 1; /* the last generated token is sampled, never decoded */
         run_opts o2 = *o;
-        if (o2.n_predict > n_predict_fit) o2.n_predict = n_predict_fit;
+        /* cache positions with a bounded real-drop cache stream past the context length (README "Endless
+         * streaming"); otherwise generation stops when the context is full */
+        int endless = o->kv.positions_cache && !o->kv.simulate && strcmp(o->kv.policy, "full") != 0;
+        if (!endless && o2.n_predict > n_predict_fit) o2.n_predict = n_predict_fit;
         rc = generate(m, c, smp, &o2, n, hkv_time_sec() - t0);
     }
     free(toks);
