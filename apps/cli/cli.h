@@ -22,6 +22,10 @@ char *cli_read_file(const char *path, size_t *len);
  * (consumed, *i advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
 extern const char *const cli_kv_help;
+/* --bos / --no-bos (every subcommand that tokenizes text): sets *add_bos to 1 / 0 and returns 1; 0 for any
+ * other flag. *add_bos starts at -1: the model's tokenizer.ggml.add_bos_token decides (see hkv_tokenize). */
+int cli_bos_flag(const char *flag, int *add_bos);
+#define CLI_BOS_HELP "      --bos / --no-bos  add / do not add BOS (default: the model's tokenizer.ggml.add_bos_token)\n"
 /* Loads a model, printing a one-line error on failure. */
 hkv_model *cli_load_model(const char *path, int n_threads);
 
@@ -34,4 +38,5 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 #endif

@@ -144,6 +144,12 @@ const char *const cli_kv_help =
     "  --kv-positions P      original (default): keys rotated at their position | cache: rotated by their\n"
     "                        index in the cache (StreamingLLM position rolling; endless with bounded policies)\n";
 
+int cli_bos_flag(const char *flag, int *add_bos) {
+    if (!strcmp(flag, "--bos")) { *add_bos = 1; return 1; }
+    if (!strcmp(flag, "--no-bos")) { *add_bos = 0; return 1; }
+    return 0;
+}
+
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
     mp.n_threads = n_threads;
