@@ -188,7 +188,7 @@ static double run_case(const att_case *a) {
                 int32_t s = L->order[base + j];
                 maxs = fmax(maxs, fabs(L->pstate[(base + s) * sf] - expect[s]) / (1.0 + fabs(expect[s])));
             }
-            kv_trim(kv, L, h);
+            kv_trim(kv, L, h, k);
             CHECK(L->n_live[h] <= a->budget);
         }
     }
@@ -356,7 +356,7 @@ static void test_cache_positions(void) {
                     for (int i = 0; i < hd; i++) maxd = fmax(maxd, fabs(o[i] - out[((size_t)t * G + g) * hd + i]));
                 }
             }
-            kv_trim(kv, L, 0);
+            kv_trim(kv, L, 0, chunk);
         }
         CHECKF(maxd < 1e-5, "cache positions hd %d group %d neox %d: |out - independent| %g", hd, G, hp.rope_neox, maxd);
         CHECKF(max_index == 12 + chunk - 1, "the largest cache index used was %d", max_index); /* eviction happened */
