@@ -26,6 +26,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "alloc.h"
 #include "kvrow.h"
 
 int attn_block_queries(int group) {
@@ -58,7 +59,7 @@ static void rotate(const kv_cache *kv, float *x, int idx) {
 
 hkv_status attn_set_rope(kv_cache *kv, const hkv_hparams *hp, const float *freqs, int len) {
     int hd = kv->head_dim, half = hp->n_rot / 2;
-    float *tab = malloc(sizeof(float) * (size_t)len * hd);
+    float *tab = hkv_malloc(sizeof(float) * (size_t)len * hd);
     if (!tab) return HKV_ERR_NOMEM;
     for (int i = 0; i < len; i++) {
         float *t = tab + (size_t)i * hd;
@@ -66,7 +67,7 @@ hkv_status attn_set_rope(kv_cache *kv, const hkv_hparams *hp, const float *freqs
         for (int k = 0; k < half; k++) t[hp->rope_neox ? k : 2 * k] = 1.0f; /* (1, 0) -> (cos, sin) */
         hkv_rope(hp, freqs, t, i);
     }
-    free(kv->rope);
+    hkv_free(kv->rope);
     kv->rope = tab;
     kv->rope_len = len;
     kv->n_rot = hp->n_rot;
