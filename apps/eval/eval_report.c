@@ -473,6 +473,10 @@ hkv_status eval_write_position_svg(FILE *f, const char *title, const char *subti
         return HKV_ERR_ARG;
     }
     if (yhi <= ylo * 1.01) yhi = ylo * 1.1;
+    /* widen to the 1-2-5 ticks around the data, so the lowest and highest curves have a labelled line */
+    double lb = pow(10, floor(log10(ylo))), hb = pow(10, floor(log10(yhi)));
+    ylo = (ylo / lb >= 5 ? 5 : ylo / lb >= 2 ? 2 : 1) * lb;
+    yhi = (yhi / hb <= 1 ? 1 : yhi / hb <= 2 ? 2 : yhi / hb <= 5 ? 5 : 10) * hb;
     axis ax = make_axis(0, (double)(xmax + width));
     ax.lo = 0;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
