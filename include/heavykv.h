@@ -122,6 +122,7 @@ typedef struct hkv_kv_config {
     int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
     int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
     hkv_kv_type type;        /* element type of stored K/V */
+    int allow_long_ctx;      /* 1: a context longer than the model's training context is allowed (refused if 0) */
 } hkv_kv_config;
 
 /* A resolved budget in tokens per KV head. */

@@ -22,6 +22,8 @@ char *cli_read_file(const char *path, size_t *len);
  * (consumed, *i advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
 extern const char *const cli_kv_help;
+/* With --allow-long-context and n_ctx above the model's training context: prints a warning to stderr. */
+void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv);
 /* Loads a model, printing a one-line error on failure. */
 hkv_model *cli_load_model(const char *path, int n_threads);
 

@@ -137,6 +137,7 @@ int cmd_bench(int argc, char **argv) {
     if (pr) return pr == 2 ? 0 : 1;
     hkv_model *m = cli_load_model(o.model, o.n_threads);
     if (!m) return 1;
+    cli_warn_long_ctx(m, o.n_ctx, &o.kv);
     hkv_model_info mi;
     hkv_model_get_info(m, &mi);
     printf("model: %s (%s), %d layers, %d heads / %d KV heads, head_dim %d, %.1f M params, kernels %s\n",

@@ -94,6 +94,7 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     static const char *const with_value[] = {"--kv-policy", "--kv-budget", "--kv-heavy", "--kv-recent", "--kv-sink",
                                              "--h2o-score", "--gqa-agg", "--h2o-order", "--prefill-chunk", "--kv-type", NULL};
     if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
+    if (!strcmp(f, "--allow-long-context")) { kv->allow_long_ctx = 1; return 1; }
     int known = 0;
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
@@ -135,7 +136,16 @@ const char *const cli_kv_help =
     "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
     "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
     "                        0 = whole prompt, then cut (the paper's order; default)\n"
-    "  --kv-type T           f16 (default) | f32 element type of stored K/V\n";
+    "  --kv-type T           f16 (default) | f32 element type of stored K/V\n"
+    "  --allow-long-context  allow -c above the model's training context (refused without it)\n";
+
+void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv) {
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    if (kv->allow_long_ctx && n_ctx > mi.n_ctx_train)
+        fprintf(stderr, "heavykv: warning: context length %d is above the model's training context %d: positions "
+                "past it were never trained and output quality may collapse\n", n_ctx, mi.n_ctx_train);
+}
 
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
