@@ -2,13 +2,20 @@
  * text its published template produces (written out by hand below from the Jinja source of each family's
  * official template, leading bos_token left to the tokenizer), family recognition from template texts (the real
  * tokenizer_config.json files in ../shared and hand-written excerpts), the template surviving
- * tokenizer.json -> GGUF, error cases, and the buffer-size contract. */
+ * tokenizer.json -> GGUF, error cases, and the buffer-size contract. Then `heavykv chat` on stories260K with a
+ * forced template, stdin from a file or a pipe: turn 1 equals `heavykv run` on the rendered prompt, turn 2
+ * prefills only the new turn, a sink-bounded conversation keeps constant memory, Ctrl-C (SIGINT) stops a reply
+ * and twice at the prompt exits. */
 #include "testutil.h"
 #include "heavykv.h"
 #include "tokenizer.h"
 #include "gguf.h"
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 static const hkv_chat_message CONV[] = {
     {"system", "You are a helpful assistant."},
@@ -202,12 +209,221 @@ static void test_sizes(void) {
     free(buf);
 }
 
+
+/* ---------------------------------------------------------------- heavykv chat */
+
+#define SYS "You are a storyteller."
+#define RENDERED1 "<|im_start|>system\n" SYS "<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+#define DELTA2 "<|im_end|>\n<|im_start|>user\nTell me a story<|im_end|>\n<|im_start|>assistant\n"
+
+static int write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    fputs(text, f);
+    return fclose(f) == 0;
+}
+
+/* Runs `heavykv ARGS < in > out 2> err`; returns the exit status, out/err malloc'ed (caller frees). */
+static int chat_run(const char *args, const char *input, char **out, char **err) {
+    const char *in = tu_tmp("chat_in.txt"), *o = tu_tmp("chat_out.txt"), *e = tu_tmp("chat_err.txt");
+    char cmd[4096], buf[64];
+    write_file(in, input);
+    int sub = (int)strcspn(args, " ");   /* the model goes right after the subcommand */
+    snprintf(cmd, sizeof cmd, "%.*s -m '%s'%s < '%s' > '%s' 2> '%s'; echo rc=$?", sub, args, tu_model(), args + sub,
+             in, o, e);
+    tu_cli(cmd, buf, sizeof buf);
+    *out = tu_read_file(o, NULL);
+    *err = tu_read_file(e, NULL);
+    if (!*out) *out = calloc(1, 1);
+    if (!*err) *err = calloc(1, 1);
+    remove(in); remove(o); remove(e);
+    return strncmp(buf, "rc=", 3) == 0 ? atoi(buf + 3) : -1;
+}
+
+/* "kv: turn T | prefill P tokens ... position X / N | occupancy a..b of C slots ... K/V M MiB" -> fields. */
+typedef struct turn_stat { int turn, prefill, position, occ_max, capacity; double kv_mib; } turn_stat;
+
+static int parse_stats(const char *err, turn_stat *st, int max) {
+    int n = 0;
+    for (const char *p = strstr(err, "kv: turn "); p && n < max; p = strstr(p + 1, "kv: turn ")) {
+        turn_stat t;
+        int occ_min;
+        if (sscanf(p, "kv: turn %d | prefill %d tokens", &t.turn, &t.prefill) != 2) continue;
+        const char *q = strstr(p, "position "), *r = strstr(p, "occupancy "), *k = strstr(p, "K/V ");
+        if (!q || !r || !k || sscanf(q, "position %d", &t.position) != 1 ||
+            sscanf(r, "occupancy %d..%d of %d", &occ_min, &t.occ_max, &t.capacity) != 3 ||
+            sscanf(k, "K/V %lf", &t.kv_mib) != 1) continue;
+        st[n++] = t;
+    }
+    return n;
+}
+
+static int count_tokens(hkv_model *m, const char *text, int bos) {
+    int32_t toks[512];
+    return hkv_tokenize(m, text, bos, 1, toks, 512);
+}
+
+/* Turn 1 = run on the same rendered prompt (full and sink-bounded caches); turn 2 prefills exactly the tokens of
+ * the text after the first reply. */
+static void test_chat_vs_run(hkv_model *m) {
+    const char *policies[] = {"", "--kv-policy sink --kv-budget 64", "--kv-policy h2o --kv-budget 48"};
+    char pf[1024];   /* tu_tmp's buffers are reused by chat_run */
+    snprintf(pf, sizeof pf, "%s", tu_tmp("chat_prompt.txt"));
+    write_file(pf, RENDERED1);
+    for (int i = 0; i < 3; i++) {
+        char args[2048], *out, *err, *rout, *rerr;
+        snprintf(args, sizeof args, "run -f '%s' --temp 0 -n 24 %s", pf, policies[i]);
+        CHECK(chat_run(args, "", &rout, &rerr) == 0);
+        snprintf(args, sizeof args, "chat --chat-template chatml -sys '" SYS "' --temp 0 -n 24 --kv-stats %s",
+                 policies[i]);
+        CHECK(chat_run(args, "Hello\nTell me a story\n", &out, &err) == 0);
+        /* run prints the prompt, then the continuation and a newline; chat prints each reply and a newline */
+        size_t lp = strlen(RENDERED1);
+        const char *gen = strlen(rout) >= lp ? rout + lp : "";
+        CHECKF(strncmp(rout, RENDERED1, lp) == 0 && strlen(gen) > 1 && strncmp(out, gen, strlen(gen)) == 0,
+               "policy [%s]\nrun:  [%s]\nchat: [%s]", policies[i], gen, out);
+        turn_stat st[4];
+        int n = parse_stats(err, st, 4);
+        CHECKF(n == 2, "%d stat lines in [%s]", n, err);
+        if (n == 2) {
+            int want1 = count_tokens(m, RENDERED1, 1), want2 = count_tokens(m, DELTA2, 0);
+            CHECKF(st[0].prefill == want1, "turn 1 prefilled %d, want %d", st[0].prefill, want1);
+            CHECKF(st[1].prefill == want2, "turn 2 prefilled %d, want %d (the new turn only)", st[1].prefill, want2);
+            CHECK(st[1].position == st[0].position + want2 + 24);
+        }
+        free(out); free(err); free(rout); free(rerr);
+    }
+    remove(pf);
+}
+
+/* 40 turns with sink 64: the cache never holds more than the budget and its memory does not change, while
+ * positions keep growing past what a full cache of that size could hold. */
+static void test_chat_constant_memory(void) {
+    char input[4096] = "";
+    for (int i = 0; i < 40; i++) {
+        size_t l = strlen(input);
+        snprintf(input + l, sizeof input - l, "Tell me more about dog %d\n", i);
+    }
+    char *out, *err;
+    CHECK(chat_run("chat --chat-template chatml --temp 0 -n 16 -c 16384 --kv-policy sink --kv-budget 64 --kv-stats",
+                   input, &out, &err) == 0);
+    turn_stat st[64];
+    int n = parse_stats(err, st, 64);
+    CHECKF(n == 40, "%d stat lines", n);
+    for (int i = 1; i < n; i++) {
+        CHECK(st[i].kv_mib == st[0].kv_mib);
+        CHECK(st[i].occ_max <= 64 && st[i].capacity == st[0].capacity);
+        CHECK(st[i].position > st[i - 1].position);
+    }
+    if (n == 40) CHECKF(st[39].position > 40 * 16, "position %d", st[39].position);
+    free(out); free(err);
+}
+
+static void test_chat_errors(void) {
+    char *out, *err;
+    CHECK(chat_run("chat", "Hello\n", &out, &err) == 1);   /* stories260K has no template */
+    CHECKF(strstr(err, "no chat template") && strstr(err, "--chat-template"), "[%s]", err);
+    free(out); free(err);
+    CHECK(chat_run("chat --chat-template nosuch", "Hello\n", &out, &err) == 1);
+    CHECKF(strstr(err, "unknown chat template"), "[%s]", err);
+    free(out); free(err);
+    /* a turn that does not fit the context is refused, the chat goes on */
+    CHECK(chat_run("chat --chat-template llama2 -c 48 --temp 0 -n 4 --kv-stats",
+                   "Once upon a time there was a very long message that does not fit\nHi\n", &out, &err) == 0);
+    CHECKF(strstr(err, "past the context length 48") && strstr(err, "kv: turn 1 "), "[%s]", err);
+    free(out); free(err);
+    /* /reset starts over: the next turn is prefilled from the start again (with BOS) */
+    CHECK(chat_run("chat --chat-template chatml --temp 0 -n 8 --kv-stats", "Hello\n/reset\nHello\n", &out, &err) == 0);
+    turn_stat st[4];
+    CHECK(parse_stats(err, st, 4) == 2 && st[0].prefill == st[1].prefill && st[0].position == st[1].position);
+    CHECK(strstr(err, "(conversation reset)") != NULL);
+    free(out); free(err);
+}
+
+/* SIGINT as Ctrl-C sends it: a long reply stops between tokens and the chat takes the next message; two at the
+ * prompt end the program (exit 0). stdin/stdout are pipes held by this process. */
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int wait_exit(pid_t pid, int timeout_ms) {
+    for (int t = 0; t < timeout_ms; t += 20) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        sleep_ms(20);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return -1;
+}
+
+/* Reads from fd until `want` occurs in what has been read (or 20 s pass). */
+static int read_until(int fd, char *buf, size_t cap, size_t *len, const char *want) {
+    for (int t = 0; t < 20000; t += 10) {
+        buf[*len] = 0;
+        if (strstr(buf, want)) return 1;
+        ssize_t k = read(fd, buf + *len, cap - 1 - *len);
+        if (k <= 0) { if (k == 0) return 0; sleep_ms(10); continue; }
+        *len += (size_t)k;
+        if (*len >= cap - 1) *len = 0;   /* keep only the tail when a reply is long */
+    }
+    return 0;
+}
+
+static void test_chat_interrupt(void) {
+    int in[2], out[2];
+    if (pipe(in) || pipe(out)) { CHECK(0); return; }
+    const char *errpath = tu_tmp("chat_sigint_err.txt");
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(in[0], 0); dup2(out[1], 1);
+        FILE *e = freopen(errpath, "w", stderr);
+        (void)e;
+        close(in[1]); close(out[0]);
+        execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", tu_model(), "--chat-template", "chatml", "--temp", "0", "-n", "1000000",
+              "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]); close(out[1]);
+    static char buf[1 << 16];
+    size_t len = 0;
+    CHECK(write(in[1], "Tell me a story\n", 16) == 16);
+    int got = read_until(out[0], buf, sizeof buf, &len, "a");   /* the reply is streaming */
+    CHECK(got);
+    kill(pid, SIGINT);                  /* stops the reply */
+    sleep_ms(300);
+    CHECK(write(in[1], "/reset\n", 7) == 7);   /* the chat reads the next line */
+    sleep_ms(300);
+    kill(pid, SIGINT);                  /* at the prompt: a hint */
+    sleep_ms(300);
+    kill(pid, SIGINT);                  /* again: exit */
+    int rc = wait_exit(pid, 20000);
+    CHECKF(rc == 0, "chat exited with %d after Ctrl-C twice at the prompt", rc);
+    close(in[1]); close(out[0]);
+    char *err = tu_read_file(errpath, NULL);
+    CHECKF(err && strstr(err, "(interrupted)") && strstr(err, "(conversation reset)") && strstr(err, "Ctrl-C again"),
+           "[%s]", err ? err : "");
+    free(err);
+    remove(errpath);
+}
+
 int main(void) {
+    signal(SIGPIPE, SIG_IGN);   /* a chat that died early must fail a CHECK, not kill the test */
     test_families();
     test_trim();
     test_detect();
     test_real_configs();
     test_errors();
     test_sizes();
+    char err[256];
+    hkv_model *m = NULL;
+    if (hkv_model_load(tu_model(), NULL, &m, err, sizeof err) == HKV_OK) {
+        test_chat_vs_run(m);
+        hkv_model_free(m);
+    } else CHECKF(0, "%s", err);
+    test_chat_constant_memory();
+    test_chat_errors();
+    test_chat_interrupt();
     return tu_done("test_chat");
 }

@@ -7,6 +7,7 @@ typedef struct command { const char *name; int (*fn)(int, char **); const char *
 
 static const command commands[] = {
     {"run", cmd_run, "generate text from a prompt with a bounded KV cache"},
+    {"chat", cmd_chat, "interactive chat (chat templates; the cache is kept between turns)"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"bench", cmd_bench, "measure prompt/generation speed and KV memory per policy, budget and batch"},
     {"tokenize", cmd_tokenize, "text -> token ids (a model's or a tokenizer.json's tokenizer)"},
