@@ -36,7 +36,7 @@ int fuzz_server_port(void) {
     p.port = 0;
     p.n_parallel = 2;
     p.n_queue = 4;
-    p.n_ctx = 96;              /* a request runs at most this many positions: bounded work per input */
+    p.n_ctx = 48;              /* a request runs at most this many positions: bounded work per input */
     p.n_threads = 1;
     if (hkv_server_new(m, &p, &srv, err, sizeof err) != HKV_OK) fuzz_fail("server: %s", err);
     srv_port = hkv_server_port(srv);

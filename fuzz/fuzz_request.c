@@ -2,7 +2,7 @@
  * covers whichever parser the server has). The first input byte picks the endpoint (/completion,
  * /v1/completions, /v1/chat/completions) and whether to stream; the rest is the body, sent with a correct
  * Content-Length. Invariants: no crash, a status line for every request, /health keeps answering. A valid
- * request generates at most the server's 96-position context, so every input is bounded work. */
+ * request generates at most the server's 48-position context, so every input is bounded work. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
