@@ -8,7 +8,7 @@
  *   hkv_model *m; hkv_model_load("model.gguf", NULL, &m, err, sizeof err);
  *   hkv_context_params cp = hkv_context_default_params();   // pick a policy / budget here
  *   hkv_context *c; hkv_context_new(m, &cp, &c, err, sizeof err);
- *   int32_t toks[512]; int n = hkv_tokenize(m, "Once upon", 1, 1, toks, 512);
+ *   int32_t toks[512]; int n = hkv_tokenize(m, "Once upon", -1, 1, toks, 512); // -1: BOS as the model says
  *   hkv_decode(c, 0, toks, n);                      // prefill; logits of the last token in hkv_get_logits
  *   ... sample, hkv_decode(c, 0, &tok, 1) ...
  */
@@ -81,9 +81,12 @@ HKV_API void hkv_model_get_info(const hkv_model *m, hkv_model_info *info);
 
 /* ---------------------------------------------------------------- tokenizer (lives in the model) */
 
-/* Encode UTF-8 text. add_bos: prepend BOS if the model has one. parse_special: text such as "<|eot_id|>" that
- * spells a special/control token is matched as that token. Returns the number of tokens written, or, when
- * max_tokens is too small, minus the number required. */
+/* Encode UTF-8 text. add_bos: -1 = the model's default (GGUF tokenizer.ggml.add_bos_token, see
+ * hkv_model_info.add_bos; Qwen2/2.5 files say false although they have a BOS id), 1 = prepend BOS when the model
+ * has one, 0 = no BOS. Unless add_bos is 0, EOS is appended when the model's tokenizer.ggml.add_eos_token is
+ * true (what llama.cpp does with "add special tokens"). Use -1 unless a user asked otherwise.
+ * parse_special: text such as "<|eot_id|>" that spells a special/control token is matched as that token.
+ * Returns the number of tokens written, or, when max_tokens is too small, minus the number required. */
 HKV_API int hkv_tokenize(const hkv_model *m, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
 /* The raw bytes of one token (byte-fallback tokens give their byte; leading-space marker turned into ' ').
  * Returns the length written (not NUL-terminated), or minus the length required. */

@@ -392,8 +392,11 @@ static int encode_fragment(const hkv_tokenizer *t, const char *s, int n, int32_t
 
 int tok_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *out, int max) {
     if (!t || !text || max < 0 || (max > 0 && !out)) return 0;
+    /* -1 asks for the vocabulary's own choice: Qwen2/2.5 files carry a BOS id but add_bos_token = false,
+     * and llama.cpp then adds none. EOS follows add_eos_token unless the caller asked for raw text (0). */
+    int bos = add_bos < 0 ? t->add_bos : add_bos, eos = add_bos != 0 && t->add_eos;
     int n = (int)strlen(text), count = 0, frag = 0;
-    if (add_bos && t->bos >= 0) count = emit(out, max, count, t->bos);
+    if (bos && t->bos >= 0) count = emit(out, max, count, t->bos);
     for (int i = 0; i < n && count >= 0;) {
         int32_t id = match_special(t, text, n, i, parse_special);
         if (id < 0) { i++; continue; }
@@ -404,7 +407,7 @@ int tok_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_
         frag = i;
     }
     if (count >= 0) count = encode_fragment(t, text + frag, n - frag, out, max, count);
-    if (count >= 0 && add_bos && t->add_eos && t->eos >= 0) count = emit(out, max, count, t->eos);
+    if (count >= 0 && eos && t->eos >= 0) count = emit(out, max, count, t->eos);
     if (count < 0) return 0;   /* allocation failure: nothing usable */
     return count <= max ? count : -count;
 }

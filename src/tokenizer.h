@@ -33,8 +33,9 @@ const char *tok_text(const hkv_tokenizer *t, int32_t id); /* raw vocab string (N
 /* The chat template text (GGUF tokenizer.chat_template, or chat_template of tokenizer_config.json), NULL if none. */
 const char *tok_chat_template(const hkv_tokenizer *t);
 
-/* Same contracts as hkv_tokenize / hkv_token_to_piece / hkv_detokenize in heavykv.h. tok_encode with add_bos
- * also appends EOS when the vocabulary asks for it (add_eos_token). SentencePiece: every text fragment (the
+/* Same contracts as hkv_tokenize / hkv_token_to_piece / hkv_detokenize in heavykv.h. add_bos: -1 the
+ * vocabulary's add_bos_token, 1 always (when there is a BOS id), 0 never; unless 0, EOS is appended when the
+ * vocabulary asks for it (add_eos_token). SentencePiece: every text fragment (the
  * start, and the text after each special token) gets the U+2581 dummy prefix, as llama.cpp and HF do. Control
  * tokens decode to nothing; tok_decode drops one leading space of the token at index 0 (1 after BOS). */
 int tok_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *out, int max);

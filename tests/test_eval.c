@@ -30,6 +30,59 @@ static double reference_ppl(hkv_model *m, const int32_t *t, int n) {
     return exp(nll / (n - 1));
 }
 
+/* llama-perplexity's scoring, recomputed here: chunks of c tokens, BOS over each chunk's first token, tokens
+ * c/2+1 .. c-1 scored; plus its standard error (sample sd of the NLLs / sqrt(count - 1)). */
+static void test_ppl_llama(hkv_model *m, eval_env *env, const int32_t *t, int n) {
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    snprintf(env->kv.policy, sizeof env->kv.policy, "full");
+    const int c = 10;
+    env->n_ctx = c;
+    int n_chunk = n / c;
+    CHECK(n_chunk >= 2);
+    double sum = 0, sum2 = 0;
+    long count = 0;
+    for (int i = 0; i < n_chunk; i++) {
+        int32_t chunk[10];
+        memcpy(chunk, t + i * c, sizeof chunk);
+        chunk[0] = mi.bos;
+        hkv_context_params cp = hkv_context_default_params();
+        cp.logits_all = 1;
+        cp.n_ctx = c;
+        hkv_context *ctx;
+        char err[256];
+        CHECK(hkv_context_new(m, &cp, &ctx, err, sizeof err) == HKV_OK && hkv_decode(ctx, 0, chunk, c) == HKV_OK);
+        for (int k = c / 2; k < c - 1; k++, count++) {
+            double v = eval_nll(hkv_get_logits(ctx, 0, k), mi.n_vocab, chunk[k + 1]);
+            sum += v;
+            sum2 += v * v;
+        }
+        hkv_context_free(ctx);
+    }
+    double nll = sum / count, se = sqrt((sum2 / count - nll * nll) / (count - 1));
+    eval_ppl_opts lo = {.mode = EVAL_PPL_LLAMA};
+    eval_metrics r;
+    char err[256];
+    CHECK(eval_ppl(env, &lo, t, n, &r, err, sizeof err) == HKV_OK);
+    CHECK_NEAR(eval_metrics_get(&r, "tokens"), n_chunk * (c - c / 2 - 1), 0);
+    CHECK_NEAR(eval_metrics_get(&r, "nll"), nll, 1e-6);
+    CHECK_NEAR(eval_metrics_get(&r, "nll_se"), se, 1e-6);
+    CHECK_NEAR(eval_metrics_get(&r, "ppl_se"), exp(nll) * se, 1e-5);
+    lo.chunks = 1;
+    CHECK(eval_ppl(env, &lo, t, n, &r, err, sizeof err) == HKV_OK);
+    CHECK_NEAR(eval_metrics_get(&r, "tokens"), c - c / 2 - 1, 0);
+    /* BOS: without it the first token of each chunk stays the text's, and chunk 2 scores differently */
+    env->bos = EVAL_BOS_NONE;
+    lo.chunks = 0;
+    eval_metrics nb;
+    CHECK(eval_ppl(env, &lo, t, n, &nb, err, sizeof err) == HKV_OK);
+    CHECK(fabs(eval_metrics_get(&nb, "nll") - nll) > 1e-6);
+    env->bos = EVAL_BOS_MODEL;
+    /* llama-perplexity refuses a text shorter than two chunks */
+    CHECK(eval_ppl(env, &lo, t, 2 * c - 1, &r, err, sizeof err) == HKV_ERR_ARG && strstr(err, "2 x 10"));
+    env->n_ctx = 0;
+}
+
 static void test_ppl(hkv_model *m) {
     int32_t t[256];
     int n = hkv_tokenize(m, text, 1, 0, t, 256);
@@ -39,17 +92,20 @@ static void test_ppl(hkv_model *m) {
     eval_env env = {.model = m, .kv = hkv_kv_default_config()};
     eval_metrics r;
     char err[256];
-    eval_ppl_opts fwd = {EVAL_PPL_CHUNKED, n, n};
+    eval_ppl_opts fwd = {.mode = EVAL_PPL_CHUNKED, .window = n, .stride = n};
     CHECK(eval_ppl(&env, &fwd, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "ppl"), ref, 1e-9 * ref);
     CHECK_NEAR(eval_metrics_get(&r, "tokens"), n - 1, 0);
     CHECK_NEAR(exp(eval_metrics_get(&r, "nll")), eval_metrics_get(&r, "ppl"), 1e-12);
-    eval_ppl_opts stream = {EVAL_PPL_STREAM, 0, 0};
+    double se = eval_metrics_get(&r, "nll_se");
+    CHECK(se > 0 && se < eval_metrics_get(&r, "nll"));
+    CHECK_NEAR(eval_metrics_get(&r, "ppl_se"), se * eval_metrics_get(&r, "ppl"), 1e-9);
+    eval_ppl_opts stream = {.mode = EVAL_PPL_STREAM};
     CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "ppl"), ref, 1e-5 * ref); /* one token per step == one batched pass */
     CHECK_NEAR(r.budget_tokens, n, 0);
     /* Strided windows score every token once. */
-    eval_ppl_opts chunked = {EVAL_PPL_CHUNKED, 12, 5};
+    eval_ppl_opts chunked = {.mode = EVAL_PPL_CHUNKED, .window = 12, .stride = 5};
     CHECK(eval_ppl(&env, &chunked, t, n, &r, err, sizeof err) == HKV_OK);
     CHECK_NEAR(eval_metrics_get(&r, "tokens"), n - 1, 0);
     /* A small h2o budget changes the streaming result; 100% equals full. */
@@ -62,6 +118,7 @@ static void test_ppl(hkv_model *m) {
     CHECK(fabs(eval_metrics_get(&r, "ppl") - ref) > 1e-6);
     CHECK_NEAR(r.budget_tokens, 8, 0);
     CHECK(eval_ppl(&env, &stream, t, 1, &r, err, sizeof err) == HKV_ERR_ARG);
+    test_ppl_llama(m, &env, t, n);
 }
 
 static void test_fidelity(hkv_model *m) {
@@ -90,10 +147,10 @@ static void test_fidelity(hkv_model *m) {
     CHECK_NEAR(eval_kl(lp, lq, 2), 0.25 * log(0.5) + 0.75 * log(1.5), 1e-6);
     CHECK(eval_kl(lp, lp, 2) == 0);
     /* Prompt files: plain lines and JSONL; errors name the line. */
-    CHECK(eval_prompts_parse(m, "Once upon a time\n\n{\"prompt\": \"Lily \\\"ran\\\"\"}\n", &pr, err, sizeof err) == HKV_OK);
+    CHECK(eval_prompts_parse(m, "Once upon a time\n\n{\"prompt\": \"Lily \\\"ran\\\"\"}\n", -1, &pr, err, sizeof err) == HKV_OK);
     CHECK(pr.n == 2);
     eval_prompts_free(&pr);
-    CHECK(eval_prompts_parse(m, "a\n{\"text\": \"b\"}\n", &pr, err, sizeof err) == HKV_ERR_FORMAT);
+    CHECK(eval_prompts_parse(m, "a\n{\"text\": \"b\"}\n", -1, &pr, err, sizeof err) == HKV_ERR_FORMAT);
     CHECKF(strstr(err, "line 2"), "%s", err);
 }
 
@@ -223,6 +280,67 @@ static int svg_balanced(const char *s, int *polylines) {
     return depth == 0;
 }
 
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; s && *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* An interrupted sweep keeps its finished rows, and --resume computes only the missing ones; the result is
+ * the same file an uninterrupted sweep writes. */
+static void test_resume(void) {
+    static char out[16384];
+    char args[2048], base[1024];
+    const char *csv = tu_tmp("resume.csv"), *jsonl = tu_tmp("resume.jsonl"), *ref = tu_tmp("resume_ref.csv");
+    remove(csv);
+    remove(jsonl);
+    snprintf(base, sizeof base, "eval ppl -m '%s' --self-prompts 1 --prompt-len 40 -q --kv-policy full,h2o,window "
+             "--kv-budget 25%%,50%%", tu_model());
+    snprintf(args, sizeof args, "%s --csv '%s'", base, ref);
+    CHECKF(tu_cli(args, out, sizeof out) == 0, "%s", out);
+    /* killed (SIGKILL, the test hook) right after the first computed row was written */
+    setenv("HEAVYKV_EVAL_KILL_AFTER_ROWS", "1", 1);
+    snprintf(args, sizeof args, "%s --csv '%s' --jsonl '%s'", base, csv, jsonl);
+    CHECK(tu_cli(args, out, sizeof out) != 0);
+    unsetenv("HEAVYKV_EVAL_KILL_AFTER_ROWS");
+    char *c = tu_read_file(csv, NULL), *j = tu_read_file(jsonl, NULL), *r = tu_read_file(ref, NULL);
+    CHECKF(count_lines(c) == 2, "%d lines after the kill", count_lines(c));
+    CHECKF(count_lines(j) == 1, "%d JSON lines after the kill", count_lines(j));
+    CHECK(c && r && !strncmp(c, r, strlen(c)));      /* header + the full row, as the whole sweep writes them */
+    CHECK(j && strstr(j, "{\"policy\": \"full\", \"budget\": \"25%\""));
+    free(c);
+    free(j);
+    /* a line cut short by the kill is dropped, not kept half-written */
+    FILE *f = fopen(jsonl, "a");
+    fputs("{\"policy\": \"h2o\", \"bud", f);
+    fclose(f);
+    snprintf(args, sizeof args, "%s --jsonl '%s' --resume", base, jsonl);
+    CHECKF(tu_cli(args, out, sizeof out) == 0, "%s", out);
+    CHECKF(strstr(out, "eval: 4 row(s) computed, 1 taken from"), "%s", out);  /* full 50% is copied */
+    j = tu_read_file(jsonl, NULL);
+    CHECKF(count_lines(j) == 6 && !strstr(j, "\"bud\n"), "%s", j ? j : "");
+    free(j);
+    snprintf(args, sizeof args, "%s --csv '%s' --resume", base, csv);
+    CHECKF(tu_cli(args, out, sizeof out) == 0, "%s", out);
+    CHECKF(strstr(out, "eval: 4 row(s) computed, 1 taken from"), "%s", out);
+    c = tu_read_file(csv, NULL);
+    CHECKF(c && r && !strcmp(c, r), "resumed:\n%s\nuninterrupted:\n%s", c ? c : "", r ? r : "");
+    free(c);
+    /* everything done: nothing is recomputed */
+    CHECKF(tu_cli(args, out, sizeof out) == 0 && strstr(out, "eval: 0 row(s) computed, 6 taken from"), "%s", out);
+    c = tu_read_file(csv, NULL);
+    CHECK(c && r && !strcmp(c, r));
+    free(c);
+    free(r);
+    /* a file of another subcommand is refused, not mixed */
+    snprintf(args, sizeof args, "eval fidelity -m '%s' --self-prompts 1 --prompt-len 8 -n 4 -q --csv '%s' --resume",
+             tu_model(), csv);
+    CHECK(tu_cli(args, out, sizeof out) != 0 && strstr(out, "other columns"));
+    remove(csv);
+    remove(jsonl);
+    remove(ref);
+}
+
 static void test_cli(void) {
     static char out[16384];
     char args[2048];
@@ -237,7 +355,7 @@ static void test_cli(void) {
         int lines = 0;
         for (char *p = c; *p; p++) lines += *p == '\n';
         CHECKF(lines == 1 + 9, "%d lines", lines);
-        CHECK(!strncmp(c, "policy,budget,budget_tokens,ppl,nll,tokens\n", 43));
+        CHECK(!strncmp(c, "policy,budget,budget_tokens,ppl,nll,tokens,ppl_se,nll_se\n", 57));
         const char *pol[3] = {"full", "h2o", "window"}, *bud[3] = {"25%", "50%", "100%"};
         for (int p = 0; p < 3; p++)
             for (int b = 0; b < 3; b++) {
@@ -251,7 +369,11 @@ static void test_cli(void) {
     int poly = 0;
     CHECK(s && strstr(s, "<svg") && svg_balanced(s, &poly));
     CHECKF(poly == 3, "%d polylines", poly);
+    /* markers, Okabe-Ito colours, and the run described under the title */
+    CHECK(s && strstr(s, "<circle") && strstr(s, "#0072B2") && strstr(s, "#D55E00"));
+    CHECK(s && strstr(s, "model stories260K.gguf | data 1 self-generated texts | 48 tokens"));
     free(s);
+    test_resume();
     /* Errors: one clear line, non-zero exit. */
     struct { const char *args, *expect; } errs[] = {
         {"eval ppl -f /nonexistent/x.txt", "cannot open"},
@@ -259,12 +381,15 @@ static void test_cli(void) {
         {"eval mc -f '%s'", "out of range"},
         {"eval ppl -f '%s'", "empty"},
         {"eval ppl -f '%s' --mode forward -c 8", "context length 8"},
+        {"eval ppl -f '%s' --mode llama -c 3000", "trained on"},   /* the warning comes before the error */
+        {"eval ppl -f '%s' --mode llama", "2 x 2048"},
         {"eval ppl -f '%s' --metric bogus", "no metric"},
         {"eval bogus", "unknown eval subcommand"},
         {"eval ppl -f '%s' --kv-policy h2o,nope", "unknown KV policy"},
         {"eval fidelity --self-prompts 1 --kv-policy h2o", "needs a KV budget"},
     };
-    const char *files[] = {NULL, "bad.jsonl", "gold.jsonl", "empty.txt", "text.txt", "text.txt", NULL, "text.txt", NULL};
+    const char *files[] = {NULL, "bad.jsonl", "gold.jsonl", "empty.txt", "text.txt", "text.txt", "text.txt", "text.txt",
+                           NULL, "text.txt", NULL};
     FILE *f = fopen(tu_tmp("bad.jsonl"), "w");
     fputs("{\"context\": \"a\", \"choices\": [\" b\"], \"gold\": 0}\n{\"context\": oops}\n", f);
     fclose(f);

@@ -1,8 +1,10 @@
 /* heavykv eval: quality lost to KV eviction (perplexity, fidelity vs the full cache, multiple choice,
  * passkey retrieval), swept over policies x budgets, reported as a table, CSV, JSON and an SVG plot.
- * The measurements live in src/eval_*.c (tools on the public API); this file parses flags, runs the grid,
- * draws the progress bar and writes the reports. */
+ * The measurements live in apps/eval/ (tools on the public API); this file parses flags, runs the grid,
+ * draws the progress line and writes the reports (CSV / JSONL row by row, so an interrupted sweep can be
+ * resumed). */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +16,10 @@
 
 typedef struct eval_opts {
     const char *sub;                         /* ppl | fidelity | mc | passkey */
-    const char *model, *file, *csv, *json, *svg, *metric;
+    const char *model, *file, *csv, *json, *jsonl, *svg, *metric;
     int n_ctx, n_threads, quiet;
+    int resume;                              /* --resume: keep the rows already in --csv / --jsonl */
+    int bos;                                 /* EVAL_BOS_* (--bos / --no-bos) */
     int n_pol, n_bud;
     char pol[MAX_GRID][16];                  /* --kv-policy list */
     char bud[MAX_GRID][24];                  /* --kv-budget list (labels as given) */
@@ -37,12 +41,15 @@ static const char *const common_help =
     "  -t, --threads N       worker threads (default: all cores)\n"
     "  --kv-policy P1,P2,..  policies to sweep (default full)\n"
     "  --kv-budget B1,B2,..  budgets to sweep: tokens, P% or 0.R of the evaluated length\n"
-    "  --csv FILE            write policy,budget,budget_tokens,<metrics> rows\n"
-    "  --json FILE           write the rows as JSON\n"
+    "  --csv FILE            write policy,budget,budget_tokens,<metrics> rows (each row as soon as it is done)\n"
+    "  --jsonl FILE          write each row as a JSON line as soon as it is done\n"
+    "  --json FILE           write all rows as one JSON document at the end\n"
+    "  --resume              keep the rows already in --csv / --jsonl and compute only the missing ones\n"
     "  --svg FILE            plot --metric against the budget, one line per policy\n"
     "  --metric NAME         metric to plot (default: ppl, agree, acc, acc)\n"
     "  -s, --seed S          seed for self-generated text and passkeys (default 0)\n"
-    "  -q, --quiet           no progress bar (it is only drawn when stderr is a terminal)\n\n";
+    CLI_BOS_HELP
+    "  -q, --quiet           no progress line (it is only drawn when stderr is a terminal)\n\n";
 
 static void help_main(void) {
     printf("usage: heavykv eval SUBCOMMAND [options]   (heavykv eval SUBCOMMAND --help for each)\n\n"
@@ -62,16 +69,20 @@ static void help_sub(const char *sub) {
     if (!strcmp(sub, "ppl"))
         printf("usage: heavykv eval ppl (-f TEXT | --self-prompts K) [options]\n\n"
                "Perplexity = exp(mean negative log-likelihood) of every token after the first.\n\n"
-               "  -f, --file PATH       text to score (BOS is prepended)\n"
+               "  -f, --file PATH       text to score (BOS first when the model adds one, see --bos)\n"
                "  --self-prompts K      score K texts the model generates itself from BOS (seeded sampling)\n"
                "  --prompt-len L        tokens per self-generated text (default 400)\n"
                "  --max-tokens N        score only the first N tokens of the file\n"
                "  --mode M              stream (default): one token per step through the bounded cache;\n"
                "                        chunked: strided windows (--window, --stride), each a fresh sequence;\n"
-               "                        forward: one pass over the whole text (must fit the context)\n"
+               "                        forward: one pass over the whole text (must fit the context);\n"
+               "                        llama: llama.cpp's llama-perplexity (chunks of -c tokens, BOS at each chunk\n"
+               "                        start when the model adds BOS, second half of each chunk scored)\n"
                "  --window W            chunked: tokens per window (default: the context length)\n"
                "  --stride S            chunked: distance between window starts (default W/2)\n"
-               "Metrics: ppl, nll (nats/token), tokens.\n\n");
+               "  --chunks N            llama: score at most N chunks (llama-perplexity --chunks)\n"
+               "Metrics: ppl, nll (nats/token), tokens, ppl_se, nll_se (standard errors, llama-perplexity's\n"
+               "estimate: ppl_se is the +/- it prints).\n\n");
     else if (!strcmp(sub, "fidelity"))
         printf("usage: heavykv eval fidelity (-f PROMPTS | --self-prompts K) [options]\n\n"
                "Runs every prompt with the full cache and with the policy and compares them.\n\n"
@@ -81,7 +92,8 @@ static void help_sub(const char *sub) {
                "  -n, --n-gen N         tokens generated / compared per prompt (default 64)\n"
                "Metrics (means over prompts): agree (%% of positions where the policy's own greedy token equals\n"
                "the full cache's), agree_pre (%% of positions before the first divergence), top1 (%% teacher-\n"
-               "forced positions with the same argmax), kl_mean / kl_max (KL(full || policy), nats).\n\n");
+               "forced positions with the same argmax), kl_mean / kl_max (KL(full || policy), nats), prompts, and\n"
+               "the standard errors agree_se, agree_pre_se, top1_se (over prompts), kl_mean_se (over positions).\n\n");
     else if (!strcmp(sub, "mc"))
         printf("usage: heavykv eval mc -f TASK.jsonl [options]\n\n"
                "Scores each choice by the log-likelihood of its tokens after the context (the policy applies\n"
@@ -90,7 +102,8 @@ static void help_sub(const char *sub) {
                "      {\"context\": \"...\", \"choices\": [\" a\", \" b\"], \"gold\": 0}\n"
                "      {\"request_type\": \"loglikelihood\", \"doc_id\": 7, \"context\"|\"prompt\": \"...\",\n"
                "       \"continuation\"|\"target\": \" a\", \"gold\": 0}   (one line per choice, grouped by doc_id)\n"
-               "Metrics: acc, acc_norm (log-likelihood divided by the choice's length in bytes), in %%.\n\n");
+               "Metrics: acc, acc_norm (log-likelihood divided by the choice's length in bytes), in %%, items,\n"
+               "acc_se, acc_norm_se (standard errors).\n\n");
     else
         printf("usage: heavykv eval passkey [options]\n\n"
                "Hides \"The pass key is NNNNN. Remember it.\" in filler text and asks for it at the end; the\n"
@@ -152,8 +165,9 @@ static int parse_grid_flag(int argc, char **argv, int *i, eval_opts *o) {
 
 /* The metric names each subcommand reports (passkey adds acc_L<length>_D<depth> per cell). */
 static int known_metric(const char *sub, const char *metric) {
-    const char *names = !strcmp(sub, "ppl") ? ",ppl,nll,tokens," : !strcmp(sub, "fidelity")
-                        ? ",agree,agree_pre,top1,kl_mean,kl_max,prompts," : !strcmp(sub, "mc") ? ",acc,acc_norm,items," : ",acc,";
+    const char *names = !strcmp(sub, "ppl") ? ",ppl,nll,tokens,ppl_se,nll_se," : !strcmp(sub, "fidelity")
+                        ? ",agree,agree_pre,top1,kl_mean,kl_max,prompts,agree_se,agree_pre_se,top1_se,kl_mean_se,"
+                        : !strcmp(sub, "mc") ? ",acc,acc_norm,items,acc_se,acc_norm_se," : ",acc,";
     char key[40];
     snprintf(key, sizeof key, ",%.36s,", metric);
     return strstr(names, key) || (!strcmp(sub, "passkey") && !strncmp(metric, "acc_L", 5));
@@ -176,6 +190,9 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) INT(1, 1024, &o->n_threads);
         else if (!strcmp(a, "--csv")) { VAL(); o->csv = v; }
         else if (!strcmp(a, "--json")) { VAL(); o->json = v; }
+        else if (!strcmp(a, "--jsonl")) { VAL(); o->jsonl = v; }
+        else if (!strcmp(a, "--resume")) o->resume = 1;
+        else if (!strcmp(a, "--bos") || !strcmp(a, "--no-bos")) o->bos = a[2] == 'b' ? EVAL_BOS_ADD : EVAL_BOS_NONE;
         else if (!strcmp(a, "--svg")) { VAL(); o->svg = v; }
         else if (!strcmp(a, "--metric")) { VAL(); o->metric = v; }
         else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) o->quiet = 1;
@@ -190,9 +207,11 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
             if (!strcmp(v, "stream")) o->ppl.mode = EVAL_PPL_STREAM;
             else if (!strcmp(v, "chunked")) o->ppl.mode = EVAL_PPL_CHUNKED;
             else if (!strcmp(v, "forward")) { o->ppl.mode = EVAL_PPL_CHUNKED; o->forward = 1; }
-            else return cli_error("--mode expects stream, chunked or forward, got '%s'", v);
+            else if (!strcmp(v, "llama")) o->ppl.mode = EVAL_PPL_LLAMA;
+            else return cli_error("--mode expects stream, chunked, forward or llama, got '%s'", v);
         } else if (!strcmp(a, "--window") && !strcmp(o->sub, "ppl")) INT(2, 1 << 24, &o->ppl.window);
         else if (!strcmp(a, "--stride") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.stride);
+        else if (!strcmp(a, "--chunks") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.chunks);
         else if (!strcmp(a, "--max-tokens") && !strcmp(o->sub, "ppl")) INT(2, 1 << 30, &o->max_tokens);
         else if (!strcmp(a, "--lengths") && !strcmp(o->sub, "passkey")) {
             VAL();
@@ -211,6 +230,7 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
     if (!strcmp(o->sub, "mc") && !o->file) return cli_error("eval mc needs a task file (-f TASK.jsonl)");
     if ((!strcmp(o->sub, "ppl") || !strcmp(o->sub, "fidelity")) && !o->file == !o->self_prompts)
         return cli_error("eval %s needs exactly one of -f FILE and --self-prompts K", o->sub);
+    if (o->resume && !o->csv && !o->jsonl) return cli_error("--resume needs --csv FILE or --jsonl FILE (the rows to keep)");
     return 0;
 }
 
@@ -232,13 +252,23 @@ static void defaults(eval_opts *o, const char *sub) {
     o->pk.trials = 5;
 }
 
-/* ---------------------------------------------------------------- progress bar */
+/* ---------------------------------------------------------------- progress line */
 
+/* One line on stderr (a terminal only), redrawn at most 10 times a second: the row being computed out of the
+ * rows this run computes, its own bar and ETA, and the ETA of the whole sweep. */
 typedef struct progress {
     char label[48];
-    double t0, last;   /* start, last redraw */
+    double t0, last;      /* start of this row, last redraw */
+    int row, n_rows;      /* 1-based row being computed; rows this run computes */
+    double rows_time;     /* seconds spent on the rows already finished (row - 1 of them) */
     int drawn;
 } progress;
+
+static void fmt_eta(char *buf, size_t len, double s) {
+    int t = s > 0 && s < 1e8 ? (int)(s + 0.5) : 0;
+    if (t >= 3600) snprintf(buf, len, "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, len, "%d:%02d", t / 60, t % 60);
+}
 
 static void progress_cb(void *ud, long done, long total) {
     progress *p = ud;
@@ -246,12 +276,17 @@ static void progress_cb(void *ud, long done, long total) {
     if (done < total && now - p->last < 0.1) return;
     p->last = now;
     double el = now - p->t0, rate = el > 0 ? done / el : 0, eta = rate > 0 ? (total - done) / rate : 0;
-    int width = 30, fill = total > 0 ? (int)(width * done / total) : 0;
-    char bar[32];
+    /* rows still to come take as long as the finished ones did on average (this one's estimate at first) */
+    double per_row = p->row > 1 ? p->rows_time / (p->row - 1) : el + eta;
+    double total_eta = eta + per_row * (p->n_rows - p->row);
+    int width = 24, fill = total > 0 ? (int)(width * done / total) : 0;
+    char bar[32], e1[16], e2[16];
     for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
     bar[width] = 0;
-    fprintf(stderr, "\r%-22s [%s] %3d%% %ld/%ld %.1f/s ETA %d:%02d ", p->label, bar,
-            total > 0 ? (int)(100 * done / total) : 0, done, total, rate, (int)eta / 60, (int)eta % 60);
+    fmt_eta(e1, sizeof e1, eta);
+    fmt_eta(e2, sizeof e2, total_eta);
+    fprintf(stderr, "\r\033[Krow %d/%d %-18s [%s] %3d%% %ld/%ld ETA %s | sweep ETA %s ", p->row, p->n_rows, p->label,
+            bar, total > 0 ? (int)(100 * done / total) : 0, done, total, e1, e2);
     p->drawn = 1;
 }
 
@@ -273,58 +308,177 @@ static hkv_status run_one(const eval_opts *o, const eval_env *env, const eval_da
     if (!strcmp(o->sub, "fidelity")) return eval_fidelity(env, &d->texts, o->n_gen, m, err, errlen);
     if (!strcmp(o->sub, "mc")) return eval_mc(env, &d->mc, m, NULL, err, errlen);
     if (!strcmp(o->sub, "passkey")) return eval_passkey(env, &o->pk, m, err, errlen);
-    /* ppl over several texts: token-weighted mean NLL. */
-    double nll = 0, tokens = 0, budget = 0;
+    /* ppl over several texts: the per-token sums (and sums of squares, for the standard error) add up. */
+    double sum = 0, sum2 = 0, tokens = 0, budget = 0;
     for (int i = 0; i < d->texts.n; i++) {
         eval_ppl_opts po = o->ppl;
         if (o->forward) po.window = po.stride = d->texts.len[i];
         eval_metrics one;
         hkv_status st = eval_ppl(env, &po, d->texts.toks[i], d->texts.len[i], &one, err, errlen);
         if (st) return st;
-        double t = eval_metrics_get(&one, "tokens");
-        nll += eval_metrics_get(&one, "nll") * t;
+        double t = eval_metrics_get(&one, "tokens"), nll = eval_metrics_get(&one, "nll"), se = eval_metrics_get(&one, "nll_se");
+        sum += nll * t;
+        sum2 += (se * se * (t - 1) + nll * nll) * t;   /* inverts eval_ppl_metrics' variance */
         tokens += t;
         budget += one.budget_tokens;
     }
-    memset(m, 0, sizeof *m);
-    eval_metrics_add(m, "ppl", exp(nll / tokens));
-    eval_metrics_add(m, "nll", nll / tokens);
-    eval_metrics_add(m, "tokens", tokens);
-    m->budget_tokens = budget / d->texts.n;
+    eval_ppl_metrics(m, sum, sum2, (long)tokens, budget / d->texts.n);
     return HKV_OK;
 }
 
+/* The per-row outputs of a sweep (--csv, --jsonl): rows are appended and flushed as they finish, so an
+ * interrupted sweep keeps every finished row and --resume can skip them. */
+typedef struct sweep_out {
+    FILE *csv, *jsonl;
+    int csv_header;         /* the CSV already has its header line */
+    eval_metrics names;     /* its metric names (a resumed CSV's header) */
+} sweep_out;
+
+/* Appends a row to --csv / --jsonl and flushes. */
+static int out_row(const eval_opts *o, sweep_out *so, const eval_row *r) {
+    if (so->csv) {
+        if (!so->csv_header) { eval_write_csv_header(so->csv, &r->m); so->names = r->m; so->csv_header = 1; }
+        int same = so->names.n == r->m.n;
+        for (int k = 0; same && k < r->m.n; k++) same = !strcmp(so->names.names[k], r->m.names[k]);
+        if (!same) return cli_error("'%s' has other columns than this sweep's rows (another subcommand or other "
+                                    "options?); give a new file or drop --resume", o->csv);
+        eval_write_csv_row(so->csv, r);
+        if (fflush(so->csv) || ferror(so->csv)) return cli_error("cannot write '%s'", o->csv);
+    }
+    if (so->jsonl) {
+        eval_write_jsonl_row(so->jsonl, r);
+        if (fflush(so->jsonl) || ferror(so->jsonl)) return cli_error("cannot write '%s'", o->jsonl);
+    }
+    return 0;
+}
+
+/* Reads the rows a previous run left in path (CSV or JSONL); a missing file is an empty sweep. */
+static int read_done(const char *path, int jsonl, eval_row **done, int *n_done) {
+    *done = NULL;
+    *n_done = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    fclose(f);
+    char *text = cli_read_file(path, NULL), err[256];
+    if (!text) return 1;
+    hkv_status st = jsonl ? eval_read_jsonl(text, done, n_done, err, sizeof err)
+                          : eval_read_csv(text, done, n_done, err, sizeof err);
+    free(text);
+    if (st) return cli_error("--resume: %s: %s", path, err);
+    return 0;
+}
+
+/* Opens --csv / --jsonl. With --resume the rows already there are kept (read into *done) and the files are
+ * rewritten with exactly those rows, which drops a line cut short by a kill; otherwise they are truncated. */
+static int open_outputs(const eval_opts *o, sweep_out *so, eval_row **done, int *n_done) {
+    memset(so, 0, sizeof *so);
+    *done = NULL;
+    *n_done = 0;
+    if (o->resume && read_done(o->csv ? o->csv : o->jsonl, !o->csv, done, n_done)) return 1;
+    if (o->csv && !(so->csv = fopen(o->csv, "w"))) return cli_error("cannot write '%s'", o->csv);
+    if (o->jsonl && !(so->jsonl = fopen(o->jsonl, "w"))) return cli_error("cannot write '%s'", o->jsonl);
+    for (int i = 0; i < *n_done; i++)
+        if (out_row(o, so, &(*done)[i])) return 1;
+    return 0;
+}
+
+static int close_outputs(const eval_opts *o, sweep_out *so) {
+    int rc = 0;
+    if (so->csv && fclose(so->csv)) rc = cli_error("cannot write '%s'", o->csv);
+    if (so->jsonl && fclose(so->jsonl)) rc = cli_error("cannot write '%s'", o->jsonl);
+    so->csv = so->jsonl = NULL;
+    return rc;
+}
+
+/* Test hook (documented in the README): HEAVYKV_EVAL_KILL_AFTER_ROWS=N kills the process with SIGKILL right
+ * after the N-th computed row was written, the way an interrupted sweep ends. */
+static void kill_hook(int computed) {
+    const char *v = getenv("HEAVYKV_EVAL_KILL_AFTER_ROWS");
+    if (v && *v && atoi(v) == computed) raise(SIGKILL);
+}
+
+static int find_row(const eval_row *rows, int n, const char *policy, const char *budget) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rows[i].policy, policy) && !strcmp(rows[i].budget, budget)) return i;
+    return -1;
+}
+
 static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, eval_row *rows, int *n_rows) {
-    int n_bud = o->n_bud ? o->n_bud : 1, have_full = -1;
-    progress pg = {0};
-    eval_env env = {.model = model, .n_ctx = o->n_ctx, .n_threads = o->n_threads};
-    if (!o->quiet && isatty(2)) { env.progress = progress_cb; env.progress_ud = &pg; }
+    int n_bud = o->n_bud ? o->n_bud : 1;
+    eval_row *done;
+    int n_done, rc = 0;
+    sweep_out so;
+    if (open_outputs(o, &so, &done, &n_done)) { close_outputs(o, &so); free(done); return 1; }
+    /* The grid: policy x budget. Rows found in the resumed file are taken as they are; `full` ignores the
+     * budget, so it is measured once (or taken from the file) and repeated: the flat baseline of the plot. */
+    int need[MAX_GRID * MAX_GRID], n_need = 0, n_taken = 0, full_src = -1;
     *n_rows = 0;
-    for (int p = 0; p < o->n_pol; p++)
-        for (int b = 0; b < n_bud; b++) {
-            eval_row *r = &rows[(*n_rows)++];
+    for (int p = 0; p < o->n_pol && !rc; p++)
+        for (int b = 0; b < n_bud && !rc; b++) {
+            eval_row *r = &rows[*n_rows];
             memset(r, 0, sizeof *r);
             snprintf(r->policy, sizeof r->policy, "%s", o->pol[p]);
             snprintf(r->budget, sizeof r->budget, "%s", o->n_bud ? o->bud[b] : "-");
-            env.kv = o->kv;
-            snprintf(env.kv.policy, sizeof env.kv.policy, "%s", o->pol[p]);
             r->budget_pct = NAN;
             if (o->n_bud) {
+                hkv_amount a;
                 char err[256];
-                if (hkv_amount_parse(o->bud[b], &env.kv.budget, err, sizeof err)) return cli_error("--kv-budget: %s", err);
-                if (env.kv.budget.is_ratio) r->budget_pct = 100.0 * env.kv.budget.value;
+                if (hkv_amount_parse(o->bud[b], &a, err, sizeof err)) rc = cli_error("--kv-budget: %s", err);
+                else if (a.is_ratio) r->budget_pct = 100.0 * a.value;
             }
-            /* `full` ignores the budget: measure it once and repeat the row (the flat baseline of the plot). */
-            if (!strcmp(o->pol[p], "full") && have_full >= 0) { r->m = rows[have_full].m; continue; }
-            snprintf(pg.label, sizeof pg.label, "%s %s", r->policy, r->budget);
-            pg.t0 = pg.last = hkv_time_sec();
-            char err[512];
-            hkv_status st = run_one(o, &env, d, &r->m, err, sizeof err);
-            progress_clear(&pg);
-            if (st) return cli_error("%s (policy %s, budget %s)", err, r->policy, r->budget);
-            if (!strcmp(o->pol[p], "full")) have_full = *n_rows - 1;
+            int k = find_row(done, n_done, r->policy, r->budget);
+            need[*n_rows] = k < 0;
+            if (k >= 0) {
+                r->m = done[k].m;
+                n_taken++;
+                if (!strcmp(r->policy, "full")) full_src = *n_rows;
+            }
+            (*n_rows)++;
         }
-    return 0;
+    for (int i = 0; i < *n_rows; i++) {
+        if (need[i] && !strcmp(rows[i].policy, "full")) {
+            if (full_src >= 0) need[i] = 2; /* 2: copy rows[full_src] */
+            else full_src = i;              /* measured here, before the later full rows */
+        }
+        n_need += need[i] == 1;
+    }
+    progress pg = {0};
+    eval_env env = {.model = model, .n_ctx = o->n_ctx, .n_threads = o->n_threads, .bos = o->bos};
+    if (!o->quiet && isatty(2)) { env.progress = progress_cb; env.progress_ud = &pg; }
+    pg.n_rows = n_need;
+    int computed = 0;
+    for (int i = 0; i < *n_rows && !rc; i++) {
+        eval_row *r = &rows[i];
+        if (!need[i]) continue;
+        if (need[i] == 2) {
+            r->m = rows[full_src].m;
+            rc = out_row(o, &so, r);
+            continue;
+        }
+        env.kv = o->kv;
+        snprintf(env.kv.policy, sizeof env.kv.policy, "%s", r->policy);
+        if (o->n_bud) {
+            char err[256];
+            hkv_amount_parse(r->budget, &env.kv.budget, err, sizeof err); /* validated above */
+        }
+        snprintf(pg.label, sizeof pg.label, "%s %s", r->policy, r->budget);
+        pg.row = computed + 1;
+        pg.t0 = pg.last = hkv_time_sec();
+        char err[512];
+        hkv_status st = run_one(o, &env, d, &r->m, err, sizeof err);
+        pg.rows_time += hkv_time_sec() - pg.t0;
+        progress_clear(&pg);
+        if (st) { rc = cli_error("%s (policy %s, budget %s)", err, r->policy, r->budget); break; }
+        computed++;
+        if ((rc = out_row(o, &so, r))) break;
+        kill_hook(computed);
+    }
+    if (close_outputs(o, &so)) rc = 1;
+    if (o->resume)
+        fprintf(stderr, "eval: %d row(s) computed, %d taken from '%s' (--resume)\n", computed, n_taken,
+                o->csv ? o->csv : o->jsonl);
+    free(done);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- inputs and outputs */
@@ -340,17 +494,17 @@ static int load_data(const eval_opts *o, hkv_model *m, eval_data *d) {
     size_t len;
     char *text = cli_read_file(o->file, &len);
     if (!text) return 1;
-    int rc = 0;
+    int rc = 0, add_bos = o->bos == EVAL_BOS_ADD ? 1 : o->bos == EVAL_BOS_NONE ? 0 : -1;
     if (strspn(text, " \t\r\n") == len) rc = cli_error("'%s' is empty", o->file);
     else if (strlen(text) != len) rc = cli_error("'%s' contains NUL bytes (not a text file)", o->file);
     else if (!strcmp(o->sub, "mc")) {
         if (eval_mc_parse(text, &d->mc, err, sizeof err)) rc = cli_error("%s: %s", o->file, err);
     } else if (!strcmp(o->sub, "fidelity")) {
-        if (eval_prompts_parse(m, text, &d->texts, err, sizeof err)) rc = cli_error("%s: %s", o->file, err);
+        if (eval_prompts_parse(m, text, add_bos, &d->texts, err, sizeof err)) rc = cli_error("%s: %s", o->file, err);
     } else { /* ppl: the whole file is one text */
         int cap = (int)len + 16;
         int32_t *t = malloc(sizeof *t * (size_t)cap);
-        int n = t ? hkv_tokenize(m, text, 1, 0, t, cap) : -1;
+        int n = t ? hkv_tokenize(m, text, add_bos, 0, t, cap) : -1;
         if (o->max_tokens && n > o->max_tokens) n = o->max_tokens;
         d->texts.toks = malloc(sizeof *d->texts.toks);
         d->texts.len = malloc(sizeof *d->texts.len);
@@ -375,20 +529,66 @@ static int check_forward(const eval_opts *o, hkv_model *m, const eval_data *d) {
     return 0;
 }
 
-static int write_reports(const eval_opts *o, const eval_row *rows, int n) {
+/* The longest sequence (in positions) one evaluation feeds the model; 0 when unknown. */
+static long eval_length(const eval_opts *o, const hkv_model_info *mi, const eval_data *d) {
+    long longest = 0;
+    for (int i = 0; i < d->texts.n; i++) longest = d->texts.len[i] > longest ? d->texts.len[i] : longest;
+    int n_ctx = o->n_ctx ? o->n_ctx : mi->n_ctx_default;
+    if (!strcmp(o->sub, "ppl")) {
+        if (o->ppl.mode == EVAL_PPL_STREAM || o->forward) return longest;
+        if (o->ppl.mode == EVAL_PPL_LLAMA) return n_ctx;
+        long w = o->ppl.window > 0 ? o->ppl.window : n_ctx;
+        return w < longest ? w : longest;
+    }
+    if (!strcmp(o->sub, "fidelity")) return longest + o->n_gen;
+    if (!strcmp(o->sub, "passkey")) {
+        for (int i = 0; i < o->pk.n_lengths; i++) longest = o->pk.lengths[i] > longest ? o->pk.lengths[i] : longest;
+        return longest;
+    }
+    return 0;
+}
+
+/* A model asked to read past its trained context extrapolates: say so, the numbers then measure that. */
+static void warn_trained_context(const eval_opts *o, hkv_model *m, const eval_data *d) {
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    long n = eval_length(o, &mi, d);
+    if (mi.n_ctx_train > 0 && n > mi.n_ctx_train)
+        fprintf(stderr, "heavykv: warning: eval %s feeds sequences of up to %ld tokens, more than the %d the model "
+                "was trained on (its GGUF context_length): the results measure extrapolation beyond it\n", o->sub, n,
+                mi.n_ctx_train);
+}
+
+/* "model X | data Y | N tokens" for the plot. */
+static void describe_run(const eval_opts *o, const eval_data *d, char *buf, size_t len) {
+    const char *mb = strrchr(o->model, '/'), *db = o->file ? strrchr(o->file, '/') : NULL;
+    mb = mb ? mb + 1 : o->model;
+    db = db ? db + 1 : o->file;
+    long tokens = 0;
+    for (int i = 0; i < d->texts.n; i++) tokens += d->texts.len[i];
+    char data[96];
+    if (o->self_prompts) snprintf(data, sizeof data, "%d self-generated texts", o->self_prompts);
+    else if (!strcmp(o->sub, "passkey")) snprintf(data, sizeof data, "passkey prompts x %d trials", o->pk.trials);
+    else snprintf(data, sizeof data, "%.60s", db ? db : "-");
+    if (!strcmp(o->sub, "mc")) snprintf(buf, len, "model %.60s | data %s | %d questions", mb, data, d->mc.n);
+    else if (tokens) snprintf(buf, len, "model %.60s | data %s | %ld tokens", mb, data, tokens);
+    else snprintf(buf, len, "model %.60s | data %s", mb, data);
+}
+
+static int write_reports(const eval_opts *o, const eval_data *d, const eval_row *rows, int n) {
     eval_write_table(stdout, rows, n);
-    struct { const char *path; int kind; } outs[3] = {{o->csv, 0}, {o->json, 1}, {o->svg, 2}};
-    for (int k = 0; k < 3; k++) {
+    struct { const char *path; int kind; } outs[2] = {{o->json, 1}, {o->svg, 2}};
+    for (int k = 0; k < 2; k++) {
         if (!outs[k].path) continue;
         FILE *f = fopen(outs[k].path, "w");
         if (!f) return cli_error("cannot write '%s'", outs[k].path);
-        char err[512], title[128];
+        char err[512], title[128], sub[256];
         hkv_status st = HKV_OK;
-        if (outs[k].kind == 0) eval_write_csv(f, rows, n);
-        else if (outs[k].kind == 1) eval_write_json(f, o->sub, rows, n);
+        if (outs[k].kind == 1) eval_write_json(f, o->sub, rows, n);
         else {
             snprintf(title, sizeof title, "heavykv eval %s: %s vs KV budget", o->sub, o->metric);
-            st = eval_write_svg(f, title, o->metric, rows, n, err, sizeof err);
+            describe_run(o, d, sub, sizeof sub);
+            st = eval_write_svg(f, title, sub, o->metric, rows, n, err, sizeof err);
         }
         int bad = ferror(f);
         bad |= fclose(f) != 0;
@@ -419,9 +619,10 @@ int cmd_eval(int argc, char **argv) {
     if (m) cli_warn_long_ctx(m, o->n_ctx, &o->kv);
     if (!r && !rc) rc = load_data(o, m, &d);
     if (!r && !rc) rc = check_forward(o, m, &d);
+    if (!r && !rc) warn_trained_context(o, m, &d);
     int n_rows = 0;
     if (!r && !rc) rc = run_grid(o, m, &d, rows, &n_rows);
-    if (!r && !rc) rc = write_reports(o, rows, n_rows);
+    if (!r && !rc) rc = write_reports(o, &d, rows, n_rows);
     eval_prompts_free(&d.texts);
     eval_mc_free(&d.mc);
     if (m) hkv_model_free(m);

@@ -6,7 +6,7 @@
 
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *trace;
-    int n_predict, n_threads, n_ctx, ignore_eos, kv_stats, no_bos, parse_special;
+    int n_predict, n_threads, n_ctx, ignore_eos, kv_stats, add_bos, parse_special; /* add_bos: -1 model's */
     hkv_sampler_params sp;
     hkv_kv_config kv;
 } run_opts;
@@ -27,7 +27,7 @@ static void run_help(void) {
            "      --repeat-penalty R  (default 1.0 = off)   --repeat-last-n N (default 64)\n"
            "  -s, --seed S          sampling seed (default 0)\n"
            "      --ignore-eos      keep generating after end-of-generation tokens\n"
-           "      --no-bos          do not prepend BOS\n"
+           CLI_BOS_HELP
            "      --no-special      do not match special-token text in the prompt\n"
            "      --kv-stats        print per-layer KV capacity/occupancy/evictions/bytes at the end\n"
            "      --kv-trace FILE   write kept positions per head after every step (JSON lines)\n\n%s",
@@ -41,6 +41,7 @@ static int parse_run(int argc, char **argv, run_opts *o) {
     o->prompt = "";
     o->n_predict = 128;
     o->parse_special = 1;
+    o->add_bos = -1;
     o->sp = hkv_sampler_default_params();
     o->kv = hkv_kv_default_config();
     for (int i = 1; i < argc; i++) {
@@ -64,7 +65,7 @@ static int parse_run(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--repeat-last-n")) { VAL(); if (!cli_int(a, v, 0, 1 << 20, &o->sp.repeat_last_n)) return 1; }
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { VAL(); if (!cli_u64(a, v, &o->sp.seed)) return 1; }
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
-        else if (!strcmp(a, "--no-bos")) o->no_bos = 1;
+        else if (cli_bos_flag(a, &o->add_bos)) continue;
         else if (!strcmp(a, "--no-special")) o->parse_special = 0;
         else if (!strcmp(a, "--kv-stats")) o->kv_stats = 1;
         else if (!strcmp(a, "--kv-trace")) { VAL(); o->trace = v; }
@@ -124,11 +125,13 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     hkv_model_get_info(m, &mi);
     int cap = (int)strlen(prompt) + 16;
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)cap);
-    int n = toks ? hkv_tokenize(m, prompt, !o->no_bos, o->parse_special, toks, cap) : 0;
+    int n = toks ? hkv_tokenize(m, prompt, o->add_bos, o->parse_special, toks, cap) : 0;
     if (n <= 0) {
         free(toks);
-        return cli_error(o->no_bos ? "the prompt is empty after tokenization and --no-bos adds no BOS token"
-                                   : "the prompt is empty after tokenization and the model has no BOS token");
+        return cli_error(o->add_bos == 0 ? "the prompt is empty after tokenization and --no-bos adds no BOS token"
+                         : o->add_bos < 0 && mi.bos >= 0 && !mi.add_bos
+                         ? "the prompt is empty after tokenization and this model adds no BOS token (give a prompt or --bos)"
+                         : "the prompt is empty after tokenization and the model has no BOS token");
     }
     hkv_context_params cp = hkv_context_default_params();
     cp.n_ctx = o->n_ctx;

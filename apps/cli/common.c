@@ -147,6 +147,12 @@ void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv) {
                 "past it were never trained and output quality may collapse\n", n_ctx, mi.n_ctx_train);
 }
 
+int cli_bos_flag(const char *flag, int *add_bos) {
+    if (!strcmp(flag, "--bos")) { *add_bos = 1; return 1; }
+    if (!strcmp(flag, "--no-bos")) { *add_bos = 0; return 1; }
+    return 0;
+}
+
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
     mp.n_threads = n_threads;

@@ -17,7 +17,13 @@ typedef struct eval_env {
     int n_threads;             /* <= 0: the model's setting */
     eval_progress_fn progress; /* may be NULL */
     void *progress_ud;
+    int bos;                   /* EVAL_BOS_MODEL (0: the model's add_bos_token), EVAL_BOS_ADD or EVAL_BOS_NONE */
 } eval_env;
+
+/* BOS choice of the texts an eval tokenizes; zero (the default of a {0}-initialized env) follows the model. */
+enum { EVAL_BOS_MODEL = 0, EVAL_BOS_ADD = 1, EVAL_BOS_NONE = 2 };
+/* The hkv_tokenize add_bos argument for env->bos (-1, 1 or 0). */
+static inline int eval_add_bos(const eval_env *env) { return env->bos == EVAL_BOS_ADD ? 1 : env->bos == EVAL_BOS_NONE ? 0 : -1; }
 
 /* Results: a few named metrics plus the budget each run actually used. */
 #define EVAL_MAX_METRICS 48
@@ -56,20 +62,32 @@ const eval_json *eval_json_get(const eval_json *obj, const char *key);
 typedef enum eval_ppl_mode {
     EVAL_PPL_STREAM = 0,  /* one token per hkv_decode through the bounded cache (StreamingLLM / H2O style) */
     EVAL_PPL_CHUNKED,     /* strided sliding windows, each a fresh sequence decoded in one hkv_decode */
+    EVAL_PPL_LLAMA,       /* llama-perplexity's scoring: disjoint chunks of n_ctx, second half scored */
 } eval_ppl_mode;
 
 typedef struct eval_ppl_opts {
     eval_ppl_mode mode;
     int window;   /* chunked: tokens per window (0: the context length) */
     int stride;   /* chunked: start-to-start distance of windows (0: window / 2) */
+    int chunks;   /* llama: score at most this many chunks (llama-perplexity --chunks; 0: all) */
 } eval_ppl_opts;
 
 /* Scores tokens[1..n-1], each given everything before it; tokens[0] (usually BOS) is only context.
- * Metrics: ppl, nll (mean negative log-likelihood, nats), tokens (scored). Budget percentages refer to n
- * (streaming) or to the window (chunked). Streaming sets the context length to n; chunked fails with
- * HKV_ERR_CONTEXT when a window does not fit the context. */
+ * Metrics: ppl, nll (mean negative log-likelihood, nats), tokens (scored), then the standard errors nll_se
+ * (sample standard deviation of the per-token NLL / sqrt(tokens - 1), llama-perplexity's estimate) and ppl_se
+ * (= ppl * nll_se, the first-order error of exp). Budget percentages refer to n (streaming) or to the window
+ * (chunked, llama). Streaming sets the context length to n; chunked fails with HKV_ERR_CONTEXT when a window
+ * does not fit the context.
+ * Llama mode reproduces llama.cpp's llama-perplexity exactly: the context length env->n_ctx (-c) is the chunk
+ * size; chunk i is tokens[i*n_ctx .. (i+1)*n_ctx) (a partial last chunk is dropped) decoded as a fresh sequence,
+ * its first token replaced by BOS when the model adds BOS (env->bos), and only tokens n_ctx/2+1 .. n_ctx-1 of
+ * each chunk are scored. Needs n >= 2 * n_ctx (llama-perplexity refuses shorter texts too). */
 hkv_status eval_ppl(const eval_env *env, const eval_ppl_opts *o, const int32_t *tokens, int n, eval_metrics *out,
                     char *err, size_t errlen);
+
+/* The ppl metrics (ppl, nll, tokens, ppl_se, nll_se) from the sum and sum of squares of `scored` per-token
+ * NLLs; several texts combine by adding their sums. */
+void eval_ppl_metrics(eval_metrics *out, double nll_sum, double nll_sum2, long scored, double budget);
 
 /* Negative log-likelihood (nats) of token `target` under logits[n_vocab] (log-softmax in double). */
 double eval_nll(const float *logits, int n_vocab, int32_t target);
@@ -83,9 +101,10 @@ typedef struct eval_prompts {
 } eval_prompts;
 
 void eval_prompts_free(eval_prompts *p);
-/* Prompts from text: one per non-empty line, or JSONL lines {"prompt": "..."} (a line starting with '{').
- * Errors name the line. */
-hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts *out, char *err, size_t errlen);
+/* Prompts from text: one per non-empty line, or JSONL lines {"prompt": "..."} (a line starting with '{'),
+ * tokenized with hkv_tokenize's add_bos convention (-1: the model's default). Errors name the line. */
+hkv_status eval_prompts_parse(const hkv_model *m, const char *text, int add_bos, eval_prompts *out, char *err,
+                              size_t errlen);
 /* K prompts of len tokens sampled by the model itself from BOS (full cache, temperature 1, top-k 40, seed
  * seed + k for prompt k): reproducible text the model finds natural. */
 hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_threads, eval_prompts *out,
@@ -100,6 +119,8 @@ hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_
  *   top1       teacher-forced positions where argmax(policy) == argmax(full)
  *   kl_mean    mean over positions of KL(full || policy) of the next-token distributions (nats)
  *   kl_max     max over all positions and prompts
+ * then prompts and the standard errors agree_se, agree_pre_se, top1_se (over prompts) and kl_mean_se (over
+ * positions); NAN when there is only one sample.
  * Budget percentages refer to prompt length + n_gen. */
 hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen, eval_metrics *out, char *err,
                          size_t errlen);
@@ -125,7 +146,7 @@ hkv_status eval_mc_parse(const char *text, eval_mc_task *out, char *err, size_t 
 /* Scores every choice by the sum of log p(continuation token | context, previous continuation tokens):
  * the context is decoded as a prompt under the policy, the continuation one token at a time.
  * Metrics: acc (argmax of the sum), acc_norm (argmax of the sum divided by the continuation's byte length),
- * items; accuracies in %. Ties go to the lower index. Budget percentages refer to the context length plus
+ * items, acc_se, acc_norm_se (standard errors, NAN for one item); accuracies in %. Ties go to the lower index. Budget percentages refer to the context length plus
  * the longest continuation of the question. If ll != NULL it receives the summed log-likelihoods of all
  * choices, question after question. */
 hkv_status eval_mc(const eval_env *env, const eval_mc_task *t, eval_metrics *out, double *ll, char *err,
@@ -163,14 +184,25 @@ typedef struct eval_row {
 
 /* Aligned table: policy, budget, budget_tokens, then the metrics of the first row. */
 void eval_write_table(FILE *f, const eval_row *rows, int n);
-/* CSV with a header: policy,budget,budget_tokens,<metrics...>. */
+/* CSV with a header: policy,budget,budget_tokens,<metrics...>. The header and single rows can be written on
+ * their own, so a sweep appends each row as soon as it is measured. */
 void eval_write_csv(FILE *f, const eval_row *rows, int n);
+void eval_write_csv_header(FILE *f, const eval_metrics *names);
+void eval_write_csv_row(FILE *f, const eval_row *r);
 /* {"command": ..., "rows": [{"policy":..., "budget":..., "budget_tokens":..., <metric>: value, ...}]} */
 void eval_write_json(FILE *f, const char *command, const eval_row *rows, int n);
+/* One row as a JSON line (JSONL): {"policy":..., "budget":..., "budget_tokens":..., <metric>: value, ...}\n */
+void eval_write_jsonl_row(FILE *f, const eval_row *r);
+/* Rows back from what eval_write_csv / eval_write_jsonl_row wrote (for --resume): *rows is malloc'ed, budget_pct
+ * is NAN. A last line without its newline (the sweep was killed while writing it) is ignored. */
+hkv_status eval_read_csv(const char *text, eval_row **rows, int *n, char *err, size_t errlen);
+hkv_status eval_read_jsonl(const char *text, eval_row **rows, int *n, char *err, size_t errlen);
 /* SVG line plot of `metric` against the budget (x in % when every budget is a percentage or ratio, else the
- * resolved tokens per head), one <polyline> per policy, axes, ticks and a legend. HKV_ERR_ARG when the
- * metric is unknown. */
-hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const eval_row *rows, int n, char *err,
-                          size_t errlen);
+ * resolved tokens per head), one <polyline> per policy with a marker per point (Okabe-Ito colours, one shape
+ * per policy), error bars of +-1 standard error when the rows have `<metric>_se`, axes, ticks and a legend.
+ * subtitle (may be NULL) goes under the title (model, data, token count). HKV_ERR_ARG when the metric is
+ * unknown. */
+hkv_status eval_write_svg(FILE *f, const char *title, const char *subtitle, const char *metric, const eval_row *rows,
+                          int n, char *err, size_t errlen);
 
 #endif

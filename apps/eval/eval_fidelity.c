@@ -32,7 +32,7 @@ void eval_prompts_free(eval_prompts *p) {
     memset(p, 0, sizeof *p);
 }
 
-static hkv_status add_prompt(eval_prompts *p, const hkv_model *m, const char *text, int line, char *err,
+static hkv_status add_prompt(eval_prompts *p, const hkv_model *m, const char *text, int add_bos, int line, char *err,
                              size_t errlen) {
     int cap = (int)strlen(text) + 8;
     int32_t *t = malloc(sizeof *t * (size_t)cap);
@@ -41,7 +41,7 @@ static hkv_status add_prompt(eval_prompts *p, const hkv_model *m, const char *te
     int *nl = realloc(p->len, sizeof *nl * (size_t)(p->n + 1));
     if (nl) p->len = nl;
     if (!t || !nt || !nl) { free(t); snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
-    int n = hkv_tokenize(m, text, 1, 0, t, cap);
+    int n = hkv_tokenize(m, text, add_bos, 0, t, cap);
     if (n <= 0) {
         free(t);
         snprintf(err, errlen, "line %d: the prompt is empty after tokenization", line);
@@ -52,7 +52,8 @@ static hkv_status add_prompt(eval_prompts *p, const hkv_model *m, const char *te
     return HKV_OK;
 }
 
-hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts *out, char *err, size_t errlen) {
+hkv_status eval_prompts_parse(const hkv_model *m, const char *text, int add_bos, eval_prompts *out, char *err,
+                              size_t errlen) {
     memset(out, 0, sizeof *out);
     hkv_status st = HKV_OK;
     size_t len = strlen(text);
@@ -68,7 +69,7 @@ hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts
         char *b = s;
         while (*b == ' ' || *b == '\t') b++;
         if (!*b) continue;
-        if (*b != '{') { st = add_prompt(out, m, s, line, err, errlen); continue; }
+        if (*b != '{') { st = add_prompt(out, m, s, add_bos, line, err, errlen); continue; }
         eval_json j;
         char jerr[200];
         if (eval_json_parse(b, &j, jerr, sizeof jerr)) {
@@ -80,7 +81,7 @@ hkv_status eval_prompts_parse(const hkv_model *m, const char *text, eval_prompts
         if (!p || p->type != EJ_STR) {
             snprintf(err, errlen, "line %d: a JSON prompt line needs a string field \"prompt\"", line);
             st = HKV_ERR_FORMAT;
-        } else st = add_prompt(out, m, p->str, line, err, errlen);
+        } else st = add_prompt(out, m, p->str, add_bos, line, err, errlen);
         eval_json_free(&j);
     }
     free(buf);
@@ -135,8 +136,17 @@ hkv_status eval_prompts_self(hkv_model *m, int k, int len, uint64_t seed, int n_
 
 typedef struct fid_sums {
     double agree, agree_pre, top1, kl_sum, kl_max, budget;
+    double agree2, agree_pre2, top12, kl_sum2;   /* sums of squares, for the standard errors */
     long kl_n;
 } fid_sums;
+
+/* Standard error of a mean from n samples' sum and sum of squares (sample standard deviation / sqrt(n));
+ * NAN for a single sample. */
+static double std_err(double sum, double sum2, double n) {
+    if (n < 2) return NAN;
+    double mean = sum / n, var = (sum2 - n * mean * mean) / (n - 1);
+    return var > 0 ? sqrt(var / n) : 0;
+}
 
 /* The scratch of one prompt: the full cache's greedy tokens and its logits at each of them. */
 typedef struct fid_ref {
@@ -175,13 +185,18 @@ static hkv_status fid_pass(hkv_context *c, int nv, const int32_t *prompt, int n_
             top1 += hkv_argmax(l, nv) == r->tok[i];
             double kl = eval_kl(lf, l, nv);
             s->kl_sum += kl;
+            s->kl_sum2 += kl * kl;
             s->kl_max = kl > s->kl_max ? kl : s->kl_max;
             s->kl_n++;
         }
         if (i + 1 < n_gen) st = hkv_decode(c, 0, r->tok + i, 1);
     }
     if (st) return step_err(c, err, errlen, st);
-    if (forced) s->top1 += 100.0 * top1 / n_gen;
+    if (forced) {
+        double v = 100.0 * top1 / n_gen;
+        s->top1 += v;
+        s->top12 += v * v;
+    }
     return HKV_OK;
 }
 
@@ -198,8 +213,11 @@ static hkv_status fid_free_run(hkv_context *c, int nv, const int32_t *prompt, in
         if (i + 1 < n_gen) st = hkv_decode(c, 0, &t, 1);
     }
     if (st) return step_err(c, err, errlen, st);
-    s->agree += 100.0 * same / n_gen;
-    s->agree_pre += 100.0 * prefix / n_gen;
+    double a = 100.0 * same / n_gen, p = 100.0 * prefix / n_gen;
+    s->agree += a;
+    s->agree2 += a * a;
+    s->agree_pre += p;
+    s->agree_pre2 += p * p;
     return HKV_OK;
 }
 
@@ -254,6 +272,11 @@ hkv_status eval_fidelity(const eval_env *env, const eval_prompts *pr, int n_gen,
     eval_metrics_add(out, "kl_mean", s.kl_sum / (double)s.kl_n);
     eval_metrics_add(out, "kl_max", s.kl_max);
     eval_metrics_add(out, "prompts", pr->n);
+    /* standard errors: agreement over prompts, KL over every compared position */
+    eval_metrics_add(out, "agree_se", std_err(s.agree, s.agree2, pr->n));
+    eval_metrics_add(out, "agree_pre_se", std_err(s.agree_pre, s.agree_pre2, pr->n));
+    eval_metrics_add(out, "top1_se", std_err(s.top1, s.top12, pr->n));
+    eval_metrics_add(out, "kl_mean_se", std_err(s.kl_sum, s.kl_sum2, (double)s.kl_n));
     out->budget_tokens = s.budget / pr->n;
     return HKV_OK;
 }

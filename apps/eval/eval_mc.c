@@ -203,22 +203,23 @@ static void toks_free(mc_toks *t) {
     memset(t, 0, sizeof *t);
 }
 
-static int32_t *tokenize(const hkv_model *m, const char *s, int *n) {
+static int32_t *tokenize(const hkv_model *m, const char *s, int add_bos, int *n) {
     int cap = (int)strlen(s) + 8;
     int32_t *t = malloc(sizeof *t * (size_t)cap);
-    *n = t ? hkv_tokenize(m, s, 1, 0, t, cap) : -1;
+    *n = t ? hkv_tokenize(m, s, add_bos, 0, t, cap) : -1;
     return t;
 }
 
-static hkv_status item_toks(const hkv_model *m, const eval_mc_item *it, int q, mc_toks *t, char *err, size_t errlen) {
+static hkv_status item_toks(const hkv_model *m, int add_bos, const eval_mc_item *it, int q, mc_toks *t, char *err,
+                            size_t errlen) {
     memset(t, 0, sizeof *t);
-    t->ctx = tokenize(m, it->context, &t->n_ctx);
+    t->ctx = tokenize(m, it->context, add_bos, &t->n_ctx);
     t->cont = calloc((size_t)it->n_choices, sizeof *t->cont);
     t->n_cont = calloc((size_t)it->n_choices, sizeof *t->n_cont);
     t->n_choices = it->n_choices;
     if (!t->ctx || !t->cont || !t->n_cont || t->n_ctx < 0) goto nomem;
     if (t->n_ctx == 0) {
-        snprintf(err, errlen, "question %d: the context is empty and the model has no BOS token", q + 1);
+        snprintf(err, errlen, "question %d: the context is empty and no BOS token is added", q + 1);
         return HKV_ERR_FORMAT;
     }
     for (int k = 0; k < it->n_choices; k++) {
@@ -228,7 +229,7 @@ static hkv_status item_toks(const hkv_model *m, const eval_mc_item *it, int q, m
         memcpy(whole, it->context, lc);
         memcpy(whole + lc, it->choices[k], lk + 1);
         int n;
-        int32_t *w = tokenize(m, whole, &n);
+        int32_t *w = tokenize(m, whole, add_bos, &n);
         free(whole);
         if (!w || n < 0) { free(w); goto nomem; }
         if (n <= t->n_ctx) {
@@ -266,7 +267,7 @@ static hkv_status score_item(const eval_env *env, const eval_mc_item *it, int q,
     hkv_model_info mi;
     hkv_model_get_info(env->model, &mi);
     mc_toks t;
-    hkv_status st = item_toks(env->model, it, q, &t, err, errlen);
+    hkv_status st = item_toks(env->model, eval_add_bos(env), it, q, &t, err, errlen);
     int longest = 0;
     for (int k = 0; !st && k < t.n_choices; k++) longest = t.n_cont[k] > longest ? t.n_cont[k] : longest;
     hkv_context *c = NULL;
@@ -316,6 +317,11 @@ hkv_status eval_mc(const eval_env *env, const eval_mc_task *t, eval_metrics *out
     eval_metrics_add(out, "acc", 100.0 * acc / t->n);
     eval_metrics_add(out, "acc_norm", 100.0 * acc_norm / t->n);
     eval_metrics_add(out, "items", t->n);
+    /* standard errors of the accuracies (sample standard deviation of 0/1 outcomes / sqrt(items), lm-eval's) */
+    for (int k = 0; k < 2; k++) {
+        double p = (k ? acc_norm : acc) / (double)t->n;
+        eval_metrics_add(out, k ? "acc_norm_se" : "acc_se", t->n > 1 ? 100.0 * sqrt(p * (1 - p) / (t->n - 1)) : NAN);
+    }
     out->budget_tokens = budget_sum / t->n;
     return HKV_OK;
 }

@@ -41,21 +41,21 @@ static int make_key(uint64_t seed, int cell, int trial) {
 }
 
 /* Tokens of the prompt for (key, depth, filler); NULL on failure. */
-static int32_t *prompt_tokens(const hkv_model *m, int key, int depth, int filler, int *n) {
+static int32_t *prompt_tokens(const hkv_model *m, int add_bos, int key, int depth, int filler, int *n) {
     char *s = eval_passkey_text(key, depth, filler);
     if (!s) return NULL;
     int cap = (int)strlen(s) + 8;
     int32_t *t = malloc(sizeof *t * (size_t)cap);
-    *n = t ? hkv_tokenize(m, s, 1, 0, t, cap) : -1;
+    *n = t ? hkv_tokenize(m, s, add_bos, 0, t, cap) : -1;
     free(s);
     if (*n < 0) { free(t); return NULL; }
     return t;
 }
 
 /* Most filler repetitions whose prompt stays within `length` tokens (-1 if even none fits). */
-static int filler_for(const hkv_model *m, int length, int *n_out) {
+static int filler_for(const hkv_model *m, int add_bos, int length, int *n_out) {
     int n0 = 0, n1 = 0;
-    int32_t *t0 = prompt_tokens(m, 12345, 50, 0, &n0), *t1 = prompt_tokens(m, 12345, 50, 1, &n1);
+    int32_t *t0 = prompt_tokens(m, add_bos, 12345, 50, 0, &n0), *t1 = prompt_tokens(m, add_bos, 12345, 50, 1, &n1);
     int bad = !t0 || !t1 || n0 > length;
     free(t0);
     free(t1);
@@ -63,7 +63,7 @@ static int filler_for(const hkv_model *m, int length, int *n_out) {
     int per = n1 - n0 > 0 ? n1 - n0 : 1;
     int f = (length - n0) / per + 1, n = 0;
     for (; f >= 0; f--) { /* the estimate can be a little off where tokens merge across units */
-        int32_t *t = prompt_tokens(m, 12345, 50, f, &n);
+        int32_t *t = prompt_tokens(m, add_bos, 12345, 50, f, &n);
         int fits = t && n <= length;
         free(t);
         if (fits) break;
@@ -124,7 +124,7 @@ hkv_status eval_passkey(const eval_env *env, const eval_passkey_opts *o, eval_me
     double budget_sum = 0;
     double cell_acc[EVAL_PASSKEY_MAX_CELLS];
     for (int li = 0; li < o->n_lengths; li++) {
-        int n_est, filler = filler_for(env->model, o->lengths[li], &n_est);
+        int n_est, filler = filler_for(env->model, eval_add_bos(env), o->lengths[li], &n_est);
         if (filler < 0) {
             snprintf(err, errlen, "passkey length %d tokens is shorter than the prompt without filler", o->lengths[li]);
             return HKV_ERR_ARG;
@@ -134,7 +134,7 @@ hkv_status eval_passkey(const eval_env *env, const eval_passkey_opts *o, eval_me
             for (int tr = 0; tr < o->trials; tr++) {
                 int key = make_key(o->seed, cell, tr), n, ok = 0;
                 double budget = 0;
-                int32_t *toks = prompt_tokens(env->model, key, o->depths[di], filler, &n);
+                int32_t *toks = prompt_tokens(env->model, eval_add_bos(env), key, o->depths[di], filler, &n);
                 if (!toks) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
                 hkv_status st = one_trial(env, toks, n, key, &ok, &budget, err, errlen);
                 free(toks);

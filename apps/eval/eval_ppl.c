@@ -1,7 +1,9 @@
 /* Perplexity under a bounded KV cache: streaming (one token per step, the cache evicting as it goes, as
- * StreamingLLM and H2O evaluate) and strided sliding windows (each window a fresh sequence). */
+ * StreamingLLM and H2O evaluate), strided sliding windows (each window a fresh sequence) and llama.cpp's
+ * llama-perplexity scoring (so the number can be put next to the one every GGUF user quotes). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "eval.h"
 
@@ -38,13 +40,26 @@ static hkv_status ctx_fail(hkv_context *c, char *err, size_t errlen, hkv_status 
     return st;
 }
 
-static void finish(eval_metrics *out, double nll_sum, long scored, double budget) {
+/* Sums of the per-token negative log-likelihoods and of their squares (for the standard error). */
+typedef struct nll_acc { double sum, sum2; long n; } nll_acc;
+
+static void acc_add(nll_acc *a, double v) { a->sum += v; a->sum2 += v * v; a->n++; }
+
+void eval_ppl_metrics(eval_metrics *out, double nll_sum, double nll_sum2, long scored, double budget) {
     memset(out, 0, sizeof *out);
-    double nll = nll_sum / (double)scored;
+    double nll = nll_sum / (double)scored, var = nll_sum2 / (double)scored - nll * nll;
+    /* llama-perplexity's estimate: sqrt of the sample variance over (count - 1) */
+    double se = scored > 1 && var > 0 ? sqrt(var / (double)(scored - 1)) : 0;
     eval_metrics_add(out, "ppl", exp(nll));
     eval_metrics_add(out, "nll", nll);
     eval_metrics_add(out, "tokens", (double)scored);
+    eval_metrics_add(out, "ppl_se", exp(nll) * se);
+    eval_metrics_add(out, "nll_se", se);
     out->budget_tokens = budget;
+}
+
+static void finish(eval_metrics *out, const nll_acc *a, double budget) {
+    eval_ppl_metrics(out, a->sum, a->sum2, a->n, budget);
 }
 
 /* Token t+1 is scored from the logits after feeding token t alone, so every prediction sees exactly what the
@@ -56,13 +71,13 @@ static hkv_status ppl_stream(const eval_env *env, const int32_t *tokens, int n, 
     hkv_context *c;
     hkv_status st = new_ctx(env, n, n, 0, &c, err, errlen);
     if (st) return st;
-    double nll = 0;
+    nll_acc a = {0};
     for (int t = 0; t + 1 < n; t++) {
         if ((st = hkv_decode(c, 0, tokens + t, 1))) return ctx_fail(c, err, errlen, st);
-        nll += eval_nll(hkv_get_logits(c, 0, -1), mi.n_vocab, tokens[t + 1]);
+        acc_add(&a, eval_nll(hkv_get_logits(c, 0, -1), mi.n_vocab, tokens[t + 1]));
         if (env->progress) env->progress(env->progress_ud, t + 1, n - 1);
     }
-    finish(out, nll, n - 1, hkv_context_budget(c).total);
+    finish(out, &a, hkv_context_budget(c).total);
     hkv_context_free(c);
     return HKV_OK;
 }
@@ -91,18 +106,54 @@ static hkv_status ppl_chunked(const eval_env *env, const eval_ppl_opts *o, const
     hkv_context *c;
     hkv_status st = new_ctx(env, n_ctx, window, 1, &c, err, errlen);
     if (st) return st;
-    double nll = 0;
-    long scored = 0;
+    nll_acc a = {0};
     for (int begin = 0, prev_end = 0; prev_end < n; begin += stride) {
         int end = begin + window < n ? begin + window : n;
         hkv_seq_reset(c, 0);
         if ((st = hkv_decode(c, 0, tokens + begin, end - begin))) return ctx_fail(c, err, errlen, st);
-        for (int j = prev_end > begin + 1 ? prev_end : begin + 1; j < end; j++, scored++)
-            nll += eval_nll(hkv_get_logits(c, 0, j - 1 - begin), mi.n_vocab, tokens[j]);
+        for (int j = prev_end > begin + 1 ? prev_end : begin + 1; j < end; j++)
+            acc_add(&a, eval_nll(hkv_get_logits(c, 0, j - 1 - begin), mi.n_vocab, tokens[j]));
         prev_end = end;
-        if (env->progress) env->progress(env->progress_ud, scored, n - 1);
+        if (env->progress) env->progress(env->progress_ud, a.n, n - 1);
     }
-    finish(out, nll, scored, hkv_context_budget(c).total);
+    finish(out, &a, hkv_context_budget(c).total);
+    hkv_context_free(c);
+    return HKV_OK;
+}
+
+/* llama-perplexity (llama.cpp examples/perplexity, perplexity()): disjoint chunks of n_ctx tokens, each a fresh
+ * sequence whose first token is overwritten with BOS when the vocabulary adds BOS; the first half of a chunk is
+ * context only, the logits at positions n_ctx/2 .. n_ctx-2 score the tokens after them. */
+static hkv_status ppl_llama(const eval_env *env, const eval_ppl_opts *o, const int32_t *tokens, int n,
+                            eval_metrics *out, char *err, size_t errlen) {
+    hkv_model_info mi;
+    hkv_model_get_info(env->model, &mi);
+    int n_ctx = default_ctx(env);
+    if (n_ctx < 4 || n < 2 * n_ctx) {
+        snprintf(err, errlen, "llama mode needs at least 2 x %d tokens (the -c chunk size) and -c >= 4, the text "
+                 "has %d (use a longer text or a smaller -c)", n_ctx, n);
+        return HKV_ERR_ARG;
+    }
+    int n_chunk = n / n_ctx, first = n_ctx / 2;
+    if (o->chunks > 0 && o->chunks < n_chunk) n_chunk = o->chunks;
+    int bos = env->bos == EVAL_BOS_ADD || (env->bos == EVAL_BOS_MODEL && mi.add_bos);
+    int32_t *chunk = malloc(sizeof *chunk * (size_t)n_ctx);
+    if (!chunk) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    hkv_context *c;
+    hkv_status st = new_ctx(env, n_ctx, n_ctx, 1, &c, err, errlen);
+    if (st) { free(chunk); return st; }
+    nll_acc a = {0};
+    for (int i = 0; i < n_chunk; i++) {
+        memcpy(chunk, tokens + (size_t)i * n_ctx, sizeof *chunk * (size_t)n_ctx);
+        if (bos && mi.bos >= 0) chunk[0] = mi.bos;
+        hkv_seq_reset(c, 0);
+        if ((st = hkv_decode(c, 0, chunk, n_ctx))) { free(chunk); return ctx_fail(c, err, errlen, st); }
+        for (int k = first; k < n_ctx - 1; k++)
+            acc_add(&a, eval_nll(hkv_get_logits(c, 0, k), mi.n_vocab, chunk[k + 1]));
+        if (env->progress) env->progress(env->progress_ud, i + 1, n_chunk);
+    }
+    free(chunk);
+    finish(out, &a, hkv_context_budget(c).total);
     hkv_context_free(c);
     return HKV_OK;
 }
@@ -114,5 +165,6 @@ hkv_status eval_ppl(const eval_env *env, const eval_ppl_opts *o, const int32_t *
         return HKV_ERR_ARG;
     }
     return o->mode == EVAL_PPL_STREAM ? ppl_stream(env, tokens, n, out, err, errlen)
+         : o->mode == EVAL_PPL_LLAMA  ? ppl_llama(env, o, tokens, n, out, err, errlen)
                                       : ppl_chunked(env, o, tokens, n, out, err, errlen);
 }

@@ -2,6 +2,7 @@
  * line plot (metric vs budget, one line per policy, like the figures of the H2O paper). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "eval.h"
 
@@ -57,21 +58,30 @@ void eval_write_table(FILE *f, const eval_row *rows, int n) {
     }
 }
 
+void eval_write_csv_header(FILE *f, const eval_metrics *m) {
+    fprintf(f, "policy,budget,budget_tokens");
+    for (int k = 0; k < m->n; k++) fprintf(f, ",%s", m->names[k]);
+    fputc('\n', f);
+}
+
+void eval_write_csv_row(FILE *f, const eval_row *r) {
+    char buf[64];
+    fmt_num(buf, sizeof buf, r->m.budget_tokens);
+    fprintf(f, "%s,%s,%s", r->policy, r->budget, buf);
+    for (int k = 0; k < r->m.n; k++) {
+        /* full precision: a resumed sweep reads these back */
+        if (isnan(r->m.values[k])) snprintf(buf, sizeof buf, "nan");
+        else if (r->m.values[k] == floor(r->m.values[k]) && fabs(r->m.values[k]) < 1e15) fmt_num(buf, sizeof buf, r->m.values[k]);
+        else snprintf(buf, sizeof buf, "%.10g", r->m.values[k]);
+        fprintf(f, ",%s", buf);
+    }
+    fputc('\n', f);
+}
+
 void eval_write_csv(FILE *f, const eval_row *rows, int n) {
     if (n <= 0) return;
-    char buf[64];
-    fprintf(f, "policy,budget,budget_tokens");
-    for (int k = 0; k < rows[0].m.n; k++) fprintf(f, ",%s", rows[0].m.names[k]);
-    fputc('\n', f);
-    for (int r = 0; r < n; r++) {
-        fmt_num(buf, sizeof buf, rows[r].m.budget_tokens);
-        fprintf(f, "%s,%s,%s", rows[r].policy, rows[r].budget, buf);
-        for (int k = 0; k < rows[r].m.n; k++) {
-            fmt_num(buf, sizeof buf, rows[r].m.values[k]);
-            fprintf(f, ",%s", buf);
-        }
-        fputc('\n', f);
-    }
+    eval_write_csv_header(f, &rows[0].m);
+    for (int r = 0; r < n; r++) eval_write_csv_row(f, &rows[r]);
 }
 
 /* JSON numbers cannot be nan/inf: those become null. Names and labels are plain ASCII identifiers. */
@@ -93,26 +103,155 @@ static void json_str(FILE *f, const char *s) {
     fputc('"', f);
 }
 
+/* {"policy": ..., "budget": ..., "budget_tokens": ..., <metrics>} without a newline. */
+static void json_row(FILE *f, const eval_row *r) {
+    fputs("{\"policy\": ", f);
+    json_str(f, r->policy);
+    fputs(", \"budget\": ", f);
+    json_str(f, r->budget);
+    fputs(", \"budget_tokens\": ", f);
+    json_num(f, r->m.budget_tokens);
+    for (int k = 0; k < r->m.n; k++) {
+        fputs(", ", f);
+        json_str(f, r->m.names[k]);
+        fputs(": ", f);
+        json_num(f, r->m.values[k]);
+    }
+    fputc('}', f);
+}
+
 void eval_write_json(FILE *f, const char *command, const eval_row *rows, int n) {
     fputs("{\"command\": ", f);
     json_str(f, command);
     fputs(", \"rows\": [", f);
     for (int r = 0; r < n; r++) {
-        fputs(r ? ",\n  {\"policy\": " : "\n  {\"policy\": ", f);
-        json_str(f, rows[r].policy);
-        fputs(", \"budget\": ", f);
-        json_str(f, rows[r].budget);
-        fputs(", \"budget_tokens\": ", f);
-        json_num(f, rows[r].m.budget_tokens);
-        for (int k = 0; k < rows[r].m.n; k++) {
-            fputs(", ", f);
-            json_str(f, rows[r].m.names[k]);
-            fputs(": ", f);
-            json_num(f, rows[r].m.values[k]);
-        }
-        fputc('}', f);
+        fputs(r ? ",\n  " : "\n  ", f);
+        json_row(f, &rows[r]);
     }
     fputs("\n]}\n", f);
+}
+
+void eval_write_jsonl_row(FILE *f, const eval_row *r) {
+    json_row(f, r);
+    fputc('\n', f);
+}
+
+/* ---------------------------------------------------------------- reading rows back (--resume) */
+
+static hkv_status add_read_row(eval_row **rows, int *n, const eval_row *r, char *err, size_t errlen) {
+    eval_row *nr = realloc(*rows, sizeof *nr * (size_t)(*n + 1));
+    if (!nr) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    *rows = nr;
+    nr[(*n)++] = *r;
+    return HKV_OK;
+}
+
+/* One CSV field [s, e) as a number ("nan" included); 0 when it is not one. */
+static int csv_num(const char *s, const char *e, double *v) {
+    char buf[64], *end;
+    if (e - s <= 0 || e - s >= (long)sizeof buf) return 0;
+    memcpy(buf, s, (size_t)(e - s));
+    buf[e - s] = 0;
+    *v = strtod(buf, &end);
+    return *end == 0;
+}
+
+hkv_status eval_read_csv(const char *text, eval_row **rows, int *n, char *err, size_t errlen) {
+    *rows = NULL;
+    *n = 0;
+    eval_metrics head;
+    memset(&head, 0, sizeof head);
+    int line = 0;
+    for (const char *s = text; *s; line++) {
+        const char *nl = strchr(s, '\n');
+        if (!nl) break;               /* a line cut short by an interruption: not a finished row */
+        eval_row r;
+        memset(&r, 0, sizeof r);
+        r.m = head;
+        int field = 0, bad = 0;
+        for (const char *f = s; f <= nl && !bad; field++) {
+            const char *e = f;
+            while (e < nl && *e != ',' && *e != '\r') e++;
+            size_t len = (size_t)(e - f);
+            if (line == 0) {
+                static const char *const fixed[] = {"policy", "budget", "budget_tokens"};
+                if (field < 3) bad = len != strlen(fixed[field]) || strncmp(f, fixed[field], len);
+                else if (field - 3 >= EVAL_MAX_METRICS || len == 0 || len >= sizeof head.names[0]) bad = 1;
+                else { memcpy(head.names[head.n], f, len); head.names[head.n][len] = 0; head.n++; }
+            } else if (field == 0 || field == 1) {
+                char *dst = field ? r.budget : r.policy;
+                size_t cap = field ? sizeof r.budget : sizeof r.policy;
+                if (len == 0 || len >= cap) bad = 1;
+                else { memcpy(dst, f, len); dst[len] = 0; }
+            } else if (field == 2) bad = !csv_num(f, e, &r.m.budget_tokens);
+            else if (field - 3 >= head.n) bad = 1;
+            else bad = !csv_num(f, e, &r.m.values[field - 3]);
+            while (e < nl && *e == '\r') e++;
+            f = e + 1;
+        }
+        if (!bad && line > 0 && field != 3 + head.n) bad = 1;
+        if (bad || (line == 0 && head.n == 0)) {
+            snprintf(err, errlen, "line %d is not a row of `heavykv eval` CSV output", line + 1);
+            free(*rows);
+            *rows = NULL;
+            *n = 0;
+            return HKV_ERR_FORMAT;
+        }
+        r.budget_pct = NAN;
+        if (line > 0 && add_read_row(rows, n, &r, err, errlen)) return HKV_ERR_NOMEM;
+        s = nl + 1;
+    }
+    return HKV_OK;
+}
+
+hkv_status eval_read_jsonl(const char *text, eval_row **rows, int *n, char *err, size_t errlen) {
+    *rows = NULL;
+    *n = 0;
+    int line = 0;
+    hkv_status st = HKV_OK;
+    for (const char *s = text; *s && !st; line++) {
+        const char *nl = strchr(s, '\n');
+        if (!nl) break;               /* cut short by an interruption */
+        size_t len = (size_t)(nl - s);
+        char *buf = malloc(len + 1);
+        if (!buf) { snprintf(err, errlen, "out of memory"); st = HKV_ERR_NOMEM; break; }
+        memcpy(buf, s, len);
+        buf[len] = 0;
+        s = nl + 1;
+        if (strspn(buf, " \t\r") == len) { free(buf); continue; }
+        eval_json j;
+        char jerr[200];
+        eval_row r;
+        memset(&r, 0, sizeof r);
+        r.budget_pct = NAN;
+        if (eval_json_parse(buf, &j, jerr, sizeof jerr)) {
+            snprintf(err, errlen, "line %d: %s", line + 1, jerr);
+            st = HKV_ERR_FORMAT;
+        } else {
+            const eval_json *p = eval_json_get(&j, "policy"), *b = eval_json_get(&j, "budget");
+            const eval_json *t = eval_json_get(&j, "budget_tokens");
+            if (j.type != EJ_OBJ || !p || p->type != EJ_STR || !b || b->type != EJ_STR || !t ||
+                strlen(p->str) >= sizeof r.policy || strlen(b->str) >= sizeof r.budget) {
+                snprintf(err, errlen, "line %d is not a row of `heavykv eval` JSONL output", line + 1);
+                st = HKV_ERR_FORMAT;
+            } else {
+                snprintf(r.policy, sizeof r.policy, "%s", p->str);
+                snprintf(r.budget, sizeof r.budget, "%s", b->str);
+                r.m.budget_tokens = t->type == EJ_NUM ? t->num : NAN;
+                for (int k = 0; k < j.n; k++) {
+                    const char *key = j.keys[k];
+                    if (!strcmp(key, "policy") || !strcmp(key, "budget") || !strcmp(key, "budget_tokens")) continue;
+                    if (strlen(key) >= sizeof r.m.names[0]) continue;
+                    eval_metrics_add(&r.m, key, j.items[k].type == EJ_NUM ? j.items[k].num : NAN);
+                }
+                st = add_read_row(rows, n, &r, err, errlen);
+            }
+            eval_json_free(&j);
+        }
+        free(buf);
+    }
+    if (st) { free(*rows); *rows = NULL; *n = 0; }
+    return st;
 }
 
 /* ---------------------------------------------------------------- SVG */
@@ -174,13 +313,29 @@ static void svg_axes(FILE *f, axis ax, axis ay, const char *xlabel, const char *
     svg_text(f, 20, (y0 + y1) / 2, "middle", rot, ylabel);
 }
 
-static const char *const palette[] = {"#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
-                                      "#e377c2", "#7f7f7f"};
+/* Okabe & Ito's colour-blind-safe palette (yellow last: weakest on white); each policy also gets its own
+ * marker shape, so lines stay distinguishable in grey print. */
+static const char *const palette[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+                                      "#000000", "#F0E442"};
+
+/* Marker `shape` (0 circle, 1 square, 2 triangle, 3 diamond, then hollow versions) centred at (x, y). */
+static void svg_marker(FILE *f, int shape, double x, double y, const char *col) {
+    char style[96];
+    snprintf(style, sizeof style, shape >= 4 ? "fill=\"white\" stroke=\"%s\" stroke-width=\"1.5\"" : "fill=\"%s\"", col);
+    switch (shape % 4) {
+    case 0: fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" %s/>\n", x, y, style); break;
+    case 1: fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"7\" height=\"7\" %s/>\n", x - 3.5, y - 3.5, style); break;
+    case 2: fprintf(f, "<polygon points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f\" %s/>\n", x, y - 5, x - 4.5, y + 3.5, x + 4.5,
+                    y + 3.5, style); break;
+    default: fprintf(f, "<polygon points=\"%.1f,%.1f %.1f,%.1f %.1f,%.1f %.1f,%.1f\" %s/>\n", x, y - 5, x + 5, y, x,
+                     y + 5, x - 5, y, style); break;
+    }
+}
 
 static double x_of(const eval_row *r, int pct) { return pct ? r->budget_pct : r->m.budget_tokens; }
 
-hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const eval_row *rows, int n, char *err,
-                          size_t errlen) {
+hkv_status eval_write_svg(FILE *f, const char *title, const char *subtitle, const char *metric, const eval_row *rows,
+                          int n, char *err, size_t errlen) {
     if (n <= 0 || isnan(eval_metrics_get(&rows[0].m, metric))) {
         snprintf(err, errlen, "unknown metric '%s' for the plot%s%s", metric, n > 0 ? " (choose one of: " : "",
                  n > 0 ? rows[0].m.names[0] : "");
@@ -195,11 +350,14 @@ hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const 
     }
     int pct = 1;
     for (int r = 0; r < n; r++) pct &= !isnan(rows[r].budget_pct);
+    char se_name[40];
+    snprintf(se_name, sizeof se_name, "%.30s_se", metric);   /* error bars when the metric has a standard error */
     double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
     for (int r = 0; r < n; r++) {
-        double x = x_of(&rows[r], pct), y = eval_metrics_get(&rows[r].m, metric);
+        double x = x_of(&rows[r], pct), y = eval_metrics_get(&rows[r].m, metric), se = eval_metrics_get(&rows[r].m, se_name);
         if (!isfinite(x) || !isfinite(y)) continue;
-        xlo = fmin(xlo, x); xhi = fmax(xhi, x); ylo = fmin(ylo, y); yhi = fmax(yhi, y);
+        if (!isfinite(se)) se = 0;
+        xlo = fmin(xlo, x); xhi = fmax(xhi, x); ylo = fmin(ylo, y - se); yhi = fmax(yhi, y + se);
     }
     if (!isfinite(xlo)) { xlo = 0; xhi = 1; ylo = 0; yhi = 1; }
     if (pct) { xlo = 0; xhi = fmax(xhi, 1); }
@@ -208,7 +366,8 @@ hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const 
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "font-family=\"sans-serif\" font-size=\"12\">\n"
                "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", SVG_W, SVG_H, SVG_W, SVG_H);
-    svg_text(f, (PL + SVG_W - PR) / 2.0, 24, "middle", " font-size=\"15\"", title);
+    svg_text(f, (PL + SVG_W - PR) / 2.0, 18, "middle", " font-size=\"15\"", title);
+    if (subtitle && *subtitle) svg_text(f, (PL + SVG_W - PR) / 2.0, 34, "middle", " font-size=\"11\" fill=\"#444\"", subtitle);
     svg_axes(f, ax, ay, pct ? "KV budget (% of the evaluated length)" : "KV budget (tokens per KV head)", metric);
     double x0 = PL, x1 = SVG_W - PR, y0 = SVG_H - PB, y1 = PT;
     /* One polyline per policy, in order of first appearance; points sorted by x. */
@@ -218,26 +377,37 @@ hkv_status eval_write_svg(FILE *f, const char *title, const char *metric, const 
         for (int q = 0; q < r; q++) seen |= !strcmp(rows[q].policy, rows[r].policy);
         if (seen) continue;
         const char *col = palette[n_pol % 8];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col);
-        double last = -INFINITY;
-        for (;;) { /* selection by increasing x keeps this allocation-free */
-            int best = -1;
-            for (int q = r; q < n; q++) {
-                if (strcmp(rows[q].policy, rows[r].policy)) continue;
-                double x = x_of(&rows[q], pct);
-                if (x > last && (best < 0 || x < x_of(&rows[best], pct))) best = q;
+        int shape = n_pol % 8;
+        /* two passes over the policy's points by increasing x: the line, then error bars and markers on top */
+        for (int pass = 0; pass < 2; pass++) {
+            if (!pass) fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", col);
+            double last = -INFINITY;
+            for (;;) { /* selection by increasing x keeps this allocation-free */
+                int best = -1;
+                for (int q = r; q < n; q++) {
+                    if (strcmp(rows[q].policy, rows[r].policy)) continue;
+                    double x = x_of(&rows[q], pct);
+                    if (x > last && (best < 0 || x < x_of(&rows[best], pct))) best = q;
+                }
+                if (best < 0) break;
+                last = x_of(&rows[best], pct);
+                double y = eval_metrics_get(&rows[best].m, metric), se = eval_metrics_get(&rows[best].m, se_name);
+                if (!isfinite(y)) continue;
+                double px = x0 + (last - ax.lo) / (ax.hi - ax.lo) * (x1 - x0), py = y0 - (y - ay.lo) / (ay.hi - ay.lo) * (y0 - y1);
+                if (!pass) { fprintf(f, "%.1f,%.1f ", px, py); continue; }
+                if (isfinite(se) && se > 0) {
+                    double dy = se / (ay.hi - ay.lo) * (y0 - y1);
+                    fprintf(f, "<path d=\"M%.1f,%.1fV%.1fM%.1f,%.1fH%.1fM%.1f,%.1fH%.1f\" stroke=\"%s\" stroke-width=\"1\"/>\n",
+                            px, py - dy, py + dy, px - 3, py - dy, px + 3, px - 3, py + dy, px + 3, col);
+                }
+                svg_marker(f, shape, px, py, col);
             }
-            if (best < 0) break;
-            last = x_of(&rows[best], pct);
-            double y = eval_metrics_get(&rows[best].m, metric);
-            if (isfinite(y))
-                fprintf(f, "%.1f,%.1f ", x0 + (last - ax.lo) / (ax.hi - ax.lo) * (x1 - x0),
-                        y0 - (y - ay.lo) / (ay.hi - ay.lo) * (y0 - y1));
+            if (!pass) fputs("\"/>\n", f);
         }
-        fputs("\"/>\n", f);
         double ly = PT + 10 + 20 * n_pol;
         fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>\n",
                 SVG_W - PR + 15, ly, SVG_W - PR + 40, ly, col);
+        svg_marker(f, shape, SVG_W - PR + 27.5, ly, col);
         svg_text(f, SVG_W - PR + 46, ly + 4, "start", "", rows[r].policy);
         n_pol++;
     }
