@@ -15,7 +15,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) { (void)argc; (void)argv; retu
 
 static void exercise(const hkv_tokenizer *t) {
     static const char *const texts[] = { "Hello world", " a  b\n\tc", "<s>x</s><|im_start|>", "\xff\xfe\xc3",
-                                         "\xc3\xbcn\xc3\xaf" "c\xc3\xb6" "d\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd", "" };
+                                         "\303\274n\303\257c\303\266d\303\251 \344\275\240\345\245\275", "" };
     int nv = tok_n_vocab(t);
     int32_t ids[256];
     char buf[1024];

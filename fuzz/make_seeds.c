@@ -55,11 +55,11 @@ static void model(const char *dir, const char *file, const char *arch, int tied,
     gguf_w_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
     gguf_w_f32(w, KEY("rope.freq_base"), 10000.0f);
     int spm = !strcmp(arch, "llama");
-    const char *spm_toks[] = { "<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "\xe2\x96\x81" "a", "ab",
+    const char *spm_toks[] = { "<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b", "\342\226\201a", "ab",
                                "<0x0A>", "<0x41>" };
     int32_t spm_types[] = { 2, 3, 3, 1, 1, 1, 1, 1, 6, 6 };
     float spm_scores[] = { 0, 0, 0, -1, -2, -3, -4, -5, 0, 0 };
-    const char *bpe_toks[] = { "<|endoftext|>", "a", "b", "\xc4\xa0", "ab", "\xc4\xa0" "a", "c", "\n", "<|im_start|>",
+    const char *bpe_toks[] = { "<|endoftext|>", "a", "b", "\xc4\xa0", "ab", "\304\240a", "c", "\n", "<|im_start|>",
                                "<|im_end|>" };
     int32_t bpe_types[] = { 3, 1, 1, 1, 1, 1, 1, 1, 3, 3 };
     const char *merges[] = { "a b", "\xc4\xa0 a" };
