@@ -49,7 +49,7 @@ static void chat_help(void) {
            "                        (default: the model's tokenizer.ggml.add_bos_token)\n"
            "      --kv-stats        after each reply: tokens prefilled, position, cache occupancy and memory\n"
            "      --show-prompt     print the text fed to the model each turn (stderr)\n\n%s",
-           cli_kv_help);
+           cli_kv_help());
 }
 
 /* Returns 0 ok, 1 error, 2 help shown. */
