@@ -468,7 +468,7 @@ static void test_chat_pty(void) {
         (void)e;
         close(master);
         execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", model, "-t", "1", "--chat-template", "chatml", "--temp", "0", "-n",
-              "1000000", "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
+              "1000000", "--ignore-eos", "-c", "2000000", "--allow-long-context", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
         _exit(127);
     }
     static char buf[1 << 16];
