@@ -16,6 +16,7 @@
     X(tova)                 \
     X(snapkv)               \
     X(pyramidkv)            \
+    X(scissorhands)         \
     HKV_POLICY_TABLE_TEST(X)
 
 /* A test build (tests/policy_dummy.c, -DHKV_TEST_DUMMY_POLICY) adds one entry to prove that every name in help

@@ -100,9 +100,10 @@ static void batch_case(const hkv_policy_ops *ops, hkv_policy_cfg c, int n, int t
 
 static void test_batch_equals_loop(void) {
     uint64_t rng = 7;
-    const hkv_policy_ops *ops[] = { &hkv_policy_window, &hkv_policy_sink, &hkv_policy_h2o, &hkv_policy_tova };
+    const hkv_policy_ops *ops[] = { &hkv_policy_window, &hkv_policy_sink, &hkv_policy_h2o, &hkv_policy_tova,
+                                    &hkv_policy_scissorhands };
     for (int it = 0; it < 400; it++) {
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             int n = 2 + (int)(rng_next(&rng) % 120), target = 1 + (int)(rng_next(&rng) % (uint64_t)n);
             hkv_policy_cfg c;
             memset(&c, 0, sizeof c);
@@ -111,6 +112,7 @@ static void test_batch_equals_loop(void) {
             c.b.heavy = target > c.b.recent + c.b.sink ? target - c.b.recent - c.b.sink : 0;
             c.b.total = target;
             c.opt[0] = (int)(rng_next(&rng) % 2);        /* h2o: score=sum|normalized */
+            if (ops[k] == &hkv_policy_scissorhands) c.opt[0] = 16;
             batch_case(ops[k], c, n, target, &rng);
         }
     }
@@ -248,8 +250,108 @@ static void test_snapkv_reference(void) {
     CHECK(differ);
 }
 
+/* ---------------------------------------------------------------- Scissorhands reference */
+
+#define MAXQ 400
+typedef struct sc_ref {
+    int alive[MAXPOS];
+    int nmarks[MAXPOS];
+    uint8_t marks[MAXPOS][MAXQ];   /* per position: 1 = this query gave it less than the query's average */
+} sc_ref;
+
+static int sc_count(const sc_ref *r, int p, int w) {
+    int c = 0;
+    for (int i = r->nmarks[p] - 1, k = 0; i >= 0 && k < w; i--, k++) c += r->marks[p][i];
+    return c;
+}
+
+/* Most marks in the window among non-recent non-sinks; older on ties. */
+static int sc_ref_victim(const sc_ref *r, int newest, const hkv_policy_cfg *c, int w) {
+    int best = -1, best_c = -1;
+    for (int p = 0; p <= newest; p++) {
+        if (!r->alive[p] || p < c->b.sink || p > newest - c->b.recent) continue;
+        int k = sc_count(r, p, w);
+        if (k > best_c) { best = p; best_c = k; }
+    }
+    return best;
+}
+
+/* Prompt chunk, then steps of 1 to 4 tokens; the kept set is compared with the reference after every trim. */
+static int sc_run(uint64_t seed, int heavy, int recent, int sink, int w) {
+    static sc_ref r;
+    memset(&r, 0, sizeof r);
+    uint64_t rng = seed;
+    hkv_policy_cfg c;
+    memset(&c, 0, sizeof c);
+    c.b.heavy = heavy; c.b.recent = recent; c.b.sink = sink; c.b.total = heavy + recent + sink;
+    c.opt[0] = w;
+    const hkv_policy_ops *ops = &hkv_policy_scissorhands;
+    head_t s;
+    head_init(&s);
+    float probs[CAP];
+    int p = 0, mism = 0;
+    for (int step = 0; p < 220; step++) {
+        int chunk = step == 0 ? 20 + (int)(rng_next(&rng) % 30) : 1 + (int)(rng_next(&rng) % 4) / 3 * 3;
+        float group = (float)(1 + rng_next(&rng) % 2);       /* GQA sum over 1 or 2 query heads */
+        int first_j = s.h.n;
+        for (int i = 0; i < chunk; i++) { head_insert(&s, ops, &c, p + i, &rng); r.alive[p + i] = 1; }
+        for (int i = 0; i < chunk; i++) {
+            int nv = first_j + i + 1;
+            make_probs(probs, nv, &rng);
+            for (int j = 0; j < nv; j++) probs[j] *= group;
+            ops->observe(&c, &s.h, probs, nv, p + i);
+            float tot = 0;
+            for (int j = 0; j < nv; j++) tot += probs[j];
+            float th = tot / (float)nv;
+            for (int j = 0; j < nv; j++) {
+                int q = s.pos[s.slots[j]];
+                r.marks[q][r.nmarks[q]++] = probs[j] < th;
+            }
+        }
+        p += chunk;
+        if (s.h.n > c.b.total) {
+            if (chunk > 1) {
+                uint8_t keep[CAP];
+                CHECK(ops->select(&c, &s.h, c.b.total, keep) >= 0);
+                head_apply_keep(&s, keep);
+            } else {
+                int j = ops->victim(&c, &s.h);
+                if (j >= 0) head_remove(&s, j);
+            }
+            int n_alive = 0;
+            for (int q = 0; q < p; q++) n_alive += r.alive[q];
+            while (n_alive > c.b.total) {
+                int v = sc_ref_victim(&r, p - 1, &c, w);
+                if (v < 0) break;
+                r.alive[v] = 0;
+                n_alive--;
+            }
+        }
+        int same = 1, j = 0;
+        for (int q = 0; q < p && same; q++)
+            if (r.alive[q]) same = j < s.h.n && s.pos[s.slots[j++]] == q;
+        same &= j == s.h.n;
+        if (!same && mism++ < 3)
+            CHECKF(0, "scissorhands seed %llu (heavy %d recent %d sink %d w %d): kept sets differ at position %d",
+                   (unsigned long long)seed, heavy, recent, sink, w, p);
+    }
+    return mism;
+}
+
+static void test_scissorhands_reference(void) {
+    int fails = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        uint64_t q = seed * 77;
+        int heavy = 1 + (int)(rng_next(&q) % 12), recent = (int)(rng_next(&q) % 8), sink = (int)(rng_next(&q) % 3);
+        int w = 1 + (int)(rng_next(&q) % 24);
+        fails += sc_run(seed, heavy, recent, sink, w);
+    }
+    CHECKF(fails == 0, "%d Scissorhands mismatches against the reference", fails);
+}
+
 int main(void) {
     test_batch_equals_loop();
     test_snapkv_reference();
+    test_scissorhands_reference();
     return tu_done("policy_ref");
 }

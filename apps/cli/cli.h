@@ -42,5 +42,6 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_kv_inspect(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 #endif
