@@ -52,7 +52,9 @@ static hkv_status fail(hkv_status st, char *err, size_t errlen, const char *fmt,
 
 #define NAME_LIST "chatml, llama3, llama2, mistral, gemma, phi3, zephyr"
 
-/* *src (may be NULL) gets the template text the family was recognised in, NULL when it was named. */
+/* *src (may be NULL) gets the template text the family was recognised in; for a named family, the model's own
+ * template when it is of that family (so naming the model's own family renders exactly like not naming one, as
+ * the server does after resolving the name once), else NULL. */
 static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out, const char **src, char *err,
                           size_t errlen) {
     if (src) *src = tmpl;
@@ -60,7 +62,8 @@ static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out
         for (int i = 0; family_names[i]; i++)
             if (strcmp(tmpl, family_names[i]) == 0) {
                 *out = (chat_family)i;
-                if (src) *src = NULL;
+                const char *own = hkv_model_chat_template(m);
+                if (src) *src = own && detect(own) == *out ? own : NULL;
                 return HKV_OK;
             }
         /* not a name: a template text when it looks like Jinja */
