@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(gguf tokenizer_json tokenize sampler request http)
+[ ${#targets[@]} -eq 0 ] && targets=(gguf tokenizer_json tokenize sampler parse request http)
 if ! command -v clang >/dev/null; then echo "fuzz.sh: clang not found (scripts/setup.sh installs it)" >&2; exit 2; fi
 probe=$(mktemp -d)
 printf '#include <stdint.h>\n#include <stddef.h>\nint LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) { (void)d; (void)n; return 0; }\n' > "$probe/p.c"
