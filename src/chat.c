@@ -3,6 +3,7 @@
  * of its family (the special-token strings each family uses), and each family is rendered by a few lines of C
  * that follow its published template. The leading BOS of the published templates is left to the tokenizer
  * (add_bos_token), exactly as llama.cpp does, so a model that says add_bos_token = false gets none. */
+#include "alloc.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +53,9 @@ static hkv_status fail(hkv_status st, char *err, size_t errlen, const char *fmt,
 
 #define NAME_LIST "chatml, llama3, llama2, mistral, gemma, phi3, zephyr"
 
-/* *src (may be NULL) gets the template text the family was recognised in, NULL when it was named. */
+/* *src (may be NULL) gets the template text the family was recognised in; for a named family, the model's own
+ * template when it is of that family (so naming the model's own family renders exactly like not naming one, as
+ * the server does after resolving the name once), else NULL. */
 static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out, const char **src, char *err,
                           size_t errlen) {
     if (src) *src = tmpl;
@@ -60,7 +63,8 @@ static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out
         for (int i = 0; family_names[i]; i++)
             if (strcmp(tmpl, family_names[i]) == 0) {
                 *out = (chat_family)i;
-                if (src) *src = NULL;
+                const char *own = hkv_model_chat_template(m);
+                if (src) *src = own && detect(own) == *out ? own : NULL;
                 return HKV_OK;
             }
         /* not a name: a template text when it looks like Jinja */
@@ -193,7 +197,7 @@ static hkv_status render_llama2(outbuf *o, const hkv_chat_message *msgs, int n) 
         if (i == start && start) {   /* the template strips the joined text, so join first */
             const char *sys = msgs[0].content;
             size_t len = strlen(sys) + strlen(c) + 32;
-            if (!(joined = malloc(len))) return HKV_ERR_NOMEM;
+            if (!(joined = hkv_malloc(len))) return HKV_ERR_NOMEM;
             snprintf(joined, len, "<<SYS>>\n%s\n<</SYS>>\n\n%s", sys, c);
             c = joined;
         }
@@ -204,7 +208,7 @@ static hkv_status render_llama2(outbuf *o, const hkv_chat_message *msgs, int n) 
         } else if (is_role(&msgs[i], "assistant")) {
             put(o, " "); put_trim(o, c); put(o, " </s>");
         }
-        free(joined);
+        hkv_free(joined);
     }
     return HKV_OK;
 }

@@ -8,7 +8,8 @@
  * and twice at the prompt exits. */
 #include "testutil.h"
 #include "heavykv.h"
-#include "tokenizer.h"
+#include "tokenizer_int.h"
+#include "synth.h"
 #include "gguf.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -126,11 +127,59 @@ static void test_default_system(void) {
     CHECK(hkv_chat_apply_template(NULL, QWEN2_TMPL, hello, 1, 1, buf, sizeof buf) > 0);
     CHECKF(strcmp(buf, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n"
                        "<|im_start|>assistant\n") == 0, "[%s]", buf);
-    /* the caller's system message replaces the default; the name "chatml" never adds one */
+    /* the caller's system message replaces the default; the name "chatml" without a model adds none */
     CHECK(hkv_chat_apply_template(NULL, QWEN25_TMPL, CONV, NCONV, 1, buf, sizeof buf) > 0);
     CHECK(strcmp(buf, EXPECTED[0].with_gen) == 0);
     CHECK(hkv_chat_apply_template(NULL, "chatml", hello, 1, 1, buf, sizeof buf) > 0);
     CHECK(strcmp(buf, "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n") == 0);
+}
+
+/* A model whose GGUF carries the Qwen2.5 template (stories260K's tokenizer + that template -> synth tiny): the
+ * model's template, and naming its own family, both render the default system message (the server resolves the
+ * name once and passes it); another family named renders none. */
+static void test_model_template(void) {
+    char err[256], tokpath[1024], modelpath[1024];
+    snprintf(tokpath, sizeof tokpath, "%s", tu_tmp("chat_tok25.gguf"));
+    snprintf(modelpath, sizeof modelpath, "%s", tu_tmp("chat_model25.gguf"));
+    gguf_file *g = NULL;
+    hkv_tokenizer *t = NULL;
+    if (gguf_open(tu_model(), &g, err, sizeof err) || tok_load_gguf(g, &t, err, sizeof err)) {
+        CHECKF(0, "%s", err);
+        gguf_close(g);
+        return;
+    }
+    gguf_close(g);
+    free(t->chat_template);
+    t->chat_template = strdup(QWEN25_TMPL);
+    gguf_writer *w = gguf_writer_new();
+    gguf_w_str(w, "general.architecture", "llama");
+    tok_write_gguf(t, w);
+    CHECK(gguf_writer_write(w, tokpath, err, sizeof err) == HKV_OK);
+    gguf_writer_free(w);
+    tok_free(t);
+    synth_params sp = synth_default_params();
+    sp.preset = "tiny";
+    sp.tokenizer = tokpath;
+    sp.n_layer = 1;
+    sp.n_threads = 1;
+    hkv_model *m = NULL;
+    CHECKF(synth_write(&sp, modelpath, NULL, err, sizeof err) == HKV_OK, "%s", err);
+    if (hkv_model_load(modelpath, NULL, &m, err, sizeof err) == HKV_OK) {
+        const hkv_chat_message hello[] = {{"user", "Hello"}};
+        const char *want = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                           "<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n";
+        char buf[512];
+        const char *fam = NULL;
+        CHECK(hkv_model_chat_template(m) && strcmp(hkv_model_chat_template(m), QWEN25_TMPL) == 0);
+        CHECK(hkv_chat_template_check(m, NULL, NULL, 0, &fam, err, sizeof err) == HKV_OK && !strcmp(fam, "chatml"));
+        CHECK(hkv_chat_apply_template(m, NULL, hello, 1, 1, buf, sizeof buf) > 0 && strcmp(buf, want) == 0);
+        CHECK(hkv_chat_apply_template(m, "chatml", hello, 1, 1, buf, sizeof buf) > 0 && strcmp(buf, want) == 0);
+        CHECK(hkv_chat_apply_template(m, "zephyr", hello, 1, 1, buf, sizeof buf) > 0 &&
+              strcmp(buf, "<|user|>\nHello</s>\n<|assistant|>\n") == 0);
+        hkv_model_free(m);
+    } else CHECKF(0, "%s", err);
+    remove(tokpath);
+    remove(modelpath);
 }
 
 /* Excerpts of the published templates (only what recognition looks at is guaranteed to be there). */
@@ -505,6 +554,7 @@ int main(void) {
     test_trim();
     test_detect();
     test_default_system();
+    test_model_template();
     test_real_configs();
     test_errors();
     test_sizes();
