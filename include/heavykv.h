@@ -115,20 +115,87 @@ typedef enum hkv_kv_type { HKV_KV_F16 = 0, HKV_KV_F32 = 1 } hkv_kv_type;
  * `run`, the evaluated sequence length in `eval`), resolved with hkv_budget_resolve(). */
 typedef struct hkv_amount { float value; int is_ratio; int set; } hkv_amount;
 
+/* A resolved budget in tokens per KV head (for hkv_budget_resolve's input side, -1 = not given). */
+typedef struct hkv_budget { int total, heavy, recent, sink; } hkv_budget;
+
+/* ---- The eviction-policy interface (see docs/ADDING_A_POLICY.md). A policy is a table of callbacks that
+ * owns a few floats of state per cached token; the cache owns K/V and positions and calls the policy. The
+ * built-in policies are instances of this same struct, listed in one table (hkv_policy_at); an embedder can
+ * pass its own through hkv_kv_config.custom without touching the library. */
+
+#define HKV_POLICY_MAX_STATE 4     /* floats of per-slot state a policy may ask for */
+#define HKV_POLICY_MAX_OPTIONS 6   /* options a policy may declare */
+
+/* One option of a policy, set as "POLICY.NAME=VALUE" in hkv_kv_config.options (CLI: --POLICY-NAME VALUE). */
+typedef struct hkv_policy_option {
+    const char *name;      /* e.g. "window" */
+    const char *choices;   /* "sum|normalized": the value is the index of the word; NULL: an integer */
+    int def, lo, hi;       /* default value; accepted range of integers */
+    const char *help;      /* one line */
+} hkv_policy_option;
+
+/* What every policy call may read. */
+typedef struct hkv_policy_cfg {
+    hkv_budget b;                       /* this layer's budget (layers may differ: --kv-budget-layers) */
+    int layer, n_layer;                 /* which layer this head belongs to */
+    int opt[HKV_POLICY_MAX_OPTIONS];    /* option values, in the order of ops->options */
+    void *user;                         /* hkv_kv_config.custom_user (custom policies) */
+} hkv_policy_cfg;
+
+/* One (sequence, layer, KV head) as a policy sees it. Live slots are listed in position order. */
+typedef struct hkv_head_view {
+    const int32_t *slots;   /* [n] live slot indices, ascending position */
+    const int32_t *pos;     /* [capacity] original position of each slot */
+    int n;                  /* live slots */
+    int32_t newest;         /* position of the newest token in the head */
+    float *state;           /* [capacity][ops->state_floats] this policy's per-slot state */
+} hkv_head_view;
+
+typedef struct hkv_policy_ops {
+    const char *name;             /* --kv-policy NAME (at most 15 characters) */
+    const char *help;             /* one line for help text */
+    int needs_probs;              /* 1: observe() gets attention probabilities (costs a little) */
+    int state_floats;             /* floats of per-slot state, 0..HKV_POLICY_MAX_STATE */
+    int never_evicts;             /* 1: the cache holds the whole context and budget flags do not apply */
+    const char *default_layers;   /* budget schedule when --kv-budget-layers is not given (NULL: "uniform") */
+    const hkv_policy_option *options;  /* [n_options] */
+    int n_options;
+    /* Every callback may be NULL (meaning: nothing to do / the default described here). */
+    /* Fill the unset parts (-1) of *s from the given ones; NULL: sink and recent default to 0, heavy is the
+     * rest. Return HKV_ERR_ARG with a message for a split the policy cannot use. */
+    hkv_status (*derive_budget)(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen);
+    /* A new token was written to slot s: reset its state. NULL: state is zeroed. */
+    void (*on_insert)(const hkv_policy_cfg *cfg, hkv_head_view *h, int32_t s);
+    /* One query (position qpos) attended over the head: probs[j] is the probability slot h->slots[j] received
+     * (aggregated over the KV group's query heads, sum or mean). Only j < n_visible took part. */
+    void (*observe)(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible, int32_t qpos);
+    /* Over budget by one: return the index j into h->slots to evict, or -1 if every token is protected. */
+    int (*victim)(const hkv_policy_cfg *cfg, const hkv_head_view *h);
+    /* Batch hook, after a step that wrote several tokens (a prompt chunk): choose all survivors at once.
+     * Set keep[j] = 1 for at most `target` of the h->n tokens and return how many; return -1 to fall back to
+     * calling victim() once per token. NULL: victim() loop. */
+    int (*select)(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep);
+    /* The number the policy ranks slot h->slots[j] by (for --kv-trace scores and kv-inspect); NULL: none. */
+    float (*score)(const hkv_policy_cfg *cfg, const hkv_head_view *h, int j);
+} hkv_policy_ops;
+
 typedef struct hkv_kv_config {
-    char policy[16];         /* "full", "window", "sink", "h2o", "tova" */
+    char policy[16];         /* a name from the policy table (hkv_policy_at), e.g. "h2o" */
     hkv_amount budget;       /* total tokens per KV head (heavy + recent + sink) */
     hkv_amount heavy, recent, sink; /* optional split; unset parts are derived (see hkv_budget_resolve) */
-    int h2o_normalized;      /* 0: score = sum of probabilities (original); 1: divided by #queries that saw it */
+    char options[160];       /* per-policy options, "POLICY.NAME=VALUE,..." (hkv_kv_set_option); entries of
+                                other policies are ignored, so one config can carry options for a sweep */
+    char budget_layers[160]; /* per-layer schedule: "" or "uniform", "pyramid", or a list of per-layer amounts
+                                "64,48,32,16" (see hkv_layer_budgets); "": the policy's default */
     int gqa_mean;            /* 0: sum over the query heads of a KV group; 1: mean */
-    int h2o_replace;         /* 1: FlexGen order: evict before attending (capacity = budget) */
+    int replace_order;       /* 1: FlexGen order: a decode step evicts before attending (capacity = budget) */
     int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
     int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
     hkv_kv_type type;        /* element type of stored K/V */
+    const hkv_policy_ops *custom; /* non-NULL: this policy instead of the table (policy[] is then ignored);
+                                     must stay valid while a context uses it */
+    void *custom_user;       /* handed to custom's callbacks as cfg->user */
 } hkv_kv_config;
-
-/* A resolved budget in tokens per KV head. */
-typedef struct hkv_budget { int total, heavy, recent, sink; } hkv_budget;
 
 /* Minimum budget a percentage resolves to (a ratio of a very short prompt is floored, not an error). */
 #define HKV_MIN_RATIO_BUDGET 4
@@ -139,8 +206,21 @@ HKV_API hkv_kv_config hkv_kv_default_config(void);
 HKV_API hkv_status hkv_amount_parse(const char *s, hkv_amount *out, char *err, size_t errlen);
 /* Resolve the config against ref_len (prompt length) and n_ctx into token counts; validates the split. */
 HKV_API hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err, size_t errlen);
-/* Names of the built-in policies, NULL-terminated. */
+/* The per-layer budgets of the config's schedule into out[n_layer] (same rules as a context uses). */
+HKV_API hkv_status hkv_layer_budgets(const hkv_kv_config *c, int ref_len, int n_ctx, int n_layer, hkv_budget *out,
+                                     char *err, size_t errlen);
+/* The policy table: entry i (0, 1, ...), NULL past the end. Names, help and error messages come from it. */
+HKV_API const hkv_policy_ops *hkv_policy_at(int i);
+/* The table entry called name, or NULL. */
+HKV_API const hkv_policy_ops *hkv_policy_find(const char *name);
+/* HKV_OK if name is in the table; else HKV_ERR_ARG and "unknown KV policy 'x' (choose full, window, ...)". */
+HKV_API hkv_status hkv_policy_check(const char *name, char *err, size_t errlen);
+/* Names of the built-in policies, NULL-terminated (the table's order). */
 HKV_API const char *const *hkv_policy_names(void);
+/* Set option NAME of policy POLICY (table name, or custom's name when custom is given) to VALUE in c->options,
+ * replacing an earlier value; checks both against the policy's option list. */
+HKV_API hkv_status hkv_kv_set_option(hkv_kv_config *c, const char *policy, const char *name, const char *value,
+                                     char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- context (sequences + their KV caches) */
 
@@ -154,6 +234,7 @@ typedef struct hkv_context_params {
     int ref_len;             /* length that percentage budgets refer to (prompt length); 0: n_ctx */
     hkv_kv_config kv;
     const char *trace_path;  /* non-NULL: write JSON lines of kept positions per head after every step */
+    int trace_scores;        /* 1: trace lines also carry the policy's score of each kept position */
 } hkv_context_params;
 
 HKV_API hkv_context_params hkv_context_default_params(void);
@@ -192,6 +273,11 @@ HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 HKV_API hkv_status hkv_get_kv_layer_stats(const hkv_context *c, int layer, int *occupancy_sum, uint64_t *evictions);
 /* Positions currently kept by (seq, layer, kv_head), ascending. Returns count (or minus required). */
 HKV_API int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int32_t *out, int max);
+/* The policy's score (ops->score) of each kept position, in the order of hkv_kv_positions; 0 when the policy
+ * has no score. Returns count (or minus required). */
+HKV_API int hkv_kv_scores(const hkv_context *c, int seq, int layer, int kv_head, float *out, int max);
+/* Budget of one layer (per-layer schedules); the context budget for a bad layer. */
+HKV_API hkv_budget hkv_context_layer_budget(const hkv_context *c, int layer);
 
 /* ---------------------------------------------------------------- sampling */
 
@@ -240,7 +326,8 @@ HKV_API hkv_status hkv_chat_template_check(const hkv_model *m, const char *tmpl,
 
 #define HKV_CHAT_ERROR (-2147483647 - 1)
 /* Renders msgs as the family's published template does (exact special-token text). add_assistant: append the
- * header that starts the assistant's reply. The leading BOS of the published templates is NOT in the text:
+ * header that starts the assistant's reply. With a template text (the model's, or given as tmpl), a default
+ * system message written in it (Qwen2/2.5) opens a conversation that has none. The leading BOS of the published templates is NOT in the text:
  * tokenize the result with add_bos = the model's add_bos (hkv_model_info.add_bos, or --bos/--no-bos) and
  * parse_special = 1, as llama.cpp does; BOS tokens inside the conversation (llama2) are in the text.
  * Returns the length written (NUL-terminated), or minus the size required (including NUL) when buflen is too

@@ -2,15 +2,12 @@
  * budget into token counts per KV head (total = heavy + recent + sink). */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include "heavykv.h"
+#include "policy.h"
 
 /* Largest token count accepted: floats hold every integer up to 2^24 exactly. */
 #define HKV_MAX_AMOUNT_TOKENS 16777216
-
-static const char *const policy_names[] = { "full", "window", "sink", "h2o", "tova", NULL };
-
-const char *const *hkv_policy_names(void) { return policy_names; }
 
 hkv_kv_config hkv_kv_default_config(void) {
     hkv_kv_config c;
@@ -84,110 +81,26 @@ static int amount_tokens(hkv_amount a, int ref_len) {
     return r < HKV_MIN_RATIO_BUDGET ? HKV_MIN_RATIO_BUDGET : (int)r;
 }
 
-static int is_policy_name(const char *name) {
-    for (int i = 0; policy_names[i]; i++)
-        if (strcmp(policy_names[i], name) == 0) return 1;
-    return 0;
-}
-
-/* The split being derived; -1 = not given yet. */
-typedef struct split { int total, heavy, recent, sink; } split;
-
-/* A part the policy does not use must be absent or 0; it is then 0. */
-static hkv_status no_part(const char *policy, const char *part, int *v, char *err, size_t errlen) {
-    if (*v > 0) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "the %s policy has no %s part; leave the %s budget unset", policy, part, part);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
-    }
-    *v = 0;
-    return HKV_OK;
-}
-
-/* window: all of the budget is the recent window. */
-static hkv_status derive_window(split *s, char *err, size_t errlen) {
-    hkv_status st;
-    if ((st = no_part("window", "heavy", &s->heavy, err, errlen)) != HKV_OK) return st;
-    if ((st = no_part("window", "sink", &s->sink, err, errlen)) != HKV_OK) return st;
-    if (s->recent < 0) s->recent = s->total;
-    if (s->total < 0) s->total = s->recent;
-    return HKV_OK;
-}
-
-/* sink: sink tokens + recent window. The default of 4 sinks shrinks for tiny budgets so one recent slot is left. */
-static hkv_status derive_sink(split *s, char *err, size_t errlen) {
-    hkv_status st = no_part("sink", "heavy", &s->heavy, err, errlen);
-    if (st != HKV_OK) return st;
-    if (s->total >= 0 && s->sink < 0 && s->recent >= 0) s->sink = s->total - s->recent;
-    if (s->sink < 0) s->sink = s->total >= 0 && s->total <= 4 ? (s->total > 0 ? s->total - 1 : 0) : 4;
-    if (s->total >= 0 && s->recent < 0) s->recent = s->total - s->sink;
+/* A policy without derive_budget: sink and recent default to 0 and heavy is the rest. */
+static void derive_default(hkv_budget *s) {
+    if (s->sink < 0) s->sink = 0;
     if (s->recent < 0) s->recent = 0;
-    if (s->total < 0) s->total = s->sink + s->recent;
-    return HKV_OK;
+    if (s->total >= 0 && s->heavy < 0) s->heavy = s->total - s->recent - s->sink;
+    if (s->heavy < 0) s->heavy = 0;
+    if (s->total < 0) s->total = s->heavy + s->recent + s->sink;
 }
 
-/* h2o: sink (default 0) + heavy hitters + recent window; an even split of the rest when neither is given
- * (recent = half rounded down, heavy gets the odd token). */
-static void derive_h2o(split *s) {
-    if (s->total >= 0 && s->sink < 0 && s->heavy >= 0 && s->recent >= 0) s->sink = s->total - s->heavy - s->recent;
-    if (s->sink < 0) s->sink = 0;
-    if (s->total >= 0) {
-        int rest = s->total - s->sink;
-        if (s->heavy < 0 && s->recent < 0) { s->recent = rest / 2; s->heavy = rest - s->recent; }
-        else if (s->heavy < 0) s->heavy = rest - s->recent;
-        else if (s->recent < 0) s->recent = rest - s->heavy;
-    } else {
-        if (s->heavy < 0) s->heavy = 0;
-        if (s->recent < 0) s->recent = 0;
-        s->total = s->heavy + s->recent + s->sink;
-    }
-}
-
-/* tova: everything is ranked by the latest query; only optional sinks are protected, no recent window. */
-static hkv_status derive_tova(split *s, char *err, size_t errlen) {
-    hkv_status st = no_part("tova", "recent", &s->recent, err, errlen);
-    if (st != HKV_OK) return st;
-    if (s->total >= 0 && s->sink < 0 && s->heavy >= 0) s->sink = s->total - s->heavy;
-    if (s->sink < 0) s->sink = 0;
-    if (s->heavy < 0) s->heavy = s->total >= 0 ? s->total - s->sink : 0;
-    if (s->total < 0) s->total = s->heavy + s->sink;
-    return HKV_OK;
-}
-
-hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err,
-                              size_t errlen) {
+/* Derives and validates one split (the given parts, -1 = unset) with the policy's rules. */
+static hkv_status derive_split(const hkv_policy_ops *ops, const hkv_policy_cfg *cfg, hkv_budget given, int n_ctx,
+                               hkv_budget *out, char *err, size_t errlen) {
     char msg[256];
-    if (!c || !out) return fail(err, errlen, HKV_ERR_ARG, "hkv_budget_resolve needs a config and an output");
-    if (n_ctx < 1) {
-        snprintf(msg, sizeof msg, "context length %d must be at least 1", n_ctx);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
+    hkv_budget s = given;
+    if (ops->derive_budget) {
+        hkv_status st = ops->derive_budget(cfg, &s, msg, sizeof msg);
+        if (st != HKV_OK) return fail(err, errlen, st, msg);
+    } else {
+        derive_default(&s);
     }
-    if (!is_policy_name(c->policy)) {
-        snprintf(msg, sizeof msg, "unknown KV policy \"%.16s\"; expected full, window, sink, h2o or tova", c->policy);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
-    }
-    if (strcmp(c->policy, "full") == 0) {     /* budget flags do not apply: the cache holds the whole context */
-        hkv_budget b = { n_ctx, 0, n_ctx, 0 };
-        *out = b;
-        return HKV_OK;
-    }
-    if (ref_len <= 0) ref_len = n_ctx;
-    split s = { amount_tokens(c->budget, ref_len), amount_tokens(c->heavy, ref_len),
-                amount_tokens(c->recent, ref_len), amount_tokens(c->sink, ref_len) };
-    int given_parts = s.heavy >= 0 || s.recent >= 0 || s.sink >= 0;
-    if (s.total < 0 && !given_parts) {
-        snprintf(msg, sizeof msg, "the %s policy needs a KV budget (total tokens, a percentage or its split)",
-                 c->policy);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
-    }
-    split given = s;
-    hkv_status st = HKV_OK;
-    if (strcmp(c->policy, "window") == 0) st = derive_window(&s, err, errlen);
-    else if (strcmp(c->policy, "sink") == 0) st = derive_sink(&s, err, errlen);
-    else if (strcmp(c->policy, "h2o") == 0) derive_h2o(&s);
-    else st = derive_tova(&s, err, errlen);
-    if (st != HKV_OK) return st;
-
     if (s.total < 1) {
         snprintf(msg, sizeof msg, "KV budget of %d tokens is too small; it must be at least 1", s.total);
         return fail(err, errlen, HKV_ERR_ARG, msg);
@@ -203,21 +116,168 @@ hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hk
         for (int i = 0, o = 0; i < 3; i++)
             if (vals[i] >= 0 && o < (int)sizeof parts)
                 o += snprintf(parts + o, sizeof parts - (size_t)o, "%s%s %d", o ? ", " : "", names[i], vals[i]);
-        snprintf(msg, sizeof msg, "the %s budget split (%s) does not fit a total of %d tokens", c->policy, parts,
+        snprintf(msg, sizeof msg, "the %s budget split (%s) does not fit a total of %d tokens", ops->name, parts,
                  s.total);
         return fail(err, errlen, HKV_ERR_ARG, msg);
     }
-    if (s.recent < 1 && (strcmp(c->policy, "window") == 0 || strcmp(c->policy, "sink") == 0)) {
-        snprintf(msg, sizeof msg, "the %s policy needs a recent window of at least 1 token (sink %d of %d)",
-                 c->policy, s.sink, s.total);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
-    }
-    if (c->h2o_replace && s.heavy + s.recent == 0) {   /* every kept token is a sink: no slot to replace */
-        snprintf(msg, sizeof msg, "the replace order needs a heavy or recent part (the budget of %d is all sink)",
-                 s.total);
-        return fail(err, errlen, HKV_ERR_ARG, msg);
-    }
-    hkv_budget b = { s.total, s.heavy, s.recent, s.sink };
-    *out = b;
+    *out = s;
     return HKV_OK;
+}
+
+/* Policy, options and the given parts of a config; the shared first half of resolving. */
+static hkv_status resolve_start(const hkv_kv_config *c, int ref_len, int n_ctx, const hkv_policy_ops **ops,
+                                hkv_policy_cfg *cfg, hkv_budget *given, char *err, size_t errlen) {
+    char msg[256];
+    if (n_ctx < 1) {
+        snprintf(msg, sizeof msg, "context length %d must be at least 1", n_ctx);
+        return fail(err, errlen, HKV_ERR_ARG, msg);
+    }
+    if (!(*ops = hkv_policy_of(c, msg, sizeof msg))) return fail(err, errlen, HKV_ERR_ARG, msg);
+    memset(cfg, 0, sizeof *cfg);
+    cfg->user = c->custom_user;
+    hkv_status st = hkv_policy_options(*ops, c->options, cfg->opt, msg, sizeof msg);
+    if (st) return fail(err, errlen, st, msg);
+    if (ref_len <= 0) ref_len = n_ctx;
+    hkv_budget g = { amount_tokens(c->budget, ref_len), amount_tokens(c->heavy, ref_len),
+                     amount_tokens(c->recent, ref_len), amount_tokens(c->sink, ref_len) };
+    *given = g;
+    return HKV_OK;
+}
+
+hkv_status hkv_budget_resolve(const hkv_kv_config *c, int ref_len, int n_ctx, hkv_budget *out, char *err,
+                              size_t errlen) {
+    char msg[256];
+    if (!c || !out) return fail(err, errlen, HKV_ERR_ARG, "hkv_budget_resolve needs a config and an output");
+    const hkv_policy_ops *ops;
+    hkv_policy_cfg cfg;
+    hkv_budget given;
+    hkv_status st = resolve_start(c, ref_len, n_ctx, &ops, &cfg, &given, err, errlen);
+    if (st) return st;
+    if (ops->never_evicts) {     /* budget flags do not apply: the cache holds the whole context */
+        hkv_budget b = { n_ctx, 0, n_ctx, 0 };
+        *out = b;
+        return HKV_OK;
+    }
+    if (given.total < 0 && given.heavy < 0 && given.recent < 0 && given.sink < 0) {
+        snprintf(msg, sizeof msg, "the %s policy needs a KV budget (total tokens, a percentage or its split)",
+                 ops->name);
+        return fail(err, errlen, HKV_ERR_ARG, msg);
+    }
+    if ((st = derive_split(ops, &cfg, given, n_ctx, out, err, errlen))) return st;
+    if (c->replace_order && out->heavy + out->recent == 0) {   /* every kept token is a sink: no slot to replace */
+        snprintf(msg, sizeof msg, "the replace order needs a heavy or recent part (the budget of %d is all sink)",
+                 out->total);
+        return fail(err, errlen, HKV_ERR_ARG, msg);
+    }
+    return HKV_OK;
+}
+
+/* ---------------------------------------------------------------- per-layer schedules */
+
+/* PyramidKV (Cai et al. 2024): budgets fall linearly from the lowest layer to the highest, the top layer gets
+ * avg / beta (beta = 20, the paper's default) and the sum over layers equals avg * n_layer, the uniform total.
+ * Integer budgets: floors, then the remainder to the largest fractions (lower layers first on ties). */
+#define HKV_PYRAMID_BETA 20.0
+static void pyramid_totals(int avg, int n_layer, int *tot) {
+    if (n_layer == 1) { tot[0] = avg; return; }
+    double top = avg / HKV_PYRAMID_BETA;
+    if (top < 1) top = 1;
+    double bottom = 2.0 * avg - top;
+    long sum = 0, want = (long)avg * n_layer;
+    for (int l = 0; l < n_layer; l++) {
+        double k = bottom - (bottom - top) * l / (n_layer - 1);
+        tot[l] = (int)floor(k);
+        sum += tot[l];
+    }
+    while (sum < want) {       /* hand out the remainder, largest fraction first */
+        int best = 0;
+        double best_f = -1;
+        for (int l = 0; l < n_layer; l++) {
+            double k = bottom - (bottom - top) * l / (n_layer - 1), f = k - tot[l];
+            if (f > best_f) { best = l; best_f = f; }
+        }
+        tot[best]++;
+        sum++;
+    }
+    while (sum > want)         /* floating error the other way: take from the largest layer */
+        for (int l = 0; l < n_layer && sum > want; l++) if (tot[l] > 1) { tot[l]--; sum--; }
+}
+
+/* "a,b,c": one amount per layer (tokens, P% or 0.R of ref_len). */
+static hkv_status list_totals(const char *s, int ref_len, int n_layer, int *tot, char *err, size_t errlen) {
+    char msg[256], item[40];
+    int n = 0;
+    for (const char *p = s;; n++) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n >= n_layer) {
+            snprintf(msg, sizeof msg, "--kv-budget-layers lists more budgets than the model's %d layers", n_layer);
+            return fail(err, errlen, HKV_ERR_ARG, msg);
+        }
+        snprintf(item, sizeof item, "%.*s", (int)(len < 38 ? len : 38), p);
+        hkv_amount a;
+        char aerr[200];
+        if (len >= 38 || hkv_amount_parse(item, &a, aerr, sizeof aerr)) {
+            snprintf(msg, sizeof msg, "--kv-budget-layers item %d: %s", n + 1, len >= 38 ? "too long" : aerr);
+            return fail(err, errlen, HKV_ERR_ARG, msg);
+        }
+        tot[n] = amount_tokens(a, ref_len);
+        if (!e) break;
+        p = e + 1;
+    }
+    if (n + 1 != n_layer) {
+        snprintf(msg, sizeof msg, "--kv-budget-layers lists %d budgets but the model has %d layers", n + 1, n_layer);
+        return fail(err, errlen, HKV_ERR_ARG, msg);
+    }
+    return HKV_OK;
+}
+
+hkv_status hkv_layer_budgets(const hkv_kv_config *c, int ref_len, int n_ctx, int n_layer, hkv_budget *out,
+                             char *err, size_t errlen) {
+    char msg[256];
+    if (!c || !out || n_layer < 1) return fail(err, errlen, HKV_ERR_ARG, "hkv_layer_budgets needs a config, layers and an output");
+    const hkv_policy_ops *ops;
+    hkv_policy_cfg cfg;
+    hkv_budget given;
+    hkv_status st = resolve_start(c, ref_len, n_ctx, &ops, &cfg, &given, err, errlen);
+    if (st) return st;
+    const char *sched = c->budget_layers[0] ? c->budget_layers : ops->default_layers ? ops->default_layers : "uniform";
+    int is_list = strcmp(sched, "uniform") && strcmp(sched, "pyramid");
+    hkv_budget base;
+    if (!is_list || ops->never_evicts) {
+        if ((st = hkv_budget_resolve(c, ref_len, n_ctx, &base, err, errlen))) return st;
+        if (ops->never_evicts || !strcmp(sched, "uniform")) {
+            for (int l = 0; l < n_layer; l++) out[l] = base;
+            return HKV_OK;
+        }
+    }
+    int *tot = malloc(sizeof(int) * (size_t)n_layer);
+    if (!tot) return fail(err, errlen, HKV_ERR_NOMEM, "out of memory for the per-layer budgets");
+    if (is_list) {
+        if (!strchr(sched, ',') && n_layer > 1 && !(sched[0] >= '0' && sched[0] <= '9')) {
+            snprintf(msg, sizeof msg, "--kv-budget-layers expects uniform, pyramid or a list of per-layer budgets, "
+                     "got '%.40s'", sched);
+            st = fail(err, errlen, HKV_ERR_ARG, msg);
+        } else {
+            if (ref_len <= 0) ref_len = n_ctx;
+            st = list_totals(sched, ref_len, n_layer, tot, err, errlen);
+        }
+    } else {
+        pyramid_totals(base.total, n_layer, tot);
+    }
+    /* each layer: the policy's split of that layer's total, keeping the parts the user gave */
+    for (int l = 0; !st && l < n_layer; l++) {
+        hkv_budget g = given;
+        g.total = tot[l];
+        cfg.layer = l;
+        cfg.n_layer = n_layer;
+        st = derive_split(ops, &cfg, g, n_ctx, &out[l], msg, sizeof msg);
+        if (st) {
+            char m2[320];
+            snprintf(m2, sizeof m2, "layer %d (budget %d): %s", l, tot[l], msg);
+            fail(err, errlen, st, m2);
+        }
+    }
+    free(tot);
+    return st;
 }

@@ -52,10 +52,20 @@ static hkv_status fail(hkv_status st, char *err, size_t errlen, const char *fmt,
 
 #define NAME_LIST "chatml, llama3, llama2, mistral, gemma, phi3, zephyr"
 
-static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out, char *err, size_t errlen) {
+/* *src (may be NULL) gets the template text the family was recognised in; for a named family, the model's own
+ * template when it is of that family (so naming the model's own family renders exactly like not naming one, as
+ * the server does after resolving the name once), else NULL. */
+static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out, const char **src, char *err,
+                          size_t errlen) {
+    if (src) *src = tmpl;
     if (tmpl) {
         for (int i = 0; family_names[i]; i++)
-            if (strcmp(tmpl, family_names[i]) == 0) { *out = (chat_family)i; return HKV_OK; }
+            if (strcmp(tmpl, family_names[i]) == 0) {
+                *out = (chat_family)i;
+                const char *own = hkv_model_chat_template(m);
+                if (src) *src = own && detect(own) == *out ? own : NULL;
+                return HKV_OK;
+            }
         /* not a name: a template text when it looks like Jinja */
         if (!has(tmpl, "{%") && !has(tmpl, "{{"))
             return fail(HKV_ERR_ARG, err, errlen, "unknown chat template \"%.64s\" (known: " NAME_LIST ")", tmpl);
@@ -65,6 +75,7 @@ static hkv_status resolve(const hkv_model *m, const char *tmpl, chat_family *out
         return HKV_OK;
     }
     const char *own = hkv_model_chat_template(m);
+    if (src) *src = own;
     if (!own)
         return fail(HKV_ERR_UNSUPPORTED, err, errlen, "the model has no chat template (tokenizer.chat_template); "
                     "name one of: " NAME_LIST);
@@ -98,7 +109,7 @@ static hkv_status validate(chat_family f, const hkv_chat_message *msgs, int n, c
 hkv_status hkv_chat_template_check(const hkv_model *m, const char *tmpl, const hkv_chat_message *msgs, int n,
                                    const char **family, char *err, size_t errlen) {
     chat_family f;
-    hkv_status st = resolve(m, tmpl, &f, err, errlen);
+    hkv_status st = resolve(m, tmpl, &f, NULL, err, errlen);
     if (!st) st = validate(f, msgs, n, err, errlen);
     if (!st && family) *family = family_names[f];
     return st;
@@ -134,8 +145,32 @@ static void put_trim(outbuf *o, const char *s) {
 
 static int is_role(const hkv_chat_message *m, const char *r) { return strcmp(m->role, r) == 0; }
 
-/* ChatML (Qwen2/2.5/3, SmolLM, ...): every turn is <|im_start|>ROLE\nCONTENT<|im_end|>\n. */
-static void render_chatml(outbuf *o, const hkv_chat_message *msgs, int n, int add_ass) {
+/* Qwen2/2.5 templates open a conversation that has no system message with a default one, written as one Jinja
+ * string literal: {{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }} (the newline is the two
+ * characters backslash-n in the template source). Finds such a literal; Qwen3's and other templates, which only
+ * concatenate the caller's system message there, have none. */
+static int default_system(const char *src, const char **text, size_t *len) {
+    static const char head[] = "<|im_start|>system\\n";
+    for (const char *p = src ? strstr(src, head) : NULL; p; p = strstr(p + 1, head)) {
+        const char *t = p + sizeof head - 1, *end = strstr(t, "<|im_end|>");
+        if (!end || end == t) continue;
+        size_t n = (size_t)(end - t);
+        if (strcspn(t, "'\"{}+\\") < n) continue;   /* an expression, not literal text */
+        *text = t;
+        *len = n;
+        return 1;
+    }
+    return 0;
+}
+
+/* ChatML (Qwen2/2.5/3, SmolLM, ...): every turn is <|im_start|>ROLE\nCONTENT<|im_end|>\n; src is the template
+ * text (for a default system message), NULL when the family was named. */
+static void render_chatml(outbuf *o, const hkv_chat_message *msgs, int n, int add_ass, const char *src) {
+    const char *dsys;
+    size_t dlen;
+    if (n > 0 && !is_role(&msgs[0], "system") && default_system(src, &dsys, &dlen)) {
+        put(o, "<|im_start|>system\n"); put_n(o, dsys, dlen); put(o, "<|im_end|>\n");
+    }
     for (int i = 0; i < n; i++) {
         put(o, "<|im_start|>"); put(o, msgs[i].role); put(o, "\n"); put(o, msgs[i].content); put(o, "<|im_end|>\n");
     }
@@ -230,11 +265,12 @@ static void render_zephyr(outbuf *o, const hkv_chat_message *msgs, int n, int ad
 int hkv_chat_apply_template(const hkv_model *m, const char *tmpl, const hkv_chat_message *msgs, int n,
                             int add_assistant, char *buf, int buflen) {
     chat_family f;
-    if (resolve(m, tmpl, &f, NULL, 0) || validate(f, msgs, n, NULL, 0)) return HKV_CHAT_ERROR;
+    const char *src;
+    if (resolve(m, tmpl, &f, &src, NULL, 0) || validate(f, msgs, n, NULL, 0)) return HKV_CHAT_ERROR;
     if (buflen < 0 || (buflen > 0 && !buf)) return HKV_CHAT_ERROR;
     outbuf o = {buf, (size_t)buflen, 0};
     switch (f) {
-    case F_CHATML: render_chatml(&o, msgs, n, add_assistant); break;
+    case F_CHATML: render_chatml(&o, msgs, n, add_assistant, src); break;
     case F_LLAMA3: render_llama3(&o, msgs, n, add_assistant); break;
     case F_LLAMA2: if (render_llama2(&o, msgs, n)) return HKV_CHAT_ERROR; break;
     case F_MISTRAL: render_mistral(&o, msgs, n); break;

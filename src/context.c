@@ -14,7 +14,9 @@
 struct hkv_context {
     hkv_model *m;
     hkv_context_params p;
-    hkv_budget budget;
+    hkv_budget budget;         /* the largest layer budget (sizes the cache) */
+    const hkv_policy_ops *kv_ops;
+    int evict_first;           /* the policy evicts before writing (FlexGen order) */
     kv_cache *kv;
     hkv_pool *pool;
     int n_ctx, n_seq, chunk;   /* chunk: max tokens per forward pass (scratch rows) */
@@ -100,8 +102,8 @@ static int n_threads_of(const hkv_context_params *p, const hkv_model *m) {
 /* Slots per head while decoding k tokens at once: append-then-evict needs the budget plus the new tokens
  * (FlexGen's replace order evicts first, so single steps need only the budget). `full` never evicts. */
 static int capacity_for(const hkv_context *c, int k) {
-    if (!strcmp(c->p.kv.policy, "full")) return c->n_ctx;
-    long cap = (long)c->budget.total + (c->p.kv.h2o_replace && k == 1 ? 0 : k);
+    if (c->kv_ops->never_evicts) return c->n_ctx;
+    long cap = (long)c->budget.total + (c->evict_first && k == 1 ? 0 : k);
     return cap > c->n_ctx ? c->n_ctx : (int)cap;
 }
 
@@ -125,6 +127,45 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     return HKV_OK;
 }
 
+/* The policy of p (table or custom), its per-layer configs and budgets; c->budget = the largest layer's budget,
+ * which sizes the cache (all layers get the same slot count). */
+static hkv_status policy_setup(hkv_context *c, const hkv_context_params *p, int n_layer, hkv_policy_cfg *cfg,
+                               char *err, size_t errlen) {
+    const hkv_policy_ops *ops = hkv_policy_of(&p->kv, err, errlen);
+    if (!ops) return HKV_ERR_ARG;
+    if (!ops->never_evicts && !ops->victim) {
+        snprintf(err, errlen, "KV policy '%s' has no victim callback (only a never-evicting policy may omit it)",
+                 ops->name ? ops->name : "");
+        return HKV_ERR_ARG;
+    }
+    if (!ops->name || ops->state_floats < 0 || ops->state_floats > HKV_POLICY_MAX_STATE) {
+        snprintf(err, errlen, "KV policy '%s' asks for %d floats of state (at most %d) or has no name",
+                 ops->name ? ops->name : "", ops->state_floats, HKV_POLICY_MAX_STATE);
+        return HKV_ERR_ARG;
+    }
+    hkv_budget *lb = malloc(sizeof(hkv_budget) * (size_t)n_layer);
+    if (!lb) return HKV_ERR_NOMEM;
+    hkv_status st = hkv_layer_budgets(&p->kv, p->ref_len, p->n_ctx, n_layer, lb, err, errlen);
+    if (!st) {
+        int opt[HKV_POLICY_MAX_OPTIONS];
+        st = hkv_policy_options(ops, p->kv.options, opt, err, errlen);
+        c->budget = lb[0];
+        for (int l = 0; !st && l < n_layer; l++) {
+            cfg[l].b = lb[l];
+            cfg[l].layer = l;
+            cfg[l].n_layer = n_layer;
+            memcpy(cfg[l].opt, opt, sizeof opt);
+            cfg[l].user = p->kv.custom_user;
+            if (lb[l].total > c->budget.total) c->budget = lb[l];
+        }
+    }
+    free(lb);
+    if (st) return st;
+    c->kv_ops = ops;
+    c->evict_first = p->kv.replace_order && !ops->never_evicts;
+    return HKV_OK;
+}
+
 hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_context **out, char *err, size_t errlen) {
     *out = NULL;
     hkv_context_params p = pp ? *pp : hkv_context_default_params();
@@ -139,25 +180,25 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         p.n_ctx = mi.n_ctx_default;
     }
     if (p.n_seq == 0) p.n_seq = 1;
-    const hkv_policy_ops *ops = hkv_policy_find(p.kv.policy);
-    if (!ops) {
-        snprintf(err, errlen, "unknown KV policy '%s' (choose full, window, sink, h2o or tova)", p.kv.policy);
-        return HKV_ERR_ARG;
-    }
     hkv_context *c = calloc(1, sizeof *c);
-    if (!c) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
+    hkv_policy_cfg *cfg = calloc((size_t)hp->n_layer, sizeof *cfg);
+    hkv_status st = c && cfg ? policy_setup(c, &p, hp->n_layer, cfg, err, errlen) : HKV_ERR_NOMEM;
+    if (st) {
+        if (st == HKV_ERR_NOMEM) snprintf(err, errlen, "out of memory");
+        free(cfg);
+        free(c);
+        return st;
+    }
     c->m = m; c->p = p; c->n_ctx = p.n_ctx; c->n_seq = p.n_seq;
-    hkv_status st = hkv_budget_resolve(&p.kv, p.ref_len, p.n_ctx, &c->budget, err, errlen);
-    if (st) { free(c); return st; }
     int chunk = p.kv.prefill_chunk > 0 ? p.kv.prefill_chunk : (p.ref_len > 0 ? p.ref_len : 512);
-    if (!strcmp(p.kv.policy, "full") && chunk > 512) chunk = 512; /* no eviction: chunking changes nothing */
+    if (c->kv_ops->never_evicts && chunk > 512) chunk = 512; /* no eviction: chunking changes nothing */
     if (chunk > p.n_ctx) chunk = p.n_ctx;
     c->chunk = chunk < p.n_seq ? p.n_seq : chunk;
-    hkv_policy_cfg cfg = {c->budget, p.kv.h2o_normalized, p.kv.h2o_replace};
     c->pool = hkv_pool_new(n_threads_of(&p, m));
     st = c->pool ? kv_new(&c->kv, p.n_seq, hp->n_layer, hp->n_head_kv, hp->head_dim, capacity_for(c, 1), p.n_ctx,
-                          p.kv.type, p.kv.simulate, ops, &cfg, err, errlen)
+                          p.kv.type, p.kv.simulate, c->kv_ops, cfg, err, errlen)
                  : HKV_ERR_NOMEM;
+    free(cfg);
     if (!st && !alloc_scratch(c)) st = HKV_ERR_NOMEM;
     if (!st && p.trace_path && !(c->trace = fopen(p.trace_path, "w"))) {
         snprintf(err, errlen, "cannot open trace file '%s' for writing", p.trace_path);
@@ -203,7 +244,9 @@ static void attn_item(void *arg, int i, int thread) {
         size_t qo = (size_t)t * qd + (size_t)h * group * hd;
         attn_head(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
     }
-    kv_trim(c->kv, L, h);
+    int n_new = 0;
+    for (int t = 0; t < b->n; t++) n_new += b->seqs[t] == seq;
+    kv_trim(c->kv, L, h, n_new);
 }
 
 static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
@@ -337,7 +380,7 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         int k = n - done < c->chunk ? n - done : c->chunk;
         for (int i = 0; i < k; i++) pos[i] = c->n_past[seq] + i;
         fwd_batch b = {.tokens = tokens + done, .seqs = seqs, .pos = pos, .n = k,
-                       .replace = c->p.kv.h2o_replace && k == 1};
+                       .replace = c->evict_first && k == 1};
         st = forward_chunk(c, &b);
         if (st) {
             /* earlier layers already hold this chunk while n_past did not move: the sequence is no longer
@@ -359,7 +402,7 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
         c->logits_all_n = n;
         c->logits_all_seq = seq;
     }
-    if (c->trace) kv_trace_write(c->kv, seq, c->trace);
+    if (c->trace) kv_trace_write(c->kv, seq, c->trace, c->p.trace_scores);
     return HKV_OK;
 }
 
@@ -381,7 +424,7 @@ hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *toke
         }
         pos[i] = c->n_past[seqs[i]];
     }
-    fwd_batch b = {.tokens = tokens, .seqs = seqs, .pos = pos, .n = n, .replace = c->p.kv.h2o_replace};
+    fwd_batch b = {.tokens = tokens, .seqs = seqs, .pos = pos, .n = n, .replace = c->evict_first};
     c->logits_all_n = 0; /* rows of an earlier hkv_decode no longer describe the sequences */
     if ((st = forward_chunk(c, &b))) {
         for (int i = 0; i < n; i++) hkv_seq_reset(c, seqs[i]);
@@ -393,7 +436,7 @@ hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *toke
         c->n_past[seqs[i]]++;
         memcpy(c->logits_last + (size_t)seqs[i] * c->m->hp.n_vocab, rows + (size_t)i * c->m->hp.n_vocab,
                sizeof(float) * c->m->hp.n_vocab);
-        if (c->trace) kv_trace_write(c->kv, seqs[i], c->trace);
+        if (c->trace) kv_trace_write(c->kv, seqs[i], c->trace, c->p.trace_scores);
     }
     return HKV_OK;
 }
@@ -450,6 +493,17 @@ int hkv_kv_positions(const hkv_context *c, int seq, int layer, int kv_head, int3
     if (seq < 0 || seq >= c->n_seq || layer < 0 || layer >= c->kv->n_layer || kv_head < 0 || kv_head >= c->kv->n_head_kv)
         return 0;
     return kv_positions(c->kv, seq, layer, kv_head, out, max);
+}
+
+int hkv_kv_scores(const hkv_context *c, int seq, int layer, int kv_head, float *out, int max) {
+    if (seq < 0 || seq >= c->n_seq || layer < 0 || layer >= c->kv->n_layer || kv_head < 0 || kv_head >= c->kv->n_head_kv)
+        return 0;
+    return kv_scores(c->kv, seq, layer, kv_head, out, max);
+}
+
+hkv_budget hkv_context_layer_budget(const hkv_context *c, int layer) {
+    if (layer < 0 || layer >= c->kv->n_layer) return c->budget;
+    return c->kv->cfg[layer].b;
 }
 
 /* ---------------------------------------------------------------- model-level wrappers */

@@ -61,7 +61,7 @@ static void layer_reset(kv_cache *kv, kv_layer *L) {
 }
 
 hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
-                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg,
+                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg_layers,
                   char *err, size_t errlen) {
     *out = NULL;
     kv_cache *kv = calloc(1, sizeof *kv);
@@ -73,10 +73,11 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     kv->elt = type == HKV_KV_F32 ? 4 : 2;
     kv->simulate = simulate;
     kv->ops = ops;
-    kv->cfg = *cfg;
+    kv->cfg = malloc(sizeof(hkv_policy_cfg) * (size_t)n_layer);
+    if (kv->cfg) memcpy(kv->cfg, cfg_layers, sizeof(hkv_policy_cfg) * (size_t)n_layer);
     kv->layers = calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
     kv->newest = calloc((size_t)n_seq, sizeof(int32_t));
-    int ok = kv->layers && kv->newest;
+    int ok = kv->cfg && kv->layers && kv->newest;
     for (int i = 0; ok && i < n_seq * n_layer; i++) ok = layer_alloc(kv, &kv->layers[i]);
     if (!ok) {
         kv_free(kv);
@@ -98,6 +99,7 @@ void kv_free(kv_cache *kv) {
     }
     free(kv->layers);
     free(kv->newest);
+    free(kv->cfg);
     free(kv);
 }
 
@@ -124,12 +126,8 @@ static hkv_head_view head_view(const kv_cache *kv, kv_layer *L, int h) {
     return v;
 }
 
-/* Remove live entry j of head h (the policy's choice). Real drop frees the slot; simulation only masks it. */
-static void evict_at(kv_cache *kv, kv_layer *L, int h, int j) {
-    int32_t *order = L->order + (size_t)h * kv->capacity;
-    int32_t slot = order[j];
-    memmove(order + j, order + j + 1, sizeof(int32_t) * (size_t)(L->n_live[h] - j - 1));
-    L->n_live[h]--;
+/* Give back a slot that left the live list. Real drop frees it; simulation only masks it. */
+static void release_slot(kv_cache *kv, kv_layer *L, int h, int32_t slot) {
     if (!kv->simulate) {
         L->pos[(size_t)h * kv->capacity + slot] = -1;
         L->free_stack[(size_t)h * kv->capacity + L->n_free[h]++] = slot;
@@ -140,27 +138,59 @@ static void evict_at(kv_cache *kv, kv_layer *L, int h, int j) {
     L->evictions[h]++;
 }
 
+/* Remove live entry j of head h (the policy's choice). */
+static void evict_at(kv_cache *kv, kv_layer *L, int h, int j) {
+    int32_t *order = L->order + (size_t)h * kv->capacity;
+    int32_t slot = order[j];
+    memmove(order + j, order + j + 1, sizeof(int32_t) * (size_t)(L->n_live[h] - j - 1));
+    L->n_live[h]--;
+    release_slot(kv, L, h, slot);
+}
+
 /* Evict one token chosen by the policy; returns 0 if the policy protects everything. */
 static int evict_one(kv_cache *kv, kv_layer *L, int h) {
     hkv_head_view v = head_view(kv, L, h);
-    int j = kv->ops->victim(&kv->cfg, &v);
+    int j = kv->ops->victim ? kv->ops->victim(kv_cfg_of(kv, L), &v) : -1;
     if (j < 0 || j >= v.n) return 0;
     evict_at(kv, L, h, j);
     return 1;
 }
 
 void kv_make_room(kv_cache *kv, kv_layer *L, int h, int32_t incoming) {
-    if (L->n_live[h] < kv->cfg.b.total) return;
+    if (L->n_live[h] < kv_cfg_of(kv, L)->b.total || !kv->ops->victim) return;
     /* the token about to be written counts as recent, as in the append order; measuring the window from the
      * previous token protected recent + sink old tokens, i.e. everything when heavy = 0, and the write failed */
     hkv_head_view v = head_view(kv, L, h);
     v.newest = incoming;
-    int j = kv->ops->victim(&kv->cfg, &v);
+    int j = kv->ops->victim(kv_cfg_of(kv, L), &v);
     if (j >= 0 && j < v.n) evict_at(kv, L, h, j);
 }
 
-void kv_trim(kv_cache *kv, kv_layer *L, int h) {
-    while (L->n_live[h] > kv->cfg.b.total)
+/* The batch hook: the policy marks the survivors, the order list is compacted in one pass (O(n) here instead
+ * of O(n) per victim). Returns 0 when the policy declined or memory ran out: the caller falls back. */
+static int batch_trim(kv_cache *kv, kv_layer *L, int h, int target) {
+    hkv_head_view v = head_view(kv, L, h);
+    uint8_t *keep = malloc((size_t)v.n);
+    if (!keep) return 0;
+    int kept = kv->ops->select(kv_cfg_of(kv, L), &v, target, keep);
+    if (kept >= 0) {
+        int32_t *order = L->order + (size_t)h * kv->capacity;
+        int o = 0, n = v.n;
+        for (int j = 0; j < n; j++) {
+            if (keep[j]) order[o++] = order[j];
+            else release_slot(kv, L, h, order[j]);
+        }
+        L->n_live[h] = o;
+    }
+    free(keep);
+    return kept >= 0;
+}
+
+void kv_trim(kv_cache *kv, kv_layer *L, int h, int n_new) {
+    int target = kv_cfg_of(kv, L)->b.total;
+    if (L->n_live[h] <= target) return;
+    if (n_new > 1 && kv->ops->select && batch_trim(kv, L, h, target)) return;
+    while (L->n_live[h] > target)
         if (!evict_one(kv, L, h)) break;
 }
 
@@ -190,7 +220,9 @@ hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float 
     order[L->n_live[h]++] = slot;
     if (kv->ops->on_insert) {
         hkv_head_view hv = head_view(kv, L, h);
-        kv->ops->on_insert(&kv->cfg, &hv, slot);
+        kv->ops->on_insert(kv_cfg_of(kv, L), &hv, slot);
+    } else if (kv->ops->state_floats) {    /* default: a new token starts with zero state */
+        memset(L->pstate + (base + slot) * kv->ops->state_floats, 0, sizeof(float) * kv->ops->state_floats);
     }
     return HKV_OK;
 }
@@ -216,8 +248,9 @@ int kv_visible_slots(const kv_cache *kv, kv_layer *L, int h, int32_t qpos, int32
 
 /* Attention reports the group-aggregated probabilities of one query; the policy updates its state. */
 void kv_observe(kv_cache *kv, kv_layer *L, int h, const float *probs, int n_visible, int32_t qpos) {
+    if (!kv->ops->observe) return;
     hkv_head_view v = head_view(kv, L, h);
-    kv->ops->observe(&kv->cfg, &v, probs, n_visible, qpos);
+    kv->ops->observe(kv_cfg_of(kv, L), &v, probs, n_visible, qpos);
 }
 
 int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max) {
@@ -229,18 +262,39 @@ int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, in
     return n;
 }
 
-void kv_trace_write(const kv_cache *kv, int seq, FILE *f) {
-    fprintf(f, "{\"seq\":%d,\"pos\":%d,\"layers\":[", seq, kv->newest[seq]);
+int kv_scores(const kv_cache *kv, int seq, int layer, int h, float *out, int max) {
+    kv_layer *L = &kv->layers[seq * kv->n_layer + layer];
+    hkv_head_view v = head_view(kv, L, h);
+    if (v.n > max) return -v.n;
+    for (int j = 0; j < v.n; j++) out[j] = kv->ops->score ? kv->ops->score(kv_cfg_of(kv, L), &v, j) : 0.0f;
+    return v.n;
+}
+
+/* "layers" (kept positions) or "scores" (the policy's score of each) as [layer][head][...] JSON arrays. */
+static void trace_array(const kv_cache *kv, int seq, FILE *f, int scores) {
     for (int l = 0; l < kv->n_layer; l++) {
         kv_layer *L = &kv->layers[seq * kv->n_layer + l];
         fputs(l ? ",[" : "[", f);
         for (int h = 0; h < kv->n_head_kv; h++) {
-            const int32_t *order = L->order + (size_t)h * kv->capacity, *pos = L->pos + (size_t)h * kv->capacity;
+            hkv_head_view v = head_view(kv, L, h);
             fputs(h ? ",[" : "[", f);
-            for (int j = 0; j < L->n_live[h]; j++) fprintf(f, j ? ",%d" : "%d", pos[order[j]]);
+            for (int j = 0; j < v.n; j++) {
+                if (j) fputc(',', f);
+                if (!scores) fprintf(f, "%d", v.pos[v.slots[j]]);
+                else fprintf(f, "%.6g", kv->ops->score ? (double)kv->ops->score(kv_cfg_of(kv, L), &v, j) : 0.0);
+            }
             fputc(']', f);
         }
         fputc(']', f);
+    }
+}
+
+void kv_trace_write(const kv_cache *kv, int seq, FILE *f, int with_scores) {
+    fprintf(f, "{\"seq\":%d,\"pos\":%d,\"layers\":[", seq, kv->newest[seq]);
+    trace_array(kv, seq, f, 0);
+    if (with_scores) {
+        fputs("],\"scores\":[", f);
+        trace_array(kv, seq, f, 1);
     }
     fputs("]}\n", f);
 }

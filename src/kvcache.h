@@ -31,14 +31,14 @@ typedef struct kv_cache {
     size_t elt;                /* bytes per K/V element */
     int simulate;
     const hkv_policy_ops *ops;
-    hkv_policy_cfg cfg;
+    hkv_policy_cfg *cfg;       /* [n_layer] the policy's view of each layer (budgets may differ per layer) */
     kv_layer *layers;          /* [n_seq][n_layer] */
     int32_t *newest;           /* [n_seq] position of the newest token, -1 when empty */
     uint64_t kv_bytes, meta_bytes;
 } kv_cache;
 
 hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
-                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg,
+                  hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg_layers,
                   char *err, size_t errlen);
 void kv_free(kv_cache *kv);
 void kv_seq_reset(kv_cache *kv, int seq);
@@ -53,13 +53,20 @@ hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float 
 int kv_visible_slots(const kv_cache *kv, kv_layer *L, int h, int32_t qpos, int32_t *vis);
 /* Attention's report for one query: probs[j] for visible slot j, aggregated over the KV group. */
 void kv_observe(kv_cache *kv, kv_layer *L, int h, const float *probs, int n_visible, int32_t qpos);
-/* Evict from head h until it holds at most the budget. */
-void kv_trim(kv_cache *kv, kv_layer *L, int h);
+/* Evict from head h until it holds at most its layer's budget. n_new = tokens the step just wrote to it: after
+ * more than one (a prompt chunk) the policy's batch hook (ops->select) chooses all survivors at once. */
+void kv_trim(kv_cache *kv, kv_layer *L, int h, int n_new);
+static inline const hkv_policy_cfg *kv_cfg_of(const kv_cache *kv, const kv_layer *L) {
+    return &kv->cfg[(L - kv->layers) % kv->n_layer];
+}
 void kv_set_newest(kv_cache *kv, int seq, int32_t pos);
 /* Change the slots per head (real drop only), compacting live slots; fails if a head holds more. */
 hkv_status kv_resize(kv_cache *kv, int capacity);
 /* Positions kept by a head, ascending. */
 int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max);
-/* One JSON line: {"seq":s,"pos":p,"layers":[[[kept positions of head 0],...],...]} */
-void kv_trace_write(const kv_cache *kv, int seq, FILE *f);
+/* The policy's score of each kept position of a head (0 without ops->score), in kv_positions order. */
+int kv_scores(const kv_cache *kv, int seq, int layer, int h, float *out, int max);
+/* One JSON line: {"seq":s,"pos":p,"layers":[[[kept positions of head 0],...],...]}; with scores also
+ * "scores":[[[score of each kept position of head 0],...],...]. */
+void kv_trace_write(const kv_cache *kv, int seq, FILE *f, int with_scores);
 #endif

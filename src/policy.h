@@ -1,45 +1,47 @@
-/* The eviction-policy seam. A policy is a table of a few functions; it owns per-slot state (scores) but not
- * K/V or positions, which live in the cache (kvcache.c). Adding a policy = one policy_NAME.c file defining a
- * `const hkv_policy_ops hkv_policy_NAME` plus one line in policy_registry (kvcache.c). */
+/* The eviction-policy seam, internal side. The interface itself (hkv_policy_ops, hkv_head_view,
+ * hkv_policy_cfg) is public in heavykv.h so policies can also be written outside the library. Adding a
+ * built-in policy = one policy_NAME.c defining `const hkv_policy_ops hkv_policy_NAME` plus one X(NAME) line in
+ * HKV_POLICY_TABLE below; names, help, error messages and budget derivation then all come from the table. */
 #ifndef HKV_POLICY_H
 #define HKV_POLICY_H
 #include <stdint.h>
 #include "heavykv.h"
 
-/* What every policy call may read: the resolved budget and the options. */
-typedef struct hkv_policy_cfg {
-    hkv_budget b;      /* total = heavy + recent + sink tokens per KV head */
-    int normalized;    /* h2o: score / number of queries that saw the token */
-    int replace;       /* h2o: FlexGen order (evict before attending) */
-} hkv_policy_cfg;
+/* The policy table, in help-text order. One line per policy. */
+#define HKV_POLICY_TABLE(X) \
+    X(full)                 \
+    X(window)               \
+    X(sink)                 \
+    X(h2o)                  \
+    X(tova)                 \
+    X(snapkv)               \
+    X(pyramidkv)            \
+    X(scissorhands)         \
+    HKV_POLICY_TABLE_TEST(X)
 
-/* One (sequence, layer, KV head) as a policy sees it. Live slots are listed in position order. */
-typedef struct hkv_head_view {
-    const int32_t *slots;   /* [n] live slot indices, ascending position */
-    const int32_t *pos;     /* [capacity] original position of each slot */
-    int n;                  /* live slots */
-    int32_t newest;         /* position of the newest token in the head */
-    float *state;           /* [capacity][ops->state_floats] this policy's per-slot state */
-} hkv_head_view;
+/* A test build (tests/policy_dummy.c, -DHKV_TEST_DUMMY_POLICY) adds one entry to prove that every name in help
+ * text and error messages comes from this table. */
+#ifdef HKV_TEST_DUMMY_POLICY
+#define HKV_POLICY_TABLE_TEST(X) X(dummy)
+#else
+#define HKV_POLICY_TABLE_TEST(X)
 
-typedef struct hkv_policy_ops {
-    const char *name;
-    int needs_probs;        /* 1: observe() gets attention probabilities (costs a little) */
-    int state_floats;       /* floats of per-slot state (0..4) */
-    /* A new token was written to slot s: reset its state. */
-    void (*on_insert)(const hkv_policy_cfg *cfg, hkv_head_view *h, int32_t s);
-    /* One query (position qpos) attended over the head: probs[j] is the probability slot h->slots[j] received
-     * (already aggregated over the KV group's query heads, sum or mean). Every live slot with pos <= qpos is in
-     * the list; slots newer than qpos (later in the same chunk) have probs[j] == 0 and j >= n_visible. */
-    void (*observe)(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible, int32_t qpos);
-    /* The head is over budget: return the index j into h->slots of the token to evict, never a protected one
-     * (recent/sink as the policy defines). Ties: the older token (smaller j). */
-    int (*victim)(const hkv_policy_cfg *cfg, const hkv_head_view *h);
-} hkv_policy_ops;
+/* SnapKV's callbacks, shared with PyramidKV (the same selection under a pyramid budget schedule). */
+hkv_status hkv_snapkv_derive(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen);
+void hkv_snapkv_observe(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible, int32_t qpos);
+float hkv_snapkv_score(const hkv_policy_cfg *cfg, const hkv_head_view *h, int j);
+int hkv_snapkv_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h);
+int hkv_snapkv_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep);
+#endif
 
-extern const hkv_policy_ops hkv_policy_full, hkv_policy_window, hkv_policy_sink, hkv_policy_h2o, hkv_policy_tova;
+#define HKV_POLICY_DECLARE(n) extern const hkv_policy_ops hkv_policy_##n;
+HKV_POLICY_TABLE(HKV_POLICY_DECLARE)
+#undef HKV_POLICY_DECLARE
 
-const hkv_policy_ops *hkv_policy_find(const char *name);
+/* The option values of ops for the "POLICY.NAME=VALUE" entries of opts (defaults for the rest). */
+hkv_status hkv_policy_options(const hkv_policy_ops *ops, const char *opts, int *out, char *err, size_t errlen);
+/* The config's policy: custom, or the table entry; NULL with the "unknown KV policy" message. */
+const hkv_policy_ops *hkv_policy_of(const hkv_kv_config *c, char *err, size_t errlen);
 
 /* Helpers shared by policies: is slot index j of the view protected by the recent window / sinks? */
 static inline int hkv_is_recent(const hkv_policy_cfg *c, const hkv_head_view *h, int j) {
@@ -48,4 +50,17 @@ static inline int hkv_is_recent(const hkv_policy_cfg *c, const hkv_head_view *h,
 static inline int hkv_is_sink(const hkv_policy_cfg *c, const hkv_head_view *h, int j) {
     return h->pos[h->slots[j]] < c->b.sink;
 }
+
+/* Batch hook helper for policies that rank by one number, lowest evicted first, ties evicting the older token:
+ * marks keep[] so that exactly the tokens a victim() loop would evict are dropped (ranks are fixed while a
+ * head is trimmed, so sorting once gives the same set). rank[j] for j < h->n; prot[j] = 1: never evicted.
+ * Returns the number kept, or -1 when out of memory (the caller then falls back to victim()). */
+int hkv_select_lowest(const hkv_head_view *h, const float *rank, const uint8_t *prot, int target, uint8_t *keep);
+
+/* SnapKV's callbacks, shared with PyramidKV (the same selection under a pyramid budget schedule). */
+hkv_status hkv_snapkv_derive(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen);
+void hkv_snapkv_observe(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible, int32_t qpos);
+float hkv_snapkv_score(const hkv_policy_cfg *cfg, const hkv_head_view *h, int j);
+int hkv_snapkv_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h);
+int hkv_snapkv_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep);
 #endif

@@ -91,14 +91,18 @@ static void test_defaults(void) {
     hkv_kv_config c = hkv_kv_default_config();
     CHECK(strcmp(c.policy, "full") == 0);
     CHECK(!c.budget.set && !c.heavy.set && !c.recent.set && !c.sink.set);
-    CHECK(c.h2o_normalized == 0 && c.gqa_mean == 0 && c.h2o_replace == 0 && c.simulate == 0);
+    CHECK(c.gqa_mean == 0 && c.simulate == 0 && !c.options[0] && !c.budget_layers[0] && !c.custom);
     CHECK(c.prefill_chunk == 0 && c.type == HKV_KV_F16);
+    /* the names list is the table's, in its order */
     const char *const *names = hkv_policy_names();
-    const char *want[] = { "full", "window", "sink", "h2o", "tova" };
     int n = 0;
-    while (names[n]) n++;
-    CHECK(n == 5);
-    for (int i = 0; i < 5 && i < n; i++) CHECK(strcmp(names[i], want[i]) == 0);
+    while (names[n]) {
+        CHECKF(hkv_policy_at(n) && !strcmp(hkv_policy_at(n)->name, names[n]), "entry %d: %s", n, names[n]);
+        n++;
+    }
+    CHECK(hkv_policy_at(n) == NULL && hkv_policy_at(-1) == NULL);
+    const char *want[] = { "full", "window", "sink", "h2o", "tova", "snapkv", "pyramidkv" };
+    for (int i = 0; i < 7; i++) CHECKF(hkv_policy_find(want[i]) != NULL, "%s missing", want[i]);
 }
 
 static void test_resolve(void) {
@@ -152,7 +156,7 @@ static void test_resolve(void) {
     check_bad(cfg("tova", tok(64), UNSET, tok(8), UNSET), 0, 512, "no recent part");
     check_bad(cfg("tova", tok(64), tok(70), UNSET, UNSET), 0, 512, "does not fit");
     /* unknown policy, bad n_ctx */
-    check_bad(cfg("lru", tok(64), UNSET, UNSET, UNSET), 0, 512, "unknown KV policy \"lru\"");
+    check_bad(cfg("lru", tok(64), UNSET, UNSET, UNSET), 0, 512, "unknown KV policy 'lru' (choose full, window, sink, h2o, tova, snapkv");
     check_bad(cfg("H2O", tok(64), UNSET, UNSET, UNSET), 0, 512, "unknown KV policy");
     check_bad(cfg("h2o", tok(64), UNSET, UNSET, UNSET), 0, 0, "context length 0");
     hkv_budget b;
@@ -181,7 +185,101 @@ static void test_ratios(void) {
     check_bad(cfg("h2o", ratio(0.5f), UNSET, UNSET, UNSET), 4000, 1024, "2000 tokens exceeds the context length 1024");
 }
 
+/* Per-policy options: "POLICY.NAME=VALUE" entries, checked against the policy's table entry. */
+static void test_options(void) {
+    char err[256];
+    hkv_kv_config c = cfg("h2o", tok(8), UNSET, UNSET, tok(8));
+    c.replace_order = 1;
+    check_bad(c, 0, 512, "replace order needs a heavy or recent part");
+    c.replace_order = 0;
+    CHECK(hkv_kv_set_option(&c, "h2o", "score", "normalized", err, sizeof err) == HKV_OK);
+    CHECK(hkv_kv_set_option(&c, "snapkv", "kernel", "5", err, sizeof err) == HKV_OK);
+    CHECK(hkv_kv_set_option(&c, "h2o", "score", "sum", err, sizeof err) == HKV_OK);   /* replaces */
+    CHECKF(!strcmp(c.options, "snapkv.kernel=5,h2o.score=sum"), "%s", c.options);
+    check_ok(c, 0, 512, 8, 0, 0, 8);   /* an all-sink h2o budget is fine in append order */
+    c.sink = tok(4);
+    check_ok(c, 0, 512, 8, 2, 2, 4);
+    /* options of another policy are carried but ignored */
+    CHECK(hkv_kv_set_option(&c, "snapkv", "window", "3", err, sizeof err) == HKV_OK);
+    check_ok(c, 0, 512, 8, 2, 2, 4);
+    CHECK(hkv_kv_set_option(&c, "h2o", "bogus", "1", err, sizeof err) == HKV_ERR_ARG);
+    CHECKF(strstr(err, "the h2o policy has no option 'bogus' (choose score)"), "%s", err);
+    CHECK(hkv_kv_set_option(&c, "h2o", "score", "max", err, sizeof err) == HKV_ERR_ARG);
+    CHECKF(strstr(err, "expects sum|normalized, got 'max'"), "%s", err);
+    CHECK(hkv_kv_set_option(&c, "snapkv", "window", "0", err, sizeof err) == HKV_ERR_ARG);
+    CHECKF(strstr(err, "integer in [1, 4096]"), "%s", err);
+    CHECK(hkv_kv_set_option(&c, "lru", "x", "1", err, sizeof err) == HKV_ERR_ARG);
+    CHECKF(strstr(err, "unknown KV policy 'lru'"), "%s", err);
+    /* a malformed or unknown entry written by hand is an error when the config is resolved */
+    snprintf(c.options, sizeof c.options, "h2o.nope=1");
+    check_bad(c, 0, 512, "no option 'nope'");
+    snprintf(c.options, sizeof c.options, "h2o-score=sum");
+    check_bad(c, 0, 512, "malformed KV policy option");
+    /* snapkv: the observation window is the recent part */
+    check_ok(cfg("snapkv", tok(32), UNSET, UNSET, UNSET), 0, 512, 32, 24, 8, 0);
+    check_ok(cfg("snapkv", tok(6), UNSET, UNSET, UNSET), 0, 512, 6, 0, 6, 0);
+    check_ok(cfg("snapkv", tok(32), UNSET, tok(4), tok(2)), 0, 512, 32, 26, 4, 2);
+    c = cfg("snapkv", tok(32), UNSET, UNSET, UNSET);
+    CHECK(hkv_kv_set_option(&c, "snapkv", "window", "12", err, sizeof err) == HKV_OK);
+    check_ok(c, 0, 512, 32, 20, 12, 0);
+    CHECK(hkv_kv_set_option(&c, "snapkv", "kernel", "4", err, sizeof err) == HKV_OK);
+    check_bad(c, 0, 512, "kernel must be odd");
+    check_bad(cfg("snapkv", tok(8), UNSET, tok(0), UNSET), 0, 512, "observation window");
+}
+
+/* Per-layer schedules: uniform copies, pyramid falls linearly and keeps the uniform total, lists are explicit. */
+static void test_layers(void) {
+    hkv_budget lb[8];
+    char err[256] = "";
+    hkv_kv_config c = cfg("h2o", tok(40), UNSET, UNSET, UNSET);
+    CHECK(hkv_layer_budgets(&c, 0, 512, 5, lb, err, sizeof err) == HKV_OK);
+    for (int l = 0; l < 5; l++) CHECK(lb[l].total == 40 && lb[l].heavy == 20 && lb[l].recent == 20);
+    snprintf(c.budget_layers, sizeof c.budget_layers, "pyramid");
+    CHECKF(hkv_layer_budgets(&c, 0, 512, 5, lb, err, sizeof err) == HKV_OK, "%s", err);
+    int sum = 0;
+    for (int l = 0; l < 5; l++) {
+        sum += lb[l].total;
+        CHECK(lb[l].heavy + lb[l].recent + lb[l].sink == lb[l].total);
+        if (l) CHECKF(lb[l].total < lb[l - 1].total, "layer %d: %d after %d", l, lb[l].total, lb[l - 1].total);
+    }
+    CHECKF(sum == 200, "pyramid total %d, want 200", sum);
+    /* top = 40/20 = 2, bottom = 78, step 19: 78 59 40 21 2 */
+    CHECKF(lb[0].total == 78 && lb[2].total == 40 && lb[4].total == 2, "%d %d %d", lb[0].total, lb[2].total, lb[4].total);
+    /* user-given parts stay fixed per layer */
+    c.recent = tok(2);
+    CHECK(hkv_layer_budgets(&c, 0, 512, 5, lb, err, sizeof err) == HKV_OK);
+    for (int l = 0; l < 5; l++) CHECK(lb[l].recent == 2 && lb[l].heavy == lb[l].total - 2);
+    c.recent = tok(3);
+    CHECK(hkv_layer_budgets(&c, 0, 512, 5, lb, err, sizeof err) == HKV_ERR_ARG);
+    CHECKF(strstr(err, "layer 4 (budget 2)"), "%s", err);
+    /* pyramidkv defaults to the pyramid, uniform overrides */
+    c = cfg("pyramidkv", tok(33), UNSET, UNSET, UNSET);
+    CHECK(hkv_layer_budgets(&c, 0, 512, 7, lb, err, sizeof err) == HKV_OK);
+    sum = 0;
+    for (int l = 0; l < 7; l++) sum += lb[l].total;
+    CHECK(sum == 231 && lb[0].total > lb[6].total && lb[0].recent == 8);
+    snprintf(c.budget_layers, sizeof c.budget_layers, "uniform");
+    CHECK(hkv_layer_budgets(&c, 0, 512, 7, lb, err, sizeof err) == HKV_OK && lb[6].total == 33);
+    /* explicit lists: amounts per layer, exactly one per layer */
+    c = cfg("window", UNSET, UNSET, UNSET, UNSET);
+    snprintf(c.budget_layers, sizeof c.budget_layers, "10,20%%,5");
+    CHECKF(hkv_layer_budgets(&c, 100, 512, 3, lb, err, sizeof err) == HKV_OK, "%s", err);
+    CHECK(lb[0].total == 10 && lb[1].total == 20 && lb[2].total == 5 && lb[2].recent == 5);
+    CHECK(hkv_layer_budgets(&c, 100, 512, 4, lb, err, sizeof err) == HKV_ERR_ARG && strstr(err, "lists 3 budgets"));
+    CHECK(hkv_layer_budgets(&c, 100, 512, 2, lb, err, sizeof err) == HKV_ERR_ARG && strstr(err, "more budgets"));
+    snprintf(c.budget_layers, sizeof c.budget_layers, "10,x,5");
+    CHECK(hkv_layer_budgets(&c, 100, 512, 3, lb, err, sizeof err) == HKV_ERR_ARG && strstr(err, "item 2"));
+    snprintf(c.budget_layers, sizeof c.budget_layers, "triangle");
+    CHECK(hkv_layer_budgets(&c, 100, 512, 3, lb, err, sizeof err) == HKV_ERR_ARG && strstr(err, "uniform, pyramid"));
+    /* full ignores schedules */
+    c = cfg("full", UNSET, UNSET, UNSET, UNSET);
+    snprintf(c.budget_layers, sizeof c.budget_layers, "pyramid");
+    CHECK(hkv_layer_budgets(&c, 0, 256, 3, lb, err, sizeof err) == HKV_OK && lb[2].total == 256);
+}
+
 int main(void) {
+    test_options();
+    test_layers();
     test_parse();
     test_defaults();
     test_resolve();

@@ -123,7 +123,7 @@ static hkv_context *ctx_with(hkv_model *m, const char *policy, const char *budge
     if (heavy) hkv_amount_parse(heavy, &cp.kv.heavy, err, sizeof err);
     if (recent) hkv_amount_parse(recent, &cp.kv.recent, err, sizeof err);
     if (sink) hkv_amount_parse(sink, &cp.kv.sink, err, sizeof err);
-    cp.kv.h2o_replace = replace;
+    cp.kv.replace_order = replace;
     cp.kv.simulate = simulate;
     hkv_context *c = NULL;
     if (hkv_context_new(m, &cp, &c, err, sizeof err)) return NULL;

@@ -16,6 +16,7 @@ typedef struct run_cfg {
     const char *sink;
     int simulate, normalized, replace, gqa_mean, chunk;
     hkv_kv_type type;
+    const char *layers;     /* --kv-budget-layers, NULL = the policy's default */
 } run_cfg;
 
 static const char *PROMPT = "Once upon a time, there was a little dog named Max. Max liked to run in the big green park with his friend";
@@ -30,10 +31,11 @@ static hkv_context *make_ctx(const run_cfg *r, int n_ctx, int ref_len) {
     if (r->budget) CHECK(hkv_amount_parse(r->budget, &cp.kv.budget, err, sizeof err) == HKV_OK);
     if (r->sink) CHECK(hkv_amount_parse(r->sink, &cp.kv.sink, err, sizeof err) == HKV_OK);
     cp.kv.simulate = r->simulate;
-    cp.kv.h2o_normalized = r->normalized;
-    cp.kv.h2o_replace = r->replace;
+    if (r->normalized) CHECK(hkv_kv_set_option(&cp.kv, "h2o", "score", "normalized", err, sizeof err) == HKV_OK);
+    cp.kv.replace_order = r->replace;
     cp.kv.gqa_mean = r->gqa_mean;
     cp.kv.prefill_chunk = r->chunk;
+    if (r->layers) snprintf(cp.kv.budget_layers, sizeof cp.kv.budget_layers, "%s", r->layers);
     cp.kv.type = r->type;
     hkv_context *c = NULL;
     hkv_status st = hkv_context_new(M, &cp, &c, err, sizeof err);
@@ -67,9 +69,14 @@ static void test_large_budget_equals_full(void) {
     int32_t rt[64], gt[64];
     run_cfg full = {.policy = "full"};
     greedy(&full, n, ref, rt);
-    const char *pols[] = {"h2o", "window", "sink", "tova"};
-    for (int i = 0; i < 4; i++) {
-        run_cfg r = {.policy = pols[i], .budget = "200"};
+    /* every evicting policy in the table (a new one is covered without editing this test) */
+    const char *pols[32];
+    int np = 0;
+    for (int k = 0; hkv_policy_at(k) && np < 32; k++)
+        if (!hkv_policy_at(k)->never_evicts) pols[np++] = hkv_policy_at(k)->name;
+    CHECK(np >= 6);
+    for (int i = 0; i < np; i++) {
+        run_cfg r = {.policy = pols[i], .budget = "200", .layers = "uniform"}; /* a pyramid's top layer is small */
         greedy(&r, n, got, gt);
         CHECKF(memcmp(ref, got, sizeof(float) * (n + 1) * MI.n_vocab) == 0, "%s differs from full", pols[i]);
         r.chunk = 7; /* chunked prefill without eviction is also identical */
@@ -107,7 +114,10 @@ static void test_simulation_equals_real(void) {
         sim_vs_real((run_cfg){.policy = "sink", .budget = bud, .sink = "2"}, 110);
         sim_vs_real((run_cfg){.policy = "h2o", .budget = bud}, 110);
         sim_vs_real((run_cfg){.policy = "tova", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "snapkv", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "pyramidkv", .budget = bud}, 110);
     }
+    sim_vs_real((run_cfg){.policy = "snapkv", .budget = "16", .chunk = 9}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .normalized = 1}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .replace = 1}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .gqa_mean = 1, .sink = "1"}, 110);
@@ -239,6 +249,60 @@ static void test_trace_and_cli(void) {
     }
 }
 
+/* Per-layer budgets: pyramidkv's schedule is honored layer by layer (kept positions, --kv-stats), the layers
+ * sum to the uniform total, and --kv-trace-scores carries one score per kept position. */
+static void test_layer_budgets(void) {
+    run_cfg r = {.policy = "pyramidkv", .budget = "12"};
+    int32_t p[256], pos[512];
+    int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
+    hkv_context *c = make_ctx(&r, 512, np);
+    if (!c) return;
+    CHECK(hkv_decode(c, 0, p, np) == HKV_OK);
+    int sum = 0, differ = 0;
+    for (int l = 0; l < MI.n_layer; l++) {
+        hkv_budget b = hkv_context_layer_budget(c, l);
+        sum += b.total;
+        differ |= l && b.total != hkv_context_layer_budget(c, l - 1).total;
+        for (int h = 0; h < MI.n_head_kv; h++) {
+            int n = hkv_kv_positions(c, 0, l, h, pos, 512);
+            CHECKF(n == b.total, "layer %d head %d keeps %d, budget %d", l, h, n, b.total);
+        }
+    }
+    CHECKF(sum == 12 * MI.n_layer && differ, "pyramid total %d over %d layers", sum, MI.n_layer);
+    hkv_context_free(c);
+
+    char args[2048], out[16384];
+    const char *trace = tu_tmp("trace_scores.jsonl");
+    snprintf(args, sizeof args, "run -m '%s' -p '%s' -n 10 --temp 0 --kv-policy pyramidkv --kv-budget 12 "
+             "--kv-stats --kv-trace '%s' --kv-trace-scores", tu_model(), PROMPT, trace);
+    CHECK(tu_cli(args, out, sizeof out) == 0);
+    int layers = 0, total = 0;
+    for (const char *q = out; (q = strstr(q, "kv: layer ")); q++) {
+        int l, b;
+        float occ;
+        if (sscanf(q, "kv: layer %d budget %d occupancy %f", &l, &b, &occ) != 3) continue;
+        CHECKF(occ == (float)b, "--kv-stats layer %d: occupancy %g, budget %d", l, (double)occ, b);
+        total += b;
+        layers++;
+    }
+    CHECKF(layers == MI.n_layer && total == 12 * MI.n_layer, "--kv-stats: %d layers, total %d", layers, total);
+    size_t len;
+    char *t = tu_read_file(trace, &len);
+    char *nl = t ? strchr(t, '\n') : NULL;
+    if (nl) *nl = 0;
+    cJSON *j = t ? cJSON_Parse(t) : NULL;
+    cJSON *L = cJSON_GetObjectItem(j, "layers"), *S = cJSON_GetObjectItem(j, "scores");
+    int ok = j && cJSON_GetArraySize(L) == MI.n_layer && cJSON_GetArraySize(S) == MI.n_layer;
+    for (int l = 0; ok && l < MI.n_layer; l++)
+        for (int h = 0; h < MI.n_head_kv; h++)
+            ok &= cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetArrayItem(L, l), h)) ==
+                  cJSON_GetArraySize(cJSON_GetArrayItem(cJSON_GetArrayItem(S, l), h));
+    CHECKF(ok, "trace with scores: %.200s", t ? t : "(none)");
+    cJSON_Delete(j);
+    free(t);
+    remove(trace);
+}
+
 int main(void) {
     char err[256];
     if (hkv_model_load(tu_model(), NULL, &M, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
@@ -249,6 +313,7 @@ int main(void) {
     test_kept_positions();
     test_bad_budgets();
     test_trace_and_cli();
+    test_layer_budgets();
     hkv_model_free(M);
     return tu_done("test_kvcache");
 }

@@ -36,7 +36,7 @@ static int ref_victim(enum kind k, const hkv_policy_cfg *c, ref_t *r, int newest
         if (k == K_SINK) return p;
         if (k == K_H2O && recent) continue;
         float v = k == K_TOVA ? r->last[p]
-                : c->normalized ? (r->count[p] > 0 ? r->score[p] / r->count[p] : 0.0f) : r->score[p];
+                : c->opt[0] ? (r->count[p] > 0 ? r->score[p] / r->count[p] : 0.0f) : r->score[p];
         if (best < 0 || v < best_v) { best = p; best_v = v; nmin = 1; }
         else if (v == best_v) nmin++;
     }
@@ -62,7 +62,8 @@ static int32_t sim_insert(sim_t *s, const hkv_policy_ops *ops, const hkv_policy_
     s->slots[s->h.n++] = slot;
     s->h.newest = p;
     for (int f = 0; f < ops->state_floats; f++) s->state[slot * ops->state_floats + f] = 12345.0f; /* stale */
-    ops->on_insert(c, &s->h, slot);
+    if (ops->on_insert) ops->on_insert(c, &s->h, slot);
+    else for (int f = 0; f < ops->state_floats; f++) s->state[slot * ops->state_floats + f] = 0.0f; /* as the cache */
     return slot;
 }
 
@@ -133,7 +134,8 @@ static int run_sim(enum kind k, const hkv_policy_ops *ops, hkv_policy_cfg c, uin
 }
 
 static hkv_policy_cfg cfg_of(int heavy, int recent, int sink, int normalized) {
-    hkv_policy_cfg c = { .b = { heavy + recent + sink, heavy, recent, sink }, .normalized = normalized };
+    hkv_policy_cfg c = { .b = { heavy + recent + sink, heavy, recent, sink } };
+    c.opt[0] = normalized;        /* h2o's option 0: score=sum|normalized */
     return c;
 }
 
@@ -180,12 +182,12 @@ static void test_ties_pick_older(void) {
     hkv_head_view h = { slots, pos, 3, 12, st };
     hkv_policy_cfg c = cfg_of(2, 0, 0, 0);
     CHECK(hkv_policy_h2o.victim(&c, &h) == 0);
-    c.normalized = 1;
+    c.opt[0] = 1;
     st[5 * 2 + 1] = 2;     /* normalized: 0.25 beats 0.5 */
     CHECK(hkv_policy_h2o.victim(&c, &h) == 0);
     st[5 * 2] = 2.0f;      /* now 1.0 vs 0.5 vs 0.9 -> index 1 */
     CHECK(hkv_policy_h2o.victim(&c, &h) == 1);
-    c.normalized = 0;
+    c.opt[0] = 0;
     CHECK(hkv_policy_h2o.victim(&c, &h) == 1);
     c.b.recent = 2;        /* positions 11 and 12 are recent: only index 0 is a candidate */
     CHECK(hkv_policy_h2o.victim(&c, &h) == 0);
@@ -206,7 +208,7 @@ static void test_protection_and_registry(void) {
     CHECK(hkv_policy_sink.victim(&c, &h) == 2);
     CHECK(hkv_policy_tova.victim(&c, &h) == 2);
     CHECK(hkv_policy_h2o.victim(&c, &h) == -1);       /* pos 2 is recent, 0 and 1 sinks */
-    CHECK(hkv_policy_full.victim(&c, &h) == -1);
+    CHECK(hkv_policy_full.victim == NULL && hkv_policy_full.never_evicts);
     CHECK(hkv_policy_window.victim(&c, &h) == 0);
     h.n = 0;
     CHECK(hkv_policy_window.victim(&c, &h) == -1);
@@ -218,7 +220,8 @@ static void test_protection_and_registry(void) {
         CHECK(hkv_policy_find(names[i]) == ops[i]);
         CHECK(strcmp(ops[i]->name, names[i]) == 0);
         CHECK(ops[i]->state_floats >= 0 && ops[i]->state_floats <= 4);
-        CHECK(ops[i]->on_insert && ops[i]->observe && ops[i]->victim);
+        CHECK(ops[i]->victim || ops[i]->never_evicts);
+        CHECK(!ops[i]->needs_probs || ops[i]->observe);
     }
     CHECK(hkv_policy_h2o.needs_probs && hkv_policy_tova.needs_probs);
     CHECK(!hkv_policy_full.needs_probs && !hkv_policy_window.needs_probs && !hkv_policy_sink.needs_probs);

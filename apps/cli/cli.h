@@ -17,11 +17,13 @@ const char *cli_default_model(void);
 /* Reads a whole file into a NUL-terminated malloc'ed string; prints an error and returns NULL on failure. */
 char *cli_read_file(const char *path, size_t *len);
 
-/* KV flags common to run/eval/bench: --kv-policy --kv-budget --kv-heavy --kv-recent --kv-sink --h2o-score
- * --gqa-agg --h2o-order --kv-simulate --prefill-chunk --kv-type. Returns 1 if argv[*i] was one of them
- * (consumed, *i advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
+/* KV flags common to run/eval/bench: --kv-policy --kv-budget --kv-heavy --kv-recent --kv-sink --gqa-agg
+ * --kv-simulate --prefill-chunk --kv-type --kv-budget-layers, and --POLICY-OPTION for every option of every
+ * policy in the table (--h2o-score, --snapkv-window, ...). Returns 1 if argv[*i] was one of them (consumed, *i
+ * advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
-extern const char *const cli_kv_help;
+/* Help text of those flags, generated from the policy table. */
+const char *cli_kv_help(void);
 /* --bos / --no-bos (every subcommand that tokenizes text): sets *add_bos to 1 / 0 and returns 1; 0 for any
  * other flag. *add_bos starts at -1: the model's tokenizer.ggml.add_bos_token decides (see hkv_tokenize). */
 int cli_bos_flag(const char *flag, int *add_bos);
@@ -38,5 +40,6 @@ int cmd_quantize(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_kv_inspect(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 #endif

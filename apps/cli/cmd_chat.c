@@ -49,7 +49,7 @@ static void chat_help(void) {
            "                        (default: the model's tokenizer.ggml.add_bos_token)\n"
            "      --kv-stats        after each reply: tokens prefilled, position, cache occupancy and memory\n"
            "      --show-prompt     print the text fed to the model each turn (stderr)\n\n%s",
-           cli_kv_help);
+           cli_kv_help());
 }
 
 /* Returns 0 ok, 1 error, 2 help shown. */
@@ -81,8 +81,7 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
         else if (!strcmp(a, "--repeat-last-n")) { VAL(); if (!cli_int(a, v, 0, 1 << 20, &o->sp.repeat_last_n)) return 1; }
         else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { VAL(); if (!cli_u64(a, v, &o->sp.seed)) return 1; }
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
-        else if (!strcmp(a, "--bos")) o->bos = 1;
-        else if (!strcmp(a, "--no-bos")) o->bos = 0;
+        else if (cli_bos_flag(a, &o->bos)) continue;
         else if (!strcmp(a, "--kv-stats")) o->kv_stats = 1;
         else if (!strcmp(a, "--show-prompt")) o->show_prompt = 1;
         else return cli_error("unknown option '%s' for 'chat' (see heavykv chat --help)", a);

@@ -112,7 +112,7 @@ static void help_sub(const char *sub) {
                "  --depths D1,D2,..     needle depth in %% of the filler (default 0,25,50,75,100)\n"
                "  --trials N            keys per (length, depth) (default 5)\n"
                "Metrics: acc (all trials), acc_L<length>_D<depth> per cell, in %%.\n\n");
-    printf("%s%s", common_help, cli_kv_help);
+    printf("%s%s", common_help, cli_kv_help());
 }
 
 /* ---------------------------------------------------------------- flags */

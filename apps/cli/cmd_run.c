@@ -7,6 +7,7 @@
 typedef struct run_opts {
     const char *model, *prompt, *prompt_file, *trace;
     int n_predict, n_threads, n_ctx, ignore_eos, kv_stats, add_bos, parse_special; /* add_bos: -1 model's */
+    int trace_scores;
     hkv_sampler_params sp;
     hkv_kv_config kv;
 } run_opts;
@@ -30,8 +31,9 @@ static void run_help(void) {
            CLI_BOS_HELP
            "      --no-special      do not match special-token text in the prompt\n"
            "      --kv-stats        print per-layer KV capacity/occupancy/evictions/bytes at the end\n"
-           "      --kv-trace FILE   write kept positions per head after every step (JSON lines)\n\n%s",
-           cli_kv_help);
+           "      --kv-trace FILE   write kept positions per head after every step (JSON lines)\n"
+           "      --kv-trace-scores add the policy's score of each kept position to the trace (\"scores\")\n\n%s",
+           cli_kv_help());
 }
 
 /* Returns 0 ok, 1 error, 2 help shown. */
@@ -69,6 +71,7 @@ static int parse_run(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "--no-special")) o->parse_special = 0;
         else if (!strcmp(a, "--kv-stats")) o->kv_stats = 1;
         else if (!strcmp(a, "--kv-trace")) { VAL(); o->trace = v; }
+        else if (!strcmp(a, "--kv-trace-scores")) o->trace_scores = 1;
         else return cli_error("unknown option '%s' for 'run' (see heavykv run --help)", a);
 #undef VAL
     }
@@ -84,7 +87,8 @@ static void print_kv_stats(hkv_context *c) {
         int occ;
         uint64_t ev;
         hkv_get_kv_layer_stats(c, l, &occ, &ev);
-        fprintf(stderr, "kv: layer %2d  occupancy %6.1f / %d per head  evictions %llu\n", l,
+        hkv_budget lb = hkv_context_layer_budget(c, l);
+        fprintf(stderr, "kv: layer %2d  budget %d  occupancy %6.1f / %d per head  evictions %llu\n", l, lb.total,
                 (double)occ / s.n_head_kv, s.capacity, (unsigned long long)ev);
     }
     fprintf(stderr, "kv: K/V bytes %llu (%.2f MiB), metadata bytes %llu, total evictions %llu\n",
@@ -139,6 +143,7 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     cp.kv = o->kv;
     cp.ref_len = n;
     cp.trace_path = o->trace;
+    cp.trace_scores = o->trace_scores;
     int n_ctx = o->n_ctx ? o->n_ctx : mi.n_ctx_default;
     if (n > n_ctx) { free(toks); return cli_error("the prompt has %d tokens, which does not fit the context length %d", n, n_ctx); }
     hkv_context *c;

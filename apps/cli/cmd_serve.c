@@ -60,7 +60,7 @@ static void serve_help(void) {
            "Per request: \"kv\": {\"policy\": \"h2o\", \"budget\": \"20%%\"}, \"cache_prompt\": true, \"conversation_id\",\n"
            "\"parse_special\": false. A percentage budget is a share of the context size (-c).\n"
            "--prefill-chunk N (default 64) is also the number of prompt tokens decoded between two decode steps.\n\n%s",
-           cli_kv_help);
+           cli_kv_help());
 }
 
 /* "1GiB", "512MiB", "300M", "1048576": bytes. */

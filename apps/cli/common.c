@@ -89,32 +89,51 @@ static int choice(const char *flag, const char *s, const char *a, const char *b,
     return 0;
 }
 
+/* --POLICY-NAME VALUE for an option NAME of a policy in the table (e.g. --h2o-score, --snapkv-window): 1 if
+ * flag is one, with *pol and *opt set. */
+static int policy_option_flag(const char *flag, const hkv_policy_ops **pol, const hkv_policy_option **opt) {
+    if (strncmp(flag, "--", 2)) return 0;
+    for (int i = 0; hkv_policy_at(i); i++) {
+        const hkv_policy_ops *p = hkv_policy_at(i);
+        size_t n = strlen(p->name);
+        if (strncmp(flag + 2, p->name, n) || flag[2 + n] != '-') continue;
+        for (int k = 0; k < p->n_options; k++)
+            if (!strcmp(flag + 3 + n, p->options[k].name)) { *pol = p; *opt = &p->options[k]; return 1; }
+    }
+    return 0;
+}
+
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     const char *f = argv[*i];
     static const char *const with_value[] = {"--kv-policy", "--kv-budget", "--kv-heavy", "--kv-recent", "--kv-sink",
-                                             "--h2o-score", "--gqa-agg", "--h2o-order", "--prefill-chunk", "--kv-type", NULL};
+                                             "--gqa-agg", "--prefill-chunk", "--kv-type", "--kv-budget-layers", "--kv-order",
+                                             "--h2o-order", NULL};
     if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
-    int known = 0;
+    const hkv_policy_ops *pol = NULL;
+    const hkv_policy_option *opt = NULL;
+    int known = policy_option_flag(f, &pol, &opt);
     for (int k = 0; with_value[k]; k++) known |= !strcmp(f, with_value[k]);
     if (!known) return 0;
     const char *v = cli_value(argc, argv, i);
     if (!v) return -1;
     int ok = 1;
-    if (!strcmp(f, "--kv-policy")) {
-        const char *const *names = hkv_policy_names();
-        int found = 0;
-        for (int k = 0; names[k]; k++) found |= !strcmp(names[k], v);
-        if (!found) return cli_error("unknown KV policy '%s' (choose full, window, sink, h2o or tova)", v), -1;
+    char err[512];
+    if (pol) {
+        if (hkv_kv_set_option(kv, pol->name, opt->name, v, err, sizeof err)) return cli_error("%s: %s", f, err), -1;
+    } else if (!strcmp(f, "--kv-policy")) {
+        if (hkv_policy_check(v, err, sizeof err)) return cli_error("%s", err), -1;
         snprintf(kv->policy, sizeof kv->policy, "%s", v);
     } else if (!strcmp(f, "--kv-budget")) ok = amount(f, v, &kv->budget);
     else if (!strcmp(f, "--kv-heavy")) ok = amount(f, v, &kv->heavy);
     else if (!strcmp(f, "--kv-recent")) ok = amount(f, v, &kv->recent);
     else if (!strcmp(f, "--kv-sink")) ok = amount(f, v, &kv->sink);
-    else if (!strcmp(f, "--h2o-score")) ok = choice(f, v, "sum", "normalized", &kv->h2o_normalized);
     else if (!strcmp(f, "--gqa-agg")) ok = choice(f, v, "sum", "mean", &kv->gqa_mean);
-    else if (!strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->h2o_replace);
+    else if (!strcmp(f, "--kv-order") || !strcmp(f, "--h2o-order")) ok = choice(f, v, "append", "replace", &kv->replace_order);
     else if (!strcmp(f, "--prefill-chunk")) ok = cli_int(f, v, 0, 1 << 20, &kv->prefill_chunk);
-    else if (!strcmp(f, "--kv-type")) {
+    else if (!strcmp(f, "--kv-budget-layers")) {
+        if (strlen(v) >= sizeof kv->budget_layers) return cli_error("%s: list '%.40s...' is too long", f, v), -1;
+        snprintf(kv->budget_layers, sizeof kv->budget_layers, "%s", v);
+    } else if (!strcmp(f, "--kv-type")) {
         int t = 0;
         ok = choice(f, v, "f16", "f32", &t);
         kv->type = t ? HKV_KV_F32 : HKV_KV_F16;
@@ -122,20 +141,51 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     return ok ? 1 : -1;
 }
 
-const char *const cli_kv_help =
-    "KV cache (per KV head; see README 'KV cache policies'):\n"
-    "  --kv-policy NAME      full | window | sink | h2o | tova   (default full)\n"
-    "  --kv-budget B         tokens kept per head: N tokens, P% of the prompt, or a ratio 0.R\n"
-    "  --kv-heavy B          h2o: heavy-hitter part of the budget (default: half)\n"
-    "  --kv-recent B         recent-window part (default: the rest)\n"
-    "  --kv-sink B           first tokens always kept (sink default 4, h2o default 0)\n"
-    "  --h2o-score S         sum (original H2O) | normalized (divided by #queries that saw the token)\n"
-    "  --gqa-agg A           sum | mean over the query heads of a KV group\n"
-    "  --h2o-order O         append (paper: attend with budget+1 then evict) | replace (FlexGen: evict first)\n"
-    "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
-    "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
-    "                        0 = whole prompt, then cut (the paper's order; default)\n"
-    "  --kv-type T           f16 (default) | f32 element type of stored K/V\n";
+/* Appends to the help buffer (truncates silently: the buffer is sized for far more than the table holds). */
+static void help_add(char *buf, size_t len, size_t *o, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void help_add(char *buf, size_t len, size_t *o, const char *fmt, ...) {
+    if (*o >= len) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *o, len - *o, fmt, ap);
+    va_end(ap);
+    if (n > 0) *o += (size_t)n;
+}
+
+/* Built once from the policy table, so a new policy (and its options) appears here without editing this file. */
+const char *cli_kv_help(void) {
+    static char buf[8192];
+    if (buf[0]) return buf;
+    size_t o = 0, L = sizeof buf;
+    help_add(buf, L, &o, "KV cache (per KV head; see README 'KV cache policies'):\n"
+             "  --kv-policy NAME      (default full)\n");
+    for (int i = 0; hkv_policy_at(i); i++)
+        help_add(buf, L, &o, "      %-14s    %s\n", hkv_policy_at(i)->name, hkv_policy_at(i)->help ? hkv_policy_at(i)->help : "");
+    help_add(buf, L, &o,
+             "  --kv-budget B         tokens kept per head: N tokens, P%% of the prompt, or a ratio 0.R\n"
+             "  --kv-heavy B          score-ranked part of the budget (h2o default: half)\n"
+             "  --kv-recent B         recent-window part (default: the rest; snapkv: its observation window)\n"
+             "  --kv-sink B           first tokens always kept (sink default 4, others 0)\n"
+             "  --kv-budget-layers S  per-layer budgets: uniform | pyramid (PyramidKV: more in lower layers, same\n"
+             "                        total) | a list of one budget per layer \"64,48,32,16\" (default: the policy's)\n"
+             "  --gqa-agg A           sum | mean over the query heads of a KV group\n"
+             "  --kv-order O          append (paper: attend with budget+1 then evict) | replace (FlexGen: evict\n"
+             "                        first; --h2o-order is the same flag)\n"
+             "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
+             "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
+             "                        0 = whole prompt, then cut (the paper's order; default)\n"
+             "  --kv-type T           f16 (default) | f32 element type of stored K/V\n"
+             "Policy options (--POLICY-OPTION VALUE; only the chosen policy's apply):\n");
+    for (int i = 0; hkv_policy_at(i); i++) {
+        const hkv_policy_ops *p = hkv_policy_at(i);
+        for (int k = 0; k < p->n_options; k++) {
+            char flag[64];
+            snprintf(flag, sizeof flag, "--%s-%s %s", p->name, p->options[k].name, p->options[k].choices ? "S" : "N");
+            help_add(buf, L, &o, "  %-21s %s\n", flag, p->options[k].help ? p->options[k].help : "");
+        }
+    }
+    return buf;
+}
 
 int cli_bos_flag(const char *flag, int *add_bos) {
     if (!strcmp(flag, "--bos")) { *add_bos = 1; return 1; }

@@ -16,6 +16,7 @@ static const command commands[] = {
     {"synth", cmd_synth, "write a model of a real architecture and shape with random weights"},
     {"eval", cmd_eval, "measure quality lost to KV eviction: ppl, fidelity, mc, passkey"},
     {"serve", cmd_serve, "HTTP server (OpenAI-style completions) with batched decoding"},
+    {"kv-inspect", cmd_kv_inspect, "SVG heatmap of the positions each layer/head kept over time"},
 };
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 

@@ -106,8 +106,9 @@ int engine_submit(hkv_server *s, job *j, char *msg, size_t ml) {
 static int kv_equal(const hkv_kv_config *a, const hkv_kv_config *b) {
 #define AMT_EQ(x, y) ((x).set == (y).set && (!(x).set || ((x).value == (y).value && (x).is_ratio == (y).is_ratio)))
     return !strcmp(a->policy, b->policy) && AMT_EQ(a->budget, b->budget) && AMT_EQ(a->heavy, b->heavy) &&
-           AMT_EQ(a->recent, b->recent) && AMT_EQ(a->sink, b->sink) && a->h2o_normalized == b->h2o_normalized &&
-           a->gqa_mean == b->gqa_mean && a->h2o_replace == b->h2o_replace && a->simulate == b->simulate &&
+           AMT_EQ(a->recent, b->recent) && AMT_EQ(a->sink, b->sink) && !strcmp(a->options, b->options) &&
+           !strcmp(a->budget_layers, b->budget_layers) && a->custom == b->custom && a->custom_user == b->custom_user &&
+           a->gqa_mean == b->gqa_mean && a->replace_order == b->replace_order && a->simulate == b->simulate &&
            a->prefill_chunk == b->prefill_chunk && a->type == b->type;
 #undef AMT_EQ
 }

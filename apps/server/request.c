@@ -150,7 +150,8 @@ int resolve_kv(hkv_server *s, const hkv_kv_config *kv, hkv_budget *b, uint64_t *
         return 400;
     }
     int rows;
-    if (!strcmp(kv->policy, "full") || kv->simulate) rows = s->n_ctx;
+    const hkv_policy_ops *ops = kv->custom ? kv->custom : hkv_policy_find(kv->policy);
+    if ((ops && ops->never_evicts) || kv->simulate) rows = s->n_ctx;
     else {
         long r = (long)b->total + s->p.prefill_chunk;
         rows = r > s->n_ctx ? s->n_ctx : (int)r;
@@ -185,10 +186,12 @@ static int get_kv(hkv_server *s, const cJSON *o, request *r, char *msg, size_t m
         if (!cJSON_IsObject(k)) { snprintf(msg, ml, "'kv' must be an object like {\"policy\": \"h2o\", \"budget\": \"20%%\"}"); return 400; }
         const cJSON *pol = field(k, "policy");
         if (pol) {
-            int known = 0;
-            for (const char *const *n = hkv_policy_names(); cJSON_IsString(pol) && *n; n++)
-                if (!strcmp(*n, pol->valuestring)) known = 1;
-            if (!known) { snprintf(msg, ml, "'kv.policy' must be one of full, window, sink, h2o, tova"); return 400; }
+            char err[256];
+            if (!cJSON_IsString(pol) || hkv_policy_check(pol->valuestring, err, sizeof err)) {
+                if (!cJSON_IsString(pol)) hkv_policy_check("", err, sizeof err);
+                snprintf(msg, ml, "'kv.policy': %s", err);
+                return 400;
+            }
             if (strcmp(pol->valuestring, r->kv.policy)) { /* another policy: the server's split does not apply */
                 r->kv.budget.set = r->kv.heavy.set = r->kv.recent.set = r->kv.sink.set = 0;
             }
@@ -201,7 +204,7 @@ static int get_kv(hkv_server *s, const cJSON *o, request *r, char *msg, size_t m
         if ((st = get_amount(k, "heavy", &r->kv.heavy, msg, ml)) || (st = get_amount(k, "recent", &r->kv.recent, msg, ml)) ||
             (st = get_amount(k, "sink", &r->kv.sink, msg, ml)))
             return st;
-        if (strcmp(r->kv.policy, "full") && !r->kv.budget.set) {
+        if (!hkv_policy_find(r->kv.policy)->never_evicts && !r->kv.budget.set) {
             snprintf(msg, ml, "'kv.budget' is required for policy '%s'", r->kv.policy);
             return 400;
         }
