@@ -47,7 +47,8 @@ typedef enum hkv_status {
     HKV_ERR_ARG,         /* bad argument from the caller (flag value, token id, budget, ...) */
     HKV_ERR_NOMEM,       /* allocation failed */
     HKV_ERR_CONTEXT,     /* sequence would exceed the context length */
-    HKV_ERR_STATE,       /* call not valid in the object's current state */
+    HKV_ERR_STATE,       /* call not valid in the object's current state; a state file that does not fit */
+    HKV_ERR_ABORTED,     /* the abort callback asked to stop (hkv_set_abort_callback) */
 } hkv_status;
 
 HKV_API const char *hkv_status_str(hkv_status s);
@@ -242,14 +243,50 @@ HKV_API hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *p, hk
 HKV_API void hkv_context_free(hkv_context *c);
 HKV_API const char *hkv_last_error(const hkv_context *c);
 
+/* Lifetimes and threads.
+ *   - A context borrows its model: free every context of a model before hkv_model_free.
+ *   - A model is read-only after loading: several contexts (one per thread) may share it and run at once.
+ *   - A context is not thread-safe: one thread at a time calls functions on it (one context per thread).
+ *   - Pointers returned by hkv_get_logits / hkv_get_logits_ith point into the context and stay valid until
+ *     the next call that decodes, resets, copies into or loads a state into that context's sequences, or
+ *     hkv_context_free. hkv_last_error's string is overwritten by the next failing call on the context.
+ *   - Strings in hkv_model_info, hkv_policy_names and hkv_version live as long as the model / the library.
+ *
+ * Failed decodes change nothing. Every decode call (hkv_decode, hkv_decode_batch, hkv_decode_tokens) first
+ * allocates all it needs, including an undo record of each sequence it touches (the slot metadata and policy
+ * state, plus the K/V rows it overwrites); then it runs the forward pass; if that fails (abort callback, cache
+ * error) every sequence is put back. So after any failed call — bad argument, context length, out of memory,
+ * abort — hkv_n_past, the cache, the policy state and hkv_get_logits(seq, -1) are exactly as before the call
+ * and decoding can simply continue. (Per-token rows of logits_all from an earlier call may be gone.) */
+
 /* Run tokens of one sequence through the model at positions n_past..n_past+n-1 (prompt chunk or one decode
- * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. Argument and
- * context-length errors change nothing; a failure inside the forward pass (out of memory) resets the
- * sequence (hkv_decode_batch: every sequence of the batch), since its cache was partly written. */
+ * step). Long inputs are split into kv.prefill_chunk pieces with eviction between pieces. */
 HKV_API hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n);
 
 /* Several sequences, one token each, in one step (batched decode). seqs[i] distinct. */
 HKV_API hkv_status hkv_decode_batch(hkv_context *c, const int *seqs, const int32_t *tokens, int n);
+
+/* Several tokens of several sequences in one forward pass (like llama_batch): e.g. 64 prompt tokens of seq 1
+ * and one decode token each of seqs 0, 2 and 3. Token i belongs to seq[i]; a sequence's tokens take the
+ * positions n_past, n_past+1, ... in array order. logits[i] != 0 keeps token i's logits for
+ * hkv_get_logits_ith (logits == NULL: keep all). Each sequence's result is bit-identical to hkv_decode of its
+ * own tokens alone (attention, eviction and policy state are per sequence). Limits (hkv_batch_limits): at most
+ * max_tokens tokens in all and at most max_per_seq (the prefill chunk) of one sequence. */
+typedef struct hkv_batch {
+    int n_tokens;
+    const int32_t *token;    /* [n_tokens] token ids */
+    const int *seq;          /* [n_tokens] sequence of each token */
+    const int8_t *logits;    /* [n_tokens] 1: keep this token's logits; NULL: keep every token's */
+} hkv_batch;
+HKV_API hkv_status hkv_decode_tokens(hkv_context *c, const hkv_batch *b);
+/* Logits [n_vocab] of token i of the last hkv_decode_tokens / hkv_decode_batch; NULL if not kept. A
+ * sequence's last token's logits, when kept, are also hkv_get_logits(c, seq, -1). */
+HKV_API const float *hkv_get_logits_ith(hkv_context *c, int i);
+HKV_API void hkv_batch_limits(const hkv_context *c, int *max_tokens, int *max_per_seq);
+
+/* Called before every layer of a forward pass; a nonzero return stops the decode with HKV_ERR_ABORTED and
+ * leaves the sequences as before the call. cb == NULL: no callback. */
+HKV_API void hkv_set_abort_callback(hkv_context *c, int (*cb)(void *user), void *user);
 
 /* Logits [n_vocab] of token i of the last hkv_decode on seq (i = -1: the last token). i >= 0 needs
  * logits_all. For hkv_decode_batch, the logits of seq's token. NULL when not available. */
@@ -257,6 +294,17 @@ HKV_API const float *hkv_get_logits(hkv_context *c, int seq, int i);
 HKV_API int hkv_n_past(const hkv_context *c, int seq);
 /* Forget a sequence (cache emptied, policy state reset, position 0). */
 HKV_API void hkv_seq_reset(hkv_context *c, int seq);
+/* hkv_seq_reset that reports a bad sequence id: the sequence's slots are free again. */
+HKV_API hkv_status hkv_seq_rm(hkv_context *c, int seq);
+/* dst becomes an exact copy of src: cache rows, positions, order lists, policy state, n_past and the last
+ * logits, so both continue identically (fork a prompt). */
+HKV_API hkv_status hkv_seq_cp(hkv_context *c, int src, int dst);
+/* Save one sequence (cache, policy scores, positions, n_past, last logits) to a file, and load it back into a
+ * sequence of a context with the same model, KV type, policy, budget, policy options and capacity (checked:
+ * HKV_ERR_STATE names the first difference; HKV_ERR_FORMAT for a damaged or truncated file; the sequence is
+ * unchanged on any error). Decoding after a load continues bit-identically to the saving context. */
+HKV_API hkv_status hkv_seq_state_save(hkv_context *c, int seq, const char *path);
+HKV_API hkv_status hkv_seq_state_load(hkv_context *c, int seq, const char *path);
 HKV_API hkv_budget hkv_context_budget(const hkv_context *c);
 
 typedef struct hkv_kv_stats {
@@ -302,6 +350,75 @@ HKV_API int32_t hkv_sampler_sample(hkv_sampler *s, const float *logits);
 HKV_API void hkv_sampler_accept(hkv_sampler *s, int32_t token); /* record prompt tokens for the penalty */
 /* Greedy choice: index of the largest of n logits (ties: the lowest id; NaN ranks below -inf). */
 HKV_API int32_t hkv_argmax(const float *logits, int n);
+
+/* ---------------------------------------------------------------- standalone tokenizer
+ * A tokenizer without a model: from a Hugging Face tokenizer.json (tokenizer_config.json next to it is read
+ * too) or from the tokenizer.* keys of a .gguf file (the weights are not loaded). Same contracts as the
+ * model-bound hkv_tokenize / hkv_token_to_piece / hkv_detokenize above. Read-only after loading: may be
+ * shared by threads. */
+typedef struct hkv_tokenizer hkv_tokenizer;
+HKV_API hkv_status hkv_tokenizer_load(const char *path, hkv_tokenizer **out, char *err, size_t errlen);
+HKV_API void hkv_tokenizer_free(hkv_tokenizer *t);
+HKV_API int hkv_tokenizer_n_vocab(const hkv_tokenizer *t);
+HKV_API int hkv_tokenizer_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens);
+HKV_API int hkv_tokenizer_decode(const hkv_tokenizer *t, const int32_t *tokens, int n, char *buf, int buflen);
+HKV_API int hkv_tokenizer_piece(const hkv_tokenizer *t, int32_t token, char *buf, int buflen);
+/* The vocabulary entry as spelled in the file (e.g. "<s>", "\u2581the"); NULL for a bad id. Lives as long as t. */
+HKV_API const char *hkv_tokenizer_text(const hkv_tokenizer *t, int32_t token);
+
+/* ---------------------------------------------------------------- quantize (GGUF -> GGUF)
+ * Library functions, like llama.cpp's llama_model_quantize: every 2-D weight to type_name (one of
+ * hkv_quant_type_list(), case-insensitive; Q4_K_M is llama.cpp's mix), 1-D tensors and metadata copied. */
+typedef struct hkv_quantize_stats {
+    int n_tensors;                  /* tensors in the file */
+    int n_converted;                /* tensors whose type changed */
+    uint64_t bytes_in, bytes_out;   /* tensor data, before and after */
+    uint64_t n_params;              /* elements of all tensors */
+    int n_of_type[64];              /* output tensors per GGUF tensor type id (names: hkv_tensor_type_name) */
+} hkv_quantize_stats;
+HKV_API const char *hkv_quant_type_list(void);          /* "F32, F16, Q8_0, ..., Q4_K_M" */
+HKV_API const char *hkv_tensor_type_name(int type);     /* GGUF tensor type id -> "Q4_K"; NULL if unknown */
+HKV_API hkv_status hkv_model_quantize(const char *in_path, const char *out_path, const char *type_name, int n_threads,
+                                      hkv_quantize_stats *stats, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- synthetic models
+ * GGUF files with a real architecture's shapes, llama.cpp metadata keys and tensor names, a real tokenizer and
+ * random but well-scaled weights (tests and benchmarks without downloading weights; the output is noise). */
+typedef struct hkv_synth_preset {
+    const char *name;        /* "Llama-3.2-1B" (matched case-insensitively) */
+    const char *arch;        /* architecture of the real model: "llama", "qwen2", "qwen3" */
+    const char *tokenizer;   /* tokenizer family the real model ships with (help text only) */
+    int n_ctx, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    float rope_theta, rms_eps;
+    int tied;                /* 1: no output.weight, the output shares token_embd */
+    float llama3_factor;     /* > 0: Llama 3 RoPE scaling (factor; low 1, high 4, original context 8192) */
+} hkv_synth_preset;
+HKV_API const hkv_synth_preset *hkv_synth_presets(int *n);   /* *n presets, static storage */
+
+/* How Llama 3 RoPE scaling is written: as the preset says (a rope_freqs.weight tensor, what llama.cpp's
+ * converter writes), not at all, as the tensor, or as {arch}.rope.scaling.* keys. */
+enum { HKV_SYNTH_ROPE_PRESET = -1, HKV_SYNTH_ROPE_NONE = 0, HKV_SYNTH_ROPE_TENSOR = 1, HKV_SYNTH_ROPE_KEYS = 2 };
+
+typedef struct hkv_synth_params {
+    const char *preset;      /* preset name (required) */
+    const char *arch;        /* NULL: the preset's architecture */
+    const char *tokenizer;   /* tokenizer.json, or a .gguf whose tokenizer.* keys are copied (required) */
+    const char *type;        /* weight type, one of hkv_quant_type_list(); NULL: F32 (1-D tensors always F32) */
+    int n_layer;             /* > 0: override the preset's layer count */
+    int head_dim;            /* > 0: override the head dimension */
+    int rope_scaling;        /* HKV_SYNTH_ROPE_* */
+    uint64_t seed;
+    int n_threads;           /* <= 0: all CPUs */
+} hkv_synth_params;
+HKV_API hkv_synth_params hkv_synth_default_params(void);
+
+typedef struct hkv_synth_info {
+    int n_vocab, n_layer, head_dim;
+    char arch[16];
+    uint64_t n_params;       /* elements of all tensors */
+    uint64_t tensor_bytes;   /* tensor data written */
+} hkv_synth_info;
+HKV_API hkv_status hkv_synth_write(const hkv_synth_params *p, const char *path, hkv_synth_info *info, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- chat templates (src/chat.c) */
 

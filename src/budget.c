@@ -1,5 +1,6 @@
 /* KV cache configuration: defaults, parsing of budget amounts ("512", "20%", "0.2") and resolving a policy's
  * budget into token counts per KV head (total = heavy + recent + sink). */
+#include "alloc.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -251,7 +252,7 @@ hkv_status hkv_layer_budgets(const hkv_kv_config *c, int ref_len, int n_ctx, int
             return HKV_OK;
         }
     }
-    int *tot = malloc(sizeof(int) * (size_t)n_layer);
+    int *tot = hkv_malloc(sizeof(int) * (size_t)n_layer);
     if (!tot) return fail(err, errlen, HKV_ERR_NOMEM, "out of memory for the per-layer budgets");
     if (is_list) {
         if (!strchr(sched, ',') && n_layer > 1 && !(sched[0] >= '0' && sched[0] <= '9')) {
@@ -278,6 +279,6 @@ hkv_status hkv_layer_budgets(const hkv_kv_config *c, int ref_len, int n_ctx, int
             fail(err, errlen, st, m2);
         }
     }
-    free(tot);
+    hkv_free(tot);
     return st;
 }

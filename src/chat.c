@@ -3,6 +3,7 @@
  * of its family (the special-token strings each family uses), and each family is rendered by a few lines of C
  * that follow its published template. The leading BOS of the published templates is left to the tokenizer
  * (add_bos_token), exactly as llama.cpp does, so a model that says add_bos_token = false gets none. */
+#include "alloc.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,7 +197,7 @@ static hkv_status render_llama2(outbuf *o, const hkv_chat_message *msgs, int n) 
         if (i == start && start) {   /* the template strips the joined text, so join first */
             const char *sys = msgs[0].content;
             size_t len = strlen(sys) + strlen(c) + 32;
-            if (!(joined = malloc(len))) return HKV_ERR_NOMEM;
+            if (!(joined = hkv_malloc(len))) return HKV_ERR_NOMEM;
             snprintf(joined, len, "<<SYS>>\n%s\n<</SYS>>\n\n%s", sys, c);
             c = joined;
         }
@@ -207,7 +208,7 @@ static hkv_status render_llama2(outbuf *o, const hkv_chat_message *msgs, int n) 
         } else if (is_role(&msgs[i], "assistant")) {
             put(o, " "); put_trim(o, c); put(o, " </s>");
         }
-        free(joined);
+        hkv_free(joined);
     }
     return HKV_OK;
 }

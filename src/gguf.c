@@ -12,6 +12,7 @@
  * every multiplication/addition against overflow before it is used. Arrays of arrays are rejected with
  * HKV_ERR_UNSUPPORTED (no model format uses them). Tensor types must be known ggml ids with a block layout
  * (hkv_type_get); whether a kernel exists for them (hkv_type_supported) is for the model loader to decide. */
+#include "alloc.h"
 #include "gguf.h"
 #include "gguf_util.h"
 #include "tensor.h"
@@ -142,7 +143,7 @@ static hkv_status parse_array(reader *r, gguf_kv *kv) {
                     (ull)remaining(r));
             return HKV_ERR_FORMAT;
         }
-        kv->arr_str = malloc((size_t)(n ? n : 1) * sizeof(gguf_str));
+        kv->arr_str = hkv_malloc((size_t)(n ? n : 1) * sizeof(gguf_str));
         if (!kv->arr_str) {
             gguf_set_err(r->err, r->errlen, "out of memory for the %llu strings of %s", (ull)n, r->what);
             return HKV_ERR_NOMEM;
@@ -278,7 +279,7 @@ static int str_cmp(const void *a, const void *b) {
 /* Finds a duplicate among n strings (sorted copy, so O(n log n) even for hostile files). */
 static hkv_status check_unique(reader *r, const gguf_str *first, size_t stride, uint64_t n, const char *kind) {
     if (n < 2) return HKV_OK;
-    gguf_str *v = malloc((size_t)n * sizeof *v);
+    gguf_str *v = hkv_malloc((size_t)n * sizeof *v);
     if (!v) {
         gguf_set_err(r->err, r->errlen, "out of memory checking %llu %ss for duplicates", (ull)n, kind);
         return HKV_ERR_NOMEM;
@@ -293,7 +294,7 @@ static hkv_status check_unique(reader *r, const gguf_str *first, size_t stride, 
                     gguf_str_escape(v[i], 64, name, sizeof name));
             st = HKV_ERR_FORMAT;
         }
-    free(v);
+    hkv_free(v);
     return st;
 }
 
@@ -354,7 +355,7 @@ static hkv_status parse_alignment(reader *r, gguf_file *g) {
 static hkv_status parse(gguf_file *g, char *err, size_t errlen) {
     reader r = {.base = g->base, .size = g->size, .pos = 0, .err = err, .errlen = errlen};
     TRY(parse_header(&r, g));
-    g->kv = calloc((size_t)(g->n_kv ? g->n_kv : 1), sizeof *g->kv);
+    g->kv = hkv_calloc((size_t)(g->n_kv ? g->n_kv : 1), sizeof *g->kv);
     if (!g->kv) {
         gguf_set_err(err, errlen, "out of memory for %llu metadata entries", (ull)g->n_kv);
         return HKV_ERR_NOMEM;
@@ -367,7 +368,7 @@ static hkv_status parse(gguf_file *g, char *err, size_t errlen) {
                 (ull)g->n_tensors, (ull)remaining(&r));
         return HKV_ERR_FORMAT;
     }
-    g->tensors = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *g->tensors);
+    g->tensors = hkv_calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *g->tensors);
     if (!g->tensors) {
         gguf_set_err(err, errlen, "out of memory for %llu tensors", (ull)g->n_tensors);
         return HKV_ERR_NOMEM;
@@ -429,7 +430,7 @@ hkv_status gguf_open(const char *path, gguf_file **out, char *err, size_t errlen
         close(fd);
         return HKV_ERR_IO;
     }
-    gguf_file *g = calloc(1, sizeof *g);
+    gguf_file *g = hkv_calloc(1, sizeof *g);
     if (!g) {
         munmap(m, (size_t)sb.st_size);
         close(fd);
@@ -449,11 +450,11 @@ hkv_status gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *
         gguf_set_err(err, errlen, "GGUF buffer: the buffer is empty, not a GGUF file");
         return HKV_ERR_FORMAT;
     }
-    gguf_file *g = calloc(1, sizeof *g);
-    uint8_t *copy = malloc(len);
+    gguf_file *g = hkv_calloc(1, sizeof *g);
+    uint8_t *copy = hkv_malloc(len);
     if (!g || !copy) {
-        free(g);
-        free(copy);
+        hkv_free(g);
+        hkv_free(copy);
         gguf_set_err(err, errlen, "out of memory copying a GGUF buffer of %zu bytes", len);
         return HKV_ERR_NOMEM;
     }
@@ -468,13 +469,13 @@ hkv_status gguf_open_memory(const void *buf, size_t len, gguf_file **out, char *
 void gguf_close(gguf_file *g) {
     if (!g) return;
     if (g->kv)
-        for (uint64_t i = 0; i < g->n_kv; i++) free(g->kv[i].arr_str);
-    free(g->kv);
-    free(g->tensors);
+        for (uint64_t i = 0; i < g->n_kv; i++) hkv_free(g->kv[i].arr_str);
+    hkv_free(g->kv);
+    hkv_free(g->tensors);
     if (g->mapped) munmap((void *)g->base, (size_t)g->size);
-    else free((void *)g->base);
+    else hkv_free((void *)g->base);
     if (g->fd >= 0) close(g->fd);
-    free(g);
+    hkv_free(g);
 }
 
 /* ------------------------------------------------------------------------------------------ lookups */

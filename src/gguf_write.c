@@ -1,4 +1,5 @@
 /* GGUF writer: metadata and tensors built in memory, then written in one pass (spec layout in gguf.c). */
+#include "alloc.h"
 #include "gguf.h"
 #include "gguf_util.h"
 #include "tensor.h"
@@ -25,7 +26,7 @@ static void wb_put(wbuf *b, const void *src, size_t n) {
             if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
             cap *= 2;
         }
-        uint8_t *p = realloc(b->p, cap);
+        uint8_t *p = hkv_realloc(b->p, cap);
         if (!p) { b->oom = 1; return; }
         b->p = p;
         b->cap = cap;
@@ -67,15 +68,15 @@ struct gguf_writer {
     char msg[256];
 };
 
-gguf_writer *gguf_writer_new(void) { return calloc(1, sizeof(gguf_writer)); }
+gguf_writer *gguf_writer_new(void) { return hkv_calloc(1, sizeof(gguf_writer)); }
 
 void gguf_writer_free(gguf_writer *w) {
     if (!w) return;
-    for (size_t i = 0; i < w->n_kv; i++) { free(w->kv[i].key); free(w->kv[i].val.p); }
-    for (size_t i = 0; i < w->n_t; i++) { free(w->t[i].name); free(w->t[i].data); }
-    free(w->kv);
-    free(w->t);
-    free(w);
+    for (size_t i = 0; i < w->n_kv; i++) { hkv_free(w->kv[i].key); hkv_free(w->kv[i].val.p); }
+    for (size_t i = 0; i < w->n_t; i++) { hkv_free(w->t[i].name); hkv_free(w->t[i].data); }
+    hkv_free(w->kv);
+    hkv_free(w->t);
+    hkv_free(w);
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -91,26 +92,26 @@ static void w_fail(gguf_writer *w, hkv_status st, const char *fmt, ...) {
 /* Sets key (replacing an existing value) to the serialized value val, taking ownership of val.p. */
 static void w_set(gguf_writer *w, const char *key, size_t key_len, gguf_vtype type, wbuf val) {
     if (val.oom) {
-        free(val.p);
+        hkv_free(val.p);
         w_fail(w, HKV_ERR_NOMEM, "out of memory storing a GGUF metadata value");
         return;
     }
     for (size_t i = 0; i < w->n_kv; i++)
         if (w->kv[i].key_len == key_len && memcmp(w->kv[i].key, key, key_len) == 0) {
-            free(w->kv[i].val.p);
+            hkv_free(w->kv[i].val.p);
             w->kv[i].type = type;
             w->kv[i].val = val;
             return;
         }
-    char *k = malloc(key_len + 1);
+    char *k = hkv_malloc(key_len + 1);
     if (w->n_kv == w->cap_kv) {
         size_t cap = w->cap_kv ? 2 * w->cap_kv : 16;
-        wkv *p = realloc(w->kv, cap * sizeof *p);
+        wkv *p = hkv_realloc(w->kv, cap * sizeof *p);
         if (p) { w->kv = p; w->cap_kv = cap; }
     }
     if (!k || w->n_kv == w->cap_kv) {
-        free(k);
-        free(val.p);
+        hkv_free(k);
+        hkv_free(val.p);
         w_fail(w, HKV_ERR_NOMEM, "out of memory storing a GGUF metadata key");
         return;
     }
@@ -179,7 +180,7 @@ void gguf_w_arr(gguf_writer *w, const char *key, gguf_vtype vtype, const void *d
         if (vtype == GGUF_STRING) {
             const char *s = ((const char *const *)data)[i];
             if (!s) {
-                free(b.p);
+                hkv_free(b.p);
                 w_fail(w, HKV_ERR_ARG, "GGUF array \"%s\" has a NULL string at index %llu", key, (ull)i);
                 return;
             }
@@ -200,7 +201,7 @@ void gguf_w_arr(gguf_writer *w, const char *key, gguf_vtype vtype, const void *d
 void gguf_w_copy_kv(gguf_writer *w, const gguf_file *g, int (*skip)(const char *key)) {
     for (uint64_t i = 0; i < g->n_kv; i++) {
         const gguf_kv *kv = &g->kv[i];
-        char *key = malloc((size_t)kv->key.len + 1);
+        char *key = hkv_malloc((size_t)kv->key.len + 1);
         if (!key) {
             w_fail(w, HKV_ERR_NOMEM, "out of memory copying GGUF metadata");
             return;
@@ -216,7 +217,7 @@ void gguf_w_copy_kv(gguf_writer *w, const gguf_file *g, int (*skip)(const char *
             wb_put(&b, kv->data, (size_t)gguf_kv_value_bytes(kv));
             w_set(w, kv->key.s, (size_t)kv->key.len, kv->type, b);
         }
-        free(key);
+        hkv_free(key);
     }
 }
 
@@ -250,16 +251,16 @@ hkv_status gguf_w_tensor(gguf_writer *w, const char *name, int type, int n_dims,
                nbytes, (ull)expect);
         return HKV_ERR_ARG;
     }
-    t.name = malloc(strlen(name) + 1);
-    t.data = malloc(nbytes ? nbytes : 1);
+    t.name = hkv_malloc(strlen(name) + 1);
+    t.data = hkv_malloc(nbytes ? nbytes : 1);
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 16;
-        wtensor *p = realloc(w->t, cap * sizeof *p);
+        wtensor *p = hkv_realloc(w->t, cap * sizeof *p);
         if (p) { w->t = p; w->cap_t = cap; }
     }
     if (!t.name || !t.data || w->n_t == w->cap_t) {
-        free(t.name);
-        free(t.data);
+        hkv_free(t.name);
+        hkv_free(t.data);
         w_fail(w, HKV_ERR_NOMEM, "out of memory storing GGUF tensor \"%s\"", name);
         return HKV_ERR_NOMEM;
     }
@@ -327,13 +328,13 @@ static int write_zeros(FILE *f, uint64_t n) {
 hkv_status gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen) {
     uint32_t align;
     wbuf h = {0};
-    uint64_t *offsets = malloc((w->n_t ? w->n_t : 1) * sizeof *offsets);
+    uint64_t *offsets = hkv_malloc((w->n_t ? w->n_t : 1) * sizeof *offsets);
     if (!offsets) w_fail(w, HKV_ERR_NOMEM, "out of memory writing a GGUF file");
     if (w->st == HKV_OK && w_alignment(w, &align) == HKV_OK) w_header(w, align, &h, offsets);
     if (w->st != HKV_OK) {
         gguf_set_err(err, errlen, "cannot write %s: %s", path, w->msg);
-        free(h.p);
-        free(offsets);
+        hkv_free(h.p);
+        hkv_free(offsets);
         return w->st;
     }
     FILE *f = fopen(path, "wb");
@@ -345,8 +346,8 @@ hkv_status gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t
     }
     int saved = errno;
     if (f && fclose(f) != 0 && ok) { ok = 0; saved = errno; }
-    free(h.p);
-    free(offsets);
+    hkv_free(h.p);
+    hkv_free(offsets);
     if (!ok) {
         gguf_set_err(err, errlen, "cannot write %s: %s", path, strerror(saved));
         if (f) remove(path);

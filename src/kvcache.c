@@ -1,12 +1,13 @@
 /* Bounded KV cache storage (attention over it is attention.c). See kvcache.h for the layout and why slots are kept in
  * position order. */
+#include "alloc.h"
 #include "kvcache.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "tensor.h"
 
-static void *xcalloc(size_t n, size_t sz) { return calloc(n ? n : 1, sz); }
+static void *xcalloc(size_t n, size_t sz) { return hkv_calloc(n ? n : 1, sz); }
 
 /* Bytes held, documented in the README: K/V = 2 * capacity * head_dim * elt per (seq, layer, head); metadata =
  * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
@@ -18,7 +19,7 @@ static void kv_account(kv_cache *kv) {
 }
 
 static void slots_free(kv_layer *L) {
-    free(L->k); free(L->v); free(L->pos); free(L->order); free(L->free_stack); free(L->pstate);
+    hkv_free(L->k); hkv_free(L->v); hkv_free(L->pos); hkv_free(L->order); hkv_free(L->free_stack); hkv_free(L->pstate);
 }
 
 /* The per-slot arrays of one (sequence, layer) for `cap` slots per head; on failure nothing stays allocated. */
@@ -64,7 +65,7 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
                   hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg_layers,
                   char *err, size_t errlen) {
     *out = NULL;
-    kv_cache *kv = calloc(1, sizeof *kv);
+    kv_cache *kv = hkv_calloc(1, sizeof *kv);
     if (!kv) { snprintf(err, errlen, "out of memory allocating the KV cache"); return HKV_ERR_NOMEM; }
     kv->n_seq = n_seq; kv->n_layer = n_layer; kv->n_head_kv = n_head_kv; kv->head_dim = head_dim;
     kv->n_ctx = n_ctx;
@@ -73,11 +74,12 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     kv->elt = type == HKV_KV_F32 ? 4 : 2;
     kv->simulate = simulate;
     kv->ops = ops;
-    kv->cfg = malloc(sizeof(hkv_policy_cfg) * (size_t)n_layer);
+    kv->cfg = hkv_malloc(sizeof(hkv_policy_cfg) * (size_t)n_layer);
     if (kv->cfg) memcpy(kv->cfg, cfg_layers, sizeof(hkv_policy_cfg) * (size_t)n_layer);
-    kv->layers = calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
-    kv->newest = calloc((size_t)n_seq, sizeof(int32_t));
-    int ok = kv->cfg && kv->layers && kv->newest;
+    kv->layers = hkv_calloc((size_t)n_seq * n_layer, sizeof(kv_layer));
+    kv->newest = hkv_calloc((size_t)n_seq, sizeof(int32_t));
+    kv->snap = hkv_calloc((size_t)n_seq, sizeof(kv_snap));
+    int ok = kv->cfg && kv->layers && kv->newest && kv->snap;
     for (int i = 0; ok && i < n_seq * n_layer; i++) ok = layer_alloc(kv, &kv->layers[i]);
     if (!ok) {
         kv_free(kv);
@@ -90,17 +92,25 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     return HKV_OK;
 }
 
+static void snap_free(kv_snap *sn) {
+    hkv_free(sn->pos); hkv_free(sn->order); hkv_free(sn->free_stack); hkv_free(sn->pstate); hkv_free(sn->saved);
+    hkv_free(sn->n_live); hkv_free(sn->n_free); hkv_free(sn->evictions); hkv_free(sn->j_idx); hkv_free(sn->j_rows);
+    memset(sn, 0, sizeof *sn);
+}
+
 void kv_free(kv_cache *kv) {
     if (!kv) return;
+    for (int s = 0; kv->snap && s < kv->n_seq; s++) snap_free(&kv->snap[s]);
+    hkv_free(kv->snap);
     for (int i = 0; kv->layers && i < kv->n_seq * kv->n_layer; i++) {
         kv_layer *L = &kv->layers[i];
         slots_free(L);
-        free(L->n_live); free(L->n_free); free(L->evictions);
+        hkv_free(L->n_live); hkv_free(L->n_free); hkv_free(L->evictions);
     }
-    free(kv->layers);
-    free(kv->newest);
-    free(kv->cfg);
-    free(kv);
+    hkv_free(kv->layers);
+    hkv_free(kv->newest);
+    hkv_free(kv->cfg);
+    hkv_free(kv);
 }
 
 void kv_seq_reset(kv_cache *kv, int seq) {
@@ -170,7 +180,7 @@ void kv_make_room(kv_cache *kv, kv_layer *L, int h, int32_t incoming) {
  * of O(n) per victim). Returns 0 when the policy declined or memory ran out: the caller falls back. */
 static int batch_trim(kv_cache *kv, kv_layer *L, int h, int target) {
     hkv_head_view v = head_view(kv, L, h);
-    uint8_t *keep = malloc((size_t)v.n);
+    uint8_t *keep = hkv_malloc((size_t)v.n);
     if (!keep) return 0;
     int kept = kv->ops->select(kv_cfg_of(kv, L), &v, target, keep);
     if (kept >= 0) {
@@ -182,7 +192,7 @@ static int batch_trim(kv_cache *kv, kv_layer *L, int h, int target) {
         }
         L->n_live[h] = o;
     }
-    free(keep);
+    hkv_free(keep);
     return kept >= 0;
 }
 
@@ -202,6 +212,24 @@ static void store_vec(const kv_cache *kv, void *base, size_t idx, const float *x
     }
 }
 
+/* Before slot `slot` of head h is overwritten: if a snapshot of this sequence is active and the slot held a
+ * token when it was taken, keep that token's K/V row once. */
+static void snap_save_row(kv_cache *kv, kv_layer *L, int h, int32_t slot) {
+    if (kv->simulate) return; /* slot == position: a write never replaces a kept row */
+    size_t li = (size_t)(L - kv->layers);
+    kv_snap *sn = &kv->snap[li / kv->n_layer];
+    if (!sn->active) return;
+    size_t idx = ((li % kv->n_layer) * kv->n_head_kv + h) * (size_t)sn->cap + slot;
+    if (sn->pos[idx] < 0 || sn->saved[idx]) return;
+    if (sn->n_rows == sn->max_rows) { sn->overflow = 1; return; }
+    size_t rb = (size_t)kv->head_dim * kv->elt, src = ((size_t)h * kv->capacity + slot) * rb;
+    unsigned char *dst = sn->j_rows + (size_t)sn->n_rows * 2 * rb;
+    memcpy(dst, (char *)L->k + src, rb);
+    memcpy(dst + rb, (char *)L->v + src, rb);
+    sn->j_idx[sn->n_rows++] = (int32_t)idx;
+    sn->saved[idx] = 1;
+}
+
 hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float *k, const float *v) {
     size_t base = (size_t)h * kv->capacity;
     int32_t slot;
@@ -212,6 +240,7 @@ hkv_status kv_insert(kv_cache *kv, kv_layer *L, int h, int32_t pos, const float 
         if (L->n_free[h] == 0) return HKV_ERR_STATE;
         slot = L->free_stack[base + --L->n_free[h]];
     }
+    snap_save_row(kv, L, h, slot);
     store_vec(kv, L->k, base + slot, k);
     store_vec(kv, L->v, base + slot, v);
     L->pos[base + slot] = pos;
@@ -299,50 +328,241 @@ void kv_trace_write(const kv_cache *kv, int seq, FILE *f, int with_scores) {
     fputs("]}\n", f);
 }
 
-/* Move one (sequence, layer) to a new capacity: live slots are copied to slots 0..n-1 in position order.
- * Used between a multi-token prefill chunk (which needs budget + chunk slots) and the decode steps (budget +
- * 1), so the memory held during generation is the budget, not the prompt. Only real-drop caches resize. */
-static int layer_resize(kv_cache *kv, kv_layer *L, int old, int cap) {
-    kv_layer N;
-    memset(&N, 0, sizeof N);
+/* Move one (sequence, layer) into the slot arrays N (already allocated for `cap` slots per head): live slots are
+ * copied to slots 0..n-1 in position order, the old arrays are freed. Used between a multi-token prefill chunk
+ * (which needs budget + chunk slots) and the decode steps (budget + 1), so the memory held during generation
+ * is the budget, not the prompt. Only real-drop caches resize. Cannot fail. */
+static void layer_move(kv_cache *kv, kv_layer *L, kv_layer *N, int old, int cap) {
     int sf = kv->ops->state_floats, hd = kv->head_dim;
-    if (!slots_alloc(kv, &N, cap)) return 0;
     for (int h = 0; h < kv->n_head_kv; h++) {
         size_t ob = (size_t)h * old, nb = (size_t)h * cap;
         int n = L->n_live[h];
         for (int j = 0; j < n; j++) {
             int32_t s = L->order[ob + j];
-            memcpy((char *)N.k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
-            memcpy((char *)N.v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
-            if (sf) memcpy(N.pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
-            N.pos[nb + j] = L->pos[ob + s];
-            N.order[nb + j] = j;
+            memcpy((char *)N->k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
+            memcpy((char *)N->v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
+            if (sf) memcpy(N->pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
+            N->pos[nb + j] = L->pos[ob + s];
+            N->order[nb + j] = j;
         }
-        for (int s = n; s < cap; s++) N.pos[nb + s] = -1;
+        for (int s = n; s < cap; s++) N->pos[nb + s] = -1;
         L->n_free[h] = 0;
-        for (int s = cap - 1; s >= n; s--) N.free_stack[nb + L->n_free[h]++] = s;
+        for (int s = cap - 1; s >= n; s--) N->free_stack[nb + L->n_free[h]++] = s;
     }
     slots_free(L);
-    L->k = N.k; L->v = N.v; L->pos = N.pos; L->order = N.order; L->free_stack = N.free_stack; L->pstate = N.pstate;
-    return 1;
+    L->k = N->k; L->v = N->v; L->pos = N->pos; L->order = N->order; L->free_stack = N->free_stack;
+    L->pstate = N->pstate;
 }
 
+/* All new arrays are allocated before any layer moves, so a failure changes nothing (an earlier version moved
+ * layers one by one and its rollback could itself fail half-way). */
 hkv_status kv_resize(kv_cache *kv, int capacity) {
     if (kv->simulate || capacity == kv->capacity) return HKV_OK;
     if (capacity < 1 || capacity > kv->n_ctx) return HKV_ERR_ARG;
-    for (int i = 0; i < kv->n_seq * kv->n_layer; i++)
+    int nl = kv->n_seq * kv->n_layer;
+    for (int i = 0; i < nl; i++)
         for (int h = 0; h < kv->n_head_kv; h++)
             if (kv->layers[i].n_live[h] > capacity) return HKV_ERR_STATE;
-    int old = kv->capacity;
-    for (int i = 0; i < kv->n_seq * kv->n_layer; i++) {
-        if (!layer_resize(kv, &kv->layers[i], old, capacity)) {
-            /* keep the cache consistent: move the layers already done back (shrinking them back always
-             * fits, they were that size a moment ago) */
-            for (int j = 0; j < i; j++) layer_resize(kv, &kv->layers[j], capacity, old);
-            return HKV_ERR_NOMEM;
-        }
+    kv_layer *N = hkv_calloc((size_t)nl, sizeof *N);
+    if (!N) return HKV_ERR_NOMEM;
+    int ok = 1, done = 0;
+    for (; ok && done < nl; done++) ok = slots_alloc(kv, &N[done], capacity);
+    if (!ok) {
+        for (int i = 0; i < done - 1; i++) slots_free(&N[i]);
+        hkv_free(N);
+        return HKV_ERR_NOMEM;
     }
+    for (int i = 0; i < nl; i++) layer_move(kv, &kv->layers[i], &N[i], kv->capacity, capacity);
+    hkv_free(N);
     kv->capacity = capacity;
     kv_account(kv);
     return HKV_OK;
+}
+
+/* ---------------------------------------------------------------- rollback, copy, serialization */
+
+/* Grow *p to n elements of size sz (contents not kept). */
+static int grow(void **p, size_t n, size_t sz) {
+    void *q = hkv_realloc(*p, (n ? n : 1) * sz);
+    if (!q) return 0;
+    *p = q;
+    return 1;
+}
+
+hkv_status kv_snap_begin(kv_cache *kv, int seq, int n_tok) {
+    kv_snap *sn = &kv->snap[seq];
+    int nh = kv->n_head_kv, sf = kv->ops->state_floats, cap = kv->capacity;
+    size_t heads = (size_t)kv->n_layer * nh, slots = heads * cap;
+    /* rows that can be overwritten: per head, no more than the tokens written and the tokens it holds now */
+    long rows = 0;
+    for (int l = 0; l < kv->n_layer; l++)
+        for (int h = 0; h < nh; h++) {
+            int live = kv_layer_of(kv, seq, l)->n_live[h];
+            rows += live < n_tok ? live : n_tok;
+        }
+    if (kv->simulate) rows = 0;
+    if (slots > sn->slots_alloc) {
+        if (!grow((void **)&sn->pos, slots, 4) || !grow((void **)&sn->order, slots, 4) ||
+            !grow((void **)&sn->free_stack, slots, 4) || !grow((void **)&sn->saved, slots, 1) ||
+            (sf && !grow((void **)&sn->pstate, slots * sf, sizeof(float))))
+            return HKV_ERR_NOMEM;
+        sn->slots_alloc = slots;
+    }
+    if ((!sn->n_live && !grow((void **)&sn->n_live, heads, 4)) || (!sn->n_free && !grow((void **)&sn->n_free, heads, 4)) ||
+        (!sn->evictions && !grow((void **)&sn->evictions, heads, 8)))
+        return HKV_ERR_NOMEM;
+    if (rows > sn->rows_alloc) {
+        if (!grow((void **)&sn->j_idx, (size_t)rows, 4) ||
+            !grow((void **)&sn->j_rows, (size_t)rows, 2 * (size_t)kv->head_dim * kv->elt))
+            return HKV_ERR_NOMEM;
+        sn->rows_alloc = (int)rows;
+    }
+    sn->cap = cap;
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = kv_layer_of(kv, seq, l);
+        size_t o = (size_t)l * nh * cap;
+        memcpy(sn->pos + o, L->pos, sizeof(int32_t) * nh * cap);
+        memcpy(sn->order + o, L->order, sizeof(int32_t) * nh * cap);
+        if (!kv->simulate) memcpy(sn->free_stack + o, L->free_stack, sizeof(int32_t) * nh * cap);
+        if (sf) memcpy(sn->pstate + o * sf, L->pstate, sizeof(float) * nh * cap * sf);
+        memcpy(sn->n_live + (size_t)l * nh, L->n_live, sizeof(int32_t) * nh);
+        memcpy(sn->n_free + (size_t)l * nh, L->n_free, sizeof(int32_t) * nh);
+        memcpy(sn->evictions + (size_t)l * nh, L->evictions, sizeof(uint64_t) * nh);
+    }
+    memset(sn->saved, 0, slots);
+    sn->newest = kv->newest[seq];
+    sn->n_rows = 0;
+    sn->max_rows = (int)rows;
+    sn->overflow = 0;
+    sn->active = 1;
+    return HKV_OK;
+}
+
+void kv_snap_end(kv_cache *kv, int seq) { kv->snap[seq].active = 0; }
+
+void kv_snap_restore(kv_cache *kv, int seq) {
+    kv_snap *sn = &kv->snap[seq];
+    if (!sn->active) return;
+    sn->active = 0;
+    if (sn->overflow || sn->cap != kv->capacity) { kv_seq_reset(kv, seq); return; } /* defensive, see kv_snap */
+    int nh = kv->n_head_kv, sf = kv->ops->state_floats, cap = kv->capacity;
+    size_t rb = (size_t)kv->head_dim * kv->elt;
+    for (int r = sn->n_rows - 1; r >= 0; r--) {
+        size_t idx = (size_t)sn->j_idx[r], lh = idx / cap;
+        kv_layer *L = kv_layer_of(kv, seq, (int)(lh / nh));
+        size_t at = ((lh % nh) * cap + idx % cap) * rb;
+        memcpy((char *)L->k + at, sn->j_rows + (size_t)r * 2 * rb, rb);
+        memcpy((char *)L->v + at, sn->j_rows + (size_t)r * 2 * rb + rb, rb);
+    }
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = kv_layer_of(kv, seq, l);
+        size_t o = (size_t)l * nh * cap;
+        memcpy(L->pos, sn->pos + o, sizeof(int32_t) * nh * cap);
+        memcpy(L->order, sn->order + o, sizeof(int32_t) * nh * cap);
+        if (!kv->simulate) memcpy(L->free_stack, sn->free_stack + o, sizeof(int32_t) * nh * cap);
+        if (sf) memcpy(L->pstate, sn->pstate + o * sf, sizeof(float) * nh * cap * sf);
+        memcpy(L->n_live, sn->n_live + (size_t)l * nh, sizeof(int32_t) * nh);
+        memcpy(L->n_free, sn->n_free + (size_t)l * nh, sizeof(int32_t) * nh);
+        memcpy(L->evictions, sn->evictions + (size_t)l * nh, sizeof(uint64_t) * nh);
+    }
+    kv->newest[seq] = sn->newest;
+}
+
+void kv_seq_copy(kv_cache *kv, int src, int dst) {
+    if (src == dst) return;
+    size_t hc = (size_t)kv->n_head_kv * kv->capacity;
+    int nh = kv->n_head_kv, sf = kv->ops->state_floats;
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *S = kv_layer_of(kv, src, l), *D = kv_layer_of(kv, dst, l);
+        memcpy(D->k, S->k, hc * kv->head_dim * kv->elt);
+        memcpy(D->v, S->v, hc * kv->head_dim * kv->elt);
+        memcpy(D->pos, S->pos, hc * sizeof(int32_t));
+        memcpy(D->order, S->order, hc * sizeof(int32_t));
+        if (!kv->simulate) memcpy(D->free_stack, S->free_stack, hc * sizeof(int32_t));
+        if (sf) memcpy(D->pstate, S->pstate, hc * sf * sizeof(float));
+        memcpy(D->n_live, S->n_live, nh * sizeof(int32_t));
+        memcpy(D->n_free, S->n_free, nh * sizeof(int32_t));
+        memcpy(D->evictions, S->evictions, nh * sizeof(uint64_t));
+    }
+    kv->newest[dst] = kv->newest[src];
+}
+
+/* Per (layer, head): int32 n_live, uint64 evictions, then n_live records in ascending position:
+ * int32 position, K row, V row (head_dim elements of the cache type), state_floats floats. */
+hkv_status kv_seq_write(const kv_cache *kv, int seq, FILE *f) {
+    size_t rb = (size_t)kv->head_dim * kv->elt;
+    int sf = kv->ops->state_floats, ok = 1;
+    for (int l = 0; l < kv->n_layer && ok; l++) {
+        kv_layer *L = &kv->layers[seq * kv->n_layer + l];
+        for (int h = 0; h < kv->n_head_kv && ok; h++) {
+            size_t base = (size_t)h * kv->capacity;
+            int32_t n = L->n_live[h];
+            ok &= fwrite(&n, 4, 1, f) == 1 && fwrite(&L->evictions[h], 8, 1, f) == 1;
+            for (int j = 0; j < n && ok; j++) {
+                size_t s = base + L->order[base + j];
+                ok &= fwrite(&L->pos[s], 4, 1, f) == 1 && fwrite((char *)L->k + s * rb, rb, 1, f) == 1 &&
+                      fwrite((char *)L->v + s * rb, rb, 1, f) == 1 &&
+                      (!sf || fwrite(L->pstate + s * sf, sizeof(float) * sf, 1, f) == 1);
+            }
+        }
+    }
+    return ok ? HKV_OK : HKV_ERR_IO;
+}
+
+/* Pass 1 (apply = 0) checks the whole record, pass 2 writes it; only pass 1 can fail. */
+static hkv_status seq_read_pass(kv_cache *kv, int seq, const unsigned char *buf, size_t len, size_t *used,
+                                int apply, char *err, size_t errlen) {
+    size_t rb = (size_t)kv->head_dim * kv->elt, off = 0;
+    int sf = kv->ops->state_floats, cap = kv->capacity;
+    size_t rec = 4 + 2 * rb + sizeof(float) * sf;
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = kv_layer_of(kv, seq, l);
+        if (apply) layer_reset(kv, L);
+        for (int h = 0; h < kv->n_head_kv; h++) {
+            int32_t n;
+            uint64_t ev;
+            if (len - off < 12) { snprintf(err, errlen, "state file is truncated (layer %d, head %d)", l, h); return HKV_ERR_FORMAT; }
+            memcpy(&n, buf + off, 4);
+            memcpy(&ev, buf + off + 4, 8);
+            off += 12;
+            if (n < 0 || n > cap) {
+                snprintf(err, errlen, "state file holds %d tokens for layer %d head %d; this context has %d slots", n, l, h, cap);
+                return HKV_ERR_FORMAT;
+            }
+            if ((len - off) / rec < (size_t)n) { snprintf(err, errlen, "state file is truncated (layer %d, head %d)", l, h); return HKV_ERR_FORMAT; }
+            size_t base = (size_t)h * cap;
+            int32_t prev = -1;
+            for (int j = 0; j < n; j++, off += rec) {
+                int32_t p;
+                memcpy(&p, buf + off, 4);
+                if (p <= prev || p >= kv->n_ctx) {
+                    snprintf(err, errlen, "state file has position %d out of order or outside the context (layer %d head %d)", p, l, h);
+                    return HKV_ERR_FORMAT;
+                }
+                prev = p;
+                if (!apply) continue;
+                int32_t s = kv->simulate ? p : j;  /* simulation: slot == position; real drop: packed */
+                memcpy((char *)L->k + (base + s) * rb, buf + off + 4, rb);
+                memcpy((char *)L->v + (base + s) * rb, buf + off + 4 + rb, rb);
+                if (sf) memcpy(L->pstate + (base + s) * sf, buf + off + 4 + 2 * rb, sizeof(float) * sf);
+                L->pos[base + s] = p;
+                L->order[base + j] = s;
+            }
+            if (!apply) continue;
+            L->n_live[h] = n;
+            L->evictions[h] = ev;
+            if (!kv->simulate) {
+                L->n_free[h] = 0;
+                for (int s = cap - 1; s >= n; s--) L->free_stack[base + L->n_free[h]++] = s;
+            }
+        }
+    }
+    *used = off;
+    return HKV_OK;
+}
+
+hkv_status kv_seq_read(kv_cache *kv, int seq, const unsigned char *buf, size_t len, size_t *used, char *err, size_t errlen) {
+    hkv_status st = seq_read_pass(kv, seq, buf, len, used, 0, err, errlen);
+    if (st) return st;
+    return seq_read_pass(kv, seq, buf, len, used, 1, err, errlen);
 }

@@ -25,6 +25,25 @@ typedef struct kv_layer {      /* one (sequence, layer) */
     uint64_t *evictions;       /* [n_head_kv] */
 } kv_layer;
 
+/* Undo record of one sequence for the length of one decode call: a copy of every layer's slot metadata and
+ * policy state, plus the K/V rows of slots that were live when it was taken and got overwritten since (a slot
+ * evicted and reused within the call). K/V of slots that were free needs no copy. */
+typedef struct kv_snap {
+    int active;
+    int cap;                   /* slots per head the arrays below are laid out with (the cache's capacity) */
+    size_t slots_alloc;        /* n_layer*n_head_kv*slots allocated in each per-slot array */
+    int32_t *pos, *order, *free_stack; /* [n_layer][n_head_kv][cap] */
+    float *pstate;             /* [n_layer][n_head_kv][cap][state_floats] */
+    uint8_t *saved;            /* [n_layer][n_head_kv][cap] 1: the slot's K/V row is in the journal */
+    int32_t *n_live, *n_free;  /* [n_layer][n_head_kv] */
+    uint64_t *evictions;       /* [n_layer][n_head_kv] */
+    int32_t newest;
+    int32_t *j_idx;            /* [max_rows] (layer*n_head_kv + head)*cap + slot of each journaled row */
+    unsigned char *j_rows;     /* [max_rows][2][head_dim*elt] K then V */
+    int n_rows, max_rows, rows_alloc;
+    int overflow;              /* journal was too small (cannot happen by construction; restore then resets) */
+} kv_snap;
+
 typedef struct kv_cache {
     int n_seq, n_layer, n_head_kv, head_dim, capacity, n_ctx;
     hkv_kv_type type;
@@ -34,6 +53,7 @@ typedef struct kv_cache {
     hkv_policy_cfg *cfg;       /* [n_layer] the policy's view of each layer (budgets may differ per layer) */
     kv_layer *layers;          /* [n_seq][n_layer] */
     int32_t *newest;           /* [n_seq] position of the newest token, -1 when empty */
+    kv_snap *snap;             /* [n_seq] undo records (decode rollback) */
     uint64_t kv_bytes, meta_bytes;
 } kv_cache;
 
@@ -64,6 +84,17 @@ void kv_set_newest(kv_cache *kv, int seq, int32_t pos);
 hkv_status kv_resize(kv_cache *kv, int capacity);
 /* Positions kept by a head, ascending. */
 int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max);
+/* Rollback: kv_snap_begin records seq's state before a decode call that writes at most n_tok tokens to it
+ * (allocates; HKV_ERR_NOMEM changes nothing), kv_snap_restore puts it back exactly, kv_snap_end drops it. */
+hkv_status kv_snap_begin(kv_cache *kv, int seq, int n_tok);
+void kv_snap_restore(kv_cache *kv, int seq);
+void kv_snap_end(kv_cache *kv, int seq);
+/* dst becomes an exact copy of src (rows, positions, order lists, policy state, eviction counts). */
+void kv_seq_copy(kv_cache *kv, int src, int dst);
+/* Serialize / deserialize one sequence (see context.c hkv_seq_state_save for the file layout). kv_seq_read
+ * validates everything into a new layout before touching the cache; on error the sequence is unchanged. */
+hkv_status kv_seq_write(const kv_cache *kv, int seq, FILE *f);
+hkv_status kv_seq_read(kv_cache *kv, int seq, const unsigned char *buf, size_t len, size_t *used, char *err, size_t errlen);
 /* The policy's score of each kept position of a head (0 without ops->score), in kv_positions order. */
 int kv_scores(const kv_cache *kv, int seq, int layer, int h, float *out, int max);
 /* One JSON line: {"seq":s,"pos":p,"layers":[[[kept positions of head 0],...],...]}; with scores also

@@ -1,4 +1,5 @@
 /* Model loading: architecture table, hyper-parameters from GGUF metadata, weight views with shape checks. */
+#include "alloc.h"
 #include "model.h"
 #include <math.h>
 #include <stdio.h>
@@ -150,10 +151,10 @@ static hkv_status get_weight(hkv_model *m, const char *name, int64_t cols, int64
 
 /* n floats that the model owns (freed with it); NULL when out of memory. */
 static float *owned_floats(hkv_model *m, int64_t n) {
-    float **own = realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
+    float **own = hkv_realloc(m->owned, sizeof(float *) * (size_t)(m->n_owned + 1));
     if (!own) return NULL;
     m->owned = own;
-    float *v = malloc(sizeof(float) * (size_t)n);
+    float *v = hkv_malloc(sizeof(float) * (size_t)n);
     if (v) m->owned[m->n_owned++] = v;
     return v;
 }
@@ -260,7 +261,7 @@ static hkv_status load_weights(hkv_model *m, char *err, size_t errlen) {
     if (!m->output.data) m->output = m->tok_embd; /* tied embeddings */
     if ((st = get_vec(m, "rope_freqs.weight", hp->n_rot / 2, 1, &m->rope_freqs, err, errlen))) return st;
     if (!m->rope_freqs && (st = llama3_freqs_from_keys(m, err, errlen))) return st;
-    m->layers = calloc((size_t)hp->n_layer, sizeof(hkv_layer_w));
+    m->layers = hkv_calloc((size_t)hp->n_layer, sizeof(hkv_layer_w));
     if (!m->layers) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     for (int il = 0; il < hp->n_layer; il++)
         if ((st = load_layer(m, il, err, errlen))) return st;
@@ -271,7 +272,7 @@ hkv_status hkv_model_load(const char *path, const hkv_model_params *p, hkv_model
     *out = NULL;
     hkv_model_params dp = hkv_model_default_params();
     if (!p) p = &dp;
-    hkv_model *m = calloc(1, sizeof *m);
+    hkv_model *m = hkv_calloc(1, sizeof *m);
     if (!m) { snprintf(err, errlen, "out of memory"); return HKV_ERR_NOMEM; }
     m->n_threads = p->n_threads;
     hkv_status st = gguf_open(path, &m->g, err, errlen);
@@ -289,12 +290,12 @@ hkv_status hkv_model_load(const char *path, const hkv_model_params *p, hkv_model
 
 void hkv_model_free(hkv_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
-    free(m->layers);
+    for (int i = 0; i < m->n_owned; i++) hkv_free(m->owned[i]);
+    hkv_free(m->owned);
+    hkv_free(m->layers);
     if (m->tok) tok_free(m->tok);
     if (m->g) gguf_close(m->g);
-    free(m);
+    hkv_free(m);
 }
 
 void hkv_model_get_info(const hkv_model *m, hkv_model_info *in) {

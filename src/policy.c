@@ -1,5 +1,6 @@
 /* The policy table (the one list of policies, see HKV_POLICY_TABLE in policy.h) and what is derived from it:
  * lookup by name, the names list, the "unknown policy" message, per-policy option parsing. */
+#include "alloc.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,7 +168,7 @@ static void sort_by_rank(int *idx, int *tmp, int n, const float *rank) {
 }
 
 int hkv_select_lowest(const hkv_head_view *h, const float *rank, const uint8_t *prot, int target, uint8_t *keep) {
-    int *idx = malloc(sizeof(int) * 2 * (size_t)(h->n ? h->n : 1)), nc = 0;
+    int *idx = hkv_malloc(sizeof(int) * 2 * (size_t)(h->n ? h->n : 1)), nc = 0;
     if (!idx) return -1;
     for (int j = 0; j < h->n; j++) {
         keep[j] = 1;
@@ -176,6 +177,6 @@ int hkv_select_lowest(const hkv_head_view *h, const float *rank, const uint8_t *
     sort_by_rank(idx, idx + h->n, nc, rank);
     int drop = h->n - target, kept = h->n;
     for (int k = 0; k < nc && k < drop; k++) { keep[idx[k]] = 0; kept--; }
-    free(idx);
+    hkv_free(idx);
     return kept;
 }

@@ -7,6 +7,7 @@
  * been seen by more queries. A token no query has seen yet (count 0 — possible in the FlexGen replace order,
  * where eviction runs before the new token attends) has score 0 and ranks as 0 in both modes: it has earned
  * nothing yet. */
+#include "alloc.h"
 #include <stdlib.h>
 #include "policy.h"
 
@@ -68,8 +69,8 @@ static int h2o_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h) {
 /* Scores do not change while a head is trimmed, so the victim loop evicts the n - target lowest-ranked
  * unprotected tokens (older first on ties): one sort instead of n - target scans. */
 static int h2o_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep) {
-    float *rank = malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
-    uint8_t *prot = malloc((size_t)(h->n ? h->n : 1));
+    float *rank = hkv_malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
+    uint8_t *prot = hkv_malloc((size_t)(h->n ? h->n : 1));
     int kept = -1;
     if (rank && prot) {
         for (int j = 0; j < h->n; j++) {
@@ -78,8 +79,8 @@ static int h2o_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int tar
         }
         kept = hkv_select_lowest(h, rank, prot, target, keep);
     }
-    free(rank);
-    free(prot);
+    hkv_free(rank);
+    hkv_free(prot);
     return kept;
 }
 

@@ -7,6 +7,7 @@
  *
  * State per slot: [0] the marks of the last w observations as a bit mask (bit 0 = the newest), stored as an
  * exact integer in a float (w <= 24, so every mask value is exact). */
+#include "alloc.h"
 #include <stdlib.h>
 #include "policy.h"
 
@@ -75,8 +76,8 @@ static int scissorhands_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h
 
 /* The victim loop drops the most-marked tokens first, older first on ties: lowest (-marks) in one sort. */
 static int scissorhands_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep) {
-    float *rank = malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
-    uint8_t *prot = malloc((size_t)(h->n ? h->n : 1));
+    float *rank = hkv_malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
+    uint8_t *prot = hkv_malloc((size_t)(h->n ? h->n : 1));
     int kept = -1;
     if (rank && prot) {
         for (int j = 0; j < h->n; j++) {
@@ -85,8 +86,8 @@ static int scissorhands_select(const hkv_policy_cfg *cfg, const hkv_head_view *h
         }
         kept = hkv_select_lowest(h, rank, prot, target, keep);
     }
-    free(rank);
-    free(prot);
+    hkv_free(rank);
+    hkv_free(prot);
     return kept;
 }
 

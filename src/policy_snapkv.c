@@ -16,6 +16,7 @@
  * ties. So the prompt selection is kept as long as the generated text keeps attending to it.
  *
  * State per slot: [0] score = sum of the probabilities from the observation-window and decode queries. */
+#include "alloc.h"
 #include <stdlib.h>
 #include "policy.h"
 
@@ -77,8 +78,8 @@ int hkv_snapkv_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h) {
 /* Prompt: pool the scores of the tokens outside the window, keep the top ones plus the protected tokens. */
 int hkv_snapkv_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep) {
     int n = h->n, half = cfg->opt[OPT_KERNEL] / 2, kept = -1;
-    float *pooled = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    uint8_t *prot = malloc((size_t)(n ? n : 1));
+    float *pooled = hkv_malloc(sizeof(float) * (size_t)(n ? n : 1));
+    uint8_t *prot = hkv_malloc((size_t)(n ? n : 1));
     if (pooled && prot) {
         int n_prefix = 0;            /* tokens before the window: the live list is in position order */
         while (n_prefix < n && !hkv_is_recent(cfg, h, n_prefix)) n_prefix++;
@@ -93,8 +94,8 @@ int hkv_snapkv_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int tar
         }
         kept = hkv_select_lowest(h, pooled, prot, target, keep);
     }
-    free(pooled);
-    free(prot);
+    hkv_free(pooled);
+    hkv_free(prot);
     return kept;
 }
 

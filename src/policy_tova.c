@@ -2,6 +2,7 @@
  * query attended to least. No recent window is protected; only the first b.sink positions when b.sink > 0.
  *
  * State per slot: [0] the probability the latest query that saw the token gave it (0 until one has). */
+#include "alloc.h"
 #include <stdlib.h>
 #include "policy.h"
 
@@ -45,15 +46,15 @@ static int tova_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h) {
 }
 
 static int tova_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep) {
-    float *rank = malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
-    uint8_t *prot = malloc((size_t)(h->n ? h->n : 1));
+    float *rank = hkv_malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
+    uint8_t *prot = hkv_malloc((size_t)(h->n ? h->n : 1));
     int kept = -1;
     if (rank && prot) {
         for (int j = 0; j < h->n; j++) { rank[j] = h->state[h->slots[j]]; prot[j] = (uint8_t)hkv_is_sink(cfg, h, j); }
         kept = hkv_select_lowest(h, rank, prot, target, keep);
     }
-    free(rank);
-    free(prot);
+    hkv_free(rank);
+    hkv_free(prot);
     return kept;
 }
 

@@ -1,4 +1,5 @@
 /* Quantization targets, llama.cpp's per-tensor type choice, parallel row conversion and GGUF requantization. */
+#include "alloc.h"
 #include "quantize.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,18 +119,18 @@ hkv_status quant_convert(hkv_pool *pool, int type, int64_t rows, int64_t cols, q
     if ((uint64_t)rows > SIZE_MAX / rb) { snprintf(err, errlen, "tensor of %lld rows is too large", (long long)rows); return HKV_ERR_ARG; }
     int nt = pool ? hkv_pool_size(pool) : 1;
     conv_job j = {type, rows, cols, rb, src, arg, NULL, NULL};
-    j.scratch = malloc(sizeof(float) * (size_t)nt * ROWS_PER_ITEM * (size_t)cols);
-    j.out = malloc((size_t)rows * rb);
+    j.scratch = hkv_malloc(sizeof(float) * (size_t)nt * ROWS_PER_ITEM * (size_t)cols);
+    j.out = hkv_malloc((size_t)rows * rb);
     if (!j.scratch || !j.out) {
-        free(j.scratch);
-        free(j.out);
+        hkv_free(j.scratch);
+        hkv_free(j.out);
         snprintf(err, errlen, "out of memory converting a %lld x %lld tensor", (long long)rows, (long long)cols);
         return HKV_ERR_NOMEM;
     }
     int items = (int)((rows + ROWS_PER_ITEM - 1) / ROWS_PER_ITEM);
     if (pool) hkv_pool_run(pool, conv_item, &j, items);
     else for (int i = 0; i < items; i++) conv_item(&j, i, 0);
-    free(j.scratch);
+    hkv_free(j.scratch);
     *out = j.out;
     *nbytes = (size_t)rows * rb;
     return HKV_OK;
@@ -187,7 +188,7 @@ static hkv_status add_tensor(gguf_writer *w, hkv_pool *pool, const gguf_tensor *
     hkv_status st = quant_convert(pool, type, rows, t->ne[0], deq_rows, &src, &buf, &nb, err, errlen);
     if (st) return st;
     st = gguf_w_tensor(w, name, type, t->n_dims, t->ne, buf, nb);
-    free(buf);
+    hkv_free(buf);
     if (st) { snprintf(err, errlen, "cannot add tensor '%s' to the output", name); return st; }
     s->n_converted++;
     return HKV_OK;
@@ -244,5 +245,31 @@ hkv_status quant_file(const char *in_path, const char *out_path, quant_ftype f, 
     gguf_writer_free(w);
     hkv_pool_free(pool);
     gguf_close(g);
+    return st;
+}
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+const char *hkv_quant_type_list(void) { return quant_ftype_list(); }
+
+const char *hkv_tensor_type_name(int type) {
+    return type >= 0 && type < HKV_TYPE_COUNT ? hkv_type_get(type)->name : NULL;
+}
+
+hkv_status hkv_model_quantize(const char *in_path, const char *out_path, const char *type_name, int n_threads,
+                              hkv_quantize_stats *stats, char *err, size_t errlen) {
+    quant_ftype f;
+    if (!type_name || !quant_ftype_parse(type_name, &f)) {
+        snprintf(err, errlen, "unknown quantization type '%s' (choose %s)", type_name ? type_name : "(null)", quant_ftype_list());
+        return HKV_ERR_ARG;
+    }
+    quant_stats s;
+    hkv_status st = quant_file(in_path, out_path, f, n_threads, &s, err, errlen);
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->n_tensors = s.n_tensors; stats->n_converted = s.n_converted;
+        stats->bytes_in = s.bytes_in; stats->bytes_out = s.bytes_out; stats->n_params = s.n_params;
+        for (int t = 0; t < HKV_TYPE_COUNT && t < 64; t++) stats->n_of_type[t] = s.n_of_type[t];
+    }
     return st;
 }

@@ -9,6 +9,7 @@
  * with a bounded heap, and top-p without top-k grows a selected prefix (256, 2048, ...) until it holds the
  * nucleus — the sorted top-m is exactly the first m of the full sorted order, so the result is the same.
  * With min-p set, only the tokens min-p would keep are sorted (see gather). */
+#include "alloc.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,12 +95,12 @@ hkv_status hkv_sampler_new(const hkv_sampler_params *pp, int n_vocab, hkv_sample
                  HKV_MAX_REPEAT_LAST_N);
         return bad(err, errlen, msg);
     }
-    hkv_sampler *s = calloc(1, sizeof *s);
+    hkv_sampler *s = hkv_calloc(1, sizeof *s);
     if (s) {
-        s->hist = malloc(sizeof *s->hist * (size_t)(p.repeat_last_n > 0 ? p.repeat_last_n : 1));
-        s->seen = calloc((size_t)n_vocab, 1);
-        s->work = malloc(sizeof *s->work * (size_t)n_vocab);
-        s->cand = malloc(sizeof *s->cand * (size_t)n_vocab);
+        s->hist = hkv_malloc(sizeof *s->hist * (size_t)(p.repeat_last_n > 0 ? p.repeat_last_n : 1));
+        s->seen = hkv_calloc((size_t)n_vocab, 1);
+        s->work = hkv_malloc(sizeof *s->work * (size_t)n_vocab);
+        s->cand = hkv_malloc(sizeof *s->cand * (size_t)n_vocab);
     }
     if (!s || !s->hist || !s->seen || !s->work || !s->cand) {
         hkv_sampler_free(s);
@@ -116,8 +117,8 @@ hkv_status hkv_sampler_new(const hkv_sampler_params *pp, int n_vocab, hkv_sample
 
 void hkv_sampler_free(hkv_sampler *s) {
     if (!s) return;
-    free(s->hist); free(s->seen); free(s->work); free(s->cand);
-    free(s);
+    hkv_free(s->hist); hkv_free(s->seen); hkv_free(s->work); hkv_free(s->cand);
+    hkv_free(s);
 }
 
 void hkv_sampler_accept(hkv_sampler *s, int32_t token) {

@@ -1,5 +1,6 @@
 /* Synthetic model writer: preset shapes -> llama.cpp metadata keys + tensor names, a real tokenizer's
  * tokenizer.* keys, random weights drawn per (seed, tensor, row) and converted with quantize.c's type choice. */
+#include "alloc.h"
 #include "synth.h"
 #include <math.h>
 #include <stdio.h>
@@ -237,7 +238,7 @@ static hkv_status add(synth_out *o, const char *name, synth_init kind, int64_t c
     hkv_status st = quant_convert(o->pool, type, rows, cols, fill_rows, &src, &buf, &nb, err, errlen);
     if (st) return st;
     st = gguf_w_tensor(o->w, name, type, n_dims, ne, buf, nb);
-    free(buf);
+    hkv_free(buf);
     if (st) { snprintf(err, errlen, "cannot add tensor '%s'", name); return st; }
     o->info->n_params += (uint64_t)(cols * rows);
     o->info->tensor_bytes += nb;
@@ -325,4 +326,27 @@ hkv_status synth_write(const synth_params *p, const char *path, synth_info *info
     in->head_dim = m.head_dim;
     snprintf(in->arch, sizeof in->arch, "%s", m.arch);
     return HKV_OK;
+}
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+const hkv_synth_preset *hkv_synth_presets(int *n) { return synth_presets(n); }
+
+hkv_synth_params hkv_synth_default_params(void) {
+    hkv_synth_params p;
+    memset(&p, 0, sizeof p);
+    p.rope_scaling = HKV_SYNTH_ROPE_PRESET;
+    return p;
+}
+
+hkv_status hkv_synth_write(const hkv_synth_params *pp, const char *path, hkv_synth_info *info, char *err, size_t errlen) {
+    synth_params p = synth_default_params();
+    if (pp->type && !quant_ftype_parse(pp->type, &p.ftype)) {
+        snprintf(err, errlen, "unknown weight type '%s' (choose %s)", pp->type, quant_ftype_list());
+        return HKV_ERR_ARG;
+    }
+    p.preset = pp->preset; p.arch = pp->arch; p.tokenizer = pp->tokenizer;
+    p.n_layer = pp->n_layer; p.head_dim = pp->head_dim; p.rope_scaling = pp->rope_scaling;
+    p.seed = pp->seed; p.n_threads = pp->n_threads;
+    return synth_write(&p, path, info, err, errlen);
 }

@@ -7,22 +7,15 @@
 #include "heavykv.h"
 #include "quantize.h"
 
-typedef struct synth_preset {
-    const char *name;        /* "Llama-3.2-1B" (matched case-insensitively) */
-    const char *arch;        /* architecture of the real model: "llama", "qwen2", "qwen3" */
-    const char *tokenizer;   /* tokenizer family the real model ships with (help text only) */
-    int n_ctx, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
-    float rope_theta, rms_eps;
-    int tied;                /* 1: no output.weight, the output shares token_embd */
-    float llama3_factor;     /* > 0: Llama 3 RoPE scaling (factor; low 1, high 4, original context 8192) */
-} synth_preset;
+typedef hkv_synth_preset synth_preset;   /* public (heavykv.h) */
 
 /* The presets, *n of them. */
 const synth_preset *synth_presets(int *n);
 const synth_preset *synth_find_preset(const char *name);   /* NULL if unknown */
 
 /* How Llama 3 RoPE scaling is written. */
-enum { SYNTH_ROPE_PRESET = -1, SYNTH_ROPE_NONE = 0, SYNTH_ROPE_TENSOR = 1, SYNTH_ROPE_KEYS = 2 };
+enum { SYNTH_ROPE_PRESET = HKV_SYNTH_ROPE_PRESET, SYNTH_ROPE_NONE = HKV_SYNTH_ROPE_NONE,
+       SYNTH_ROPE_TENSOR = HKV_SYNTH_ROPE_TENSOR, SYNTH_ROPE_KEYS = HKV_SYNTH_ROPE_KEYS };
 
 typedef struct synth_params {
     const char *preset;      /* preset name */
@@ -39,12 +32,7 @@ typedef struct synth_params {
 
 synth_params synth_default_params(void);
 
-typedef struct synth_info {
-    int n_vocab, n_layer, head_dim;
-    char arch[16];
-    uint64_t n_params;       /* elements of all tensors */
-    uint64_t tensor_bytes;   /* tensor data written */
-} synth_info;
+typedef hkv_synth_info synth_info;       /* public (heavykv.h) */
 
 /* Writes the model to path. info (may be NULL) describes what was written. */
 hkv_status synth_write(const synth_params *p, const char *path, synth_info *info, char *err, size_t errlen);

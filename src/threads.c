@@ -5,6 +5,7 @@
  * results across indices, which keeps results independent of the thread count. Workers spin briefly on
  * the job generation before sleeping on a condition variable, because a decode step issues many small
  * jobs back to back. One hkv_pool_run at a time per pool. */
+#include "alloc.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -42,7 +43,7 @@ static void run_share(hkv_pool *p, int thread) {
 
 static void *worker_main(void *v) {
     worker_arg wa = *(worker_arg *)v;
-    free(v);
+    hkv_free(v);
     hkv_pool *p = wa.p;
     uint_fast64_t seen = 0;
     for (;;) {
@@ -67,21 +68,21 @@ static void *worker_main(void *v) {
 }
 
 hkv_pool *hkv_pool_new(int n_threads) {
-    hkv_pool *p = calloc(1, sizeof *p);
+    hkv_pool *p = hkv_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads < 1 ? 1 : n_threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
     if (p->n_threads == 1) return p;
-    p->workers = calloc((size_t)p->n_threads - 1, sizeof(pthread_t));
+    p->workers = hkv_calloc((size_t)p->n_threads - 1, sizeof(pthread_t));
     if (!p->workers) { hkv_pool_free(p); return NULL; }
     for (int t = 1; t < p->n_threads; t++) {
-        worker_arg *wa = malloc(sizeof *wa);
+        worker_arg *wa = hkv_malloc(sizeof *wa);
         if (wa) *wa = (worker_arg){p, t};
         if (!wa || pthread_create(&p->workers[t - 1], NULL, worker_main, wa) != 0) {
-            free(wa);
-            p->n_threads = t; /* threads 1..t-1 exist; free() joins exactly those */
+            hkv_free(wa);
+            p->n_threads = t; /* threads 1..t-1 exist; hkv_free() joins exactly those */
             hkv_pool_free(p);
             return NULL;
         }
@@ -97,12 +98,12 @@ void hkv_pool_free(hkv_pool *p) {
         pthread_cond_broadcast(&p->start_cv);
         pthread_mutex_unlock(&p->mu);
         for (int t = 1; t < p->n_threads; t++) pthread_join(p->workers[t - 1], NULL);
-        free(p->workers);
+        hkv_free(p->workers);
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start_cv);
     pthread_cond_destroy(&p->done_cv);
-    free(p);
+    hkv_free(p);
 }
 
 int hkv_pool_size(const hkv_pool *p) { return p ? p->n_threads : 1; }
@@ -203,9 +204,9 @@ static void quantize_token(void *v, int t, int thread) {
 /* Allocates and fills the quantized activations; 0 on allocation failure. */
 static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
-    j->qx = malloc((size_t)j->n_tok * sizeof *j->qx);
-    j->q = malloc(n * sizeof *j->q);
-    j->qd = malloc(2 * nb * sizeof *j->qd);
+    j->qx = hkv_malloc((size_t)j->n_tok * sizeof *j->qx);
+    j->q = hkv_malloc(n * sizeof *j->q);
+    j->qd = hkv_malloc(2 * nb * sizeof *j->qd);
     if (!j->qx || !j->q || !j->qd) return 0;
     j->qs = j->qd + nb;
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
@@ -223,7 +224,7 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     /* On allocation failure the float path runs instead: still correct, slightly different bits. */
     if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;
     if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32)
-        j.scratch = malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
+        j.scratch = hkv_malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
     /* ~8 blocks per thread for load balance, at least 4 rows each; one block for a tiny matmul. A block
      * that several token groups revisit is kept within ~256 KiB so that it stays in L2. */
     j.block_rows = macs >= MATMUL_INLINE_MACS ? rows / (nt * 8) : rows;
@@ -232,10 +233,10 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     if (j.block_rows < 4) j.block_rows = 4;
     int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
     hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
-    free(j.scratch);
-    free(j.qx);
-    free(j.q);
-    free(j.qd);
+    hkv_free(j.scratch);
+    hkv_free(j.qx);
+    hkv_free(j.q);
+    hkv_free(j.qd);
 }
 
 double hkv_time_sec(void) {

@@ -1,6 +1,7 @@
 /* Tokenizer core: vocabulary tables, special-token splitting, SentencePiece-style BPE (merge the adjacent pair
  * whose concatenation is the highest-scoring vocab entry), decoding, UTF-8 streaming and the GGUF
  * tokenizer.ggml.* keys. Byte-level BPE lives in tokenizer_bpe.c, tokenizer.json import in tokenizer_hf.c. */
+#include "alloc.h"
 #include "tokenizer_int.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,7 +20,7 @@ static uint32_t hash_bytes(const char *s, int n) {
 static int map_build(tok_map *m, int n_vocab, char *const *keys, const int *lens) {
     uint32_t cap = 16;
     while (cap < 2u * (uint32_t)n_vocab) cap <<= 1;
-    m->slot = malloc(sizeof(int32_t) * cap);
+    m->slot = hkv_malloc(sizeof(int32_t) * cap);
     if (!m->slot) return 0;
     memset(m->slot, 0xff, sizeof(int32_t) * cap);
     m->cap = cap; m->keys = keys; m->lens = lens;
@@ -49,15 +50,15 @@ static int32_t map_find(const tok_map *m, const char *s, int n) {
 
 hkv_tokenizer *tok_alloc(int n_vocab) {
     if (n_vocab <= 0) return NULL;
-    hkv_tokenizer *t = calloc(1, sizeof *t);
+    hkv_tokenizer *t = hkv_calloc(1, sizeof *t);
     if (!t) return NULL;
     size_t n = (size_t)n_vocab;
     t->n_vocab = n_vocab;
-    t->text = calloc(n, sizeof(char *));
-    t->len = calloc(n, sizeof(int));
-    t->score = calloc(n, sizeof(float));
-    t->type = malloc(n);
-    t->is_eog = calloc(n, 1);
+    t->text = hkv_calloc(n, sizeof(char *));
+    t->len = hkv_calloc(n, sizeof(int));
+    t->score = hkv_calloc(n, sizeof(float));
+    t->type = hkv_malloc(n);
+    t->is_eog = hkv_calloc(n, 1);
     if (!t->text || !t->len || !t->score || !t->type || !t->is_eog) { tok_free(t); return NULL; }
     memset(t->type, TOKT_NORMAL, n);
     t->bos = t->eos = t->eot = t->eom = t->unk = t->pad = -1;
@@ -68,22 +69,22 @@ hkv_tokenizer *tok_alloc(int n_vocab) {
 void tok_free(hkv_tokenizer *t) {
     if (!t) return;
     for (int i = 0; i < t->n_vocab; i++) {
-        if (t->text) free(t->text[i]);
-        if (t->raw) free(t->raw[i]);
+        if (t->text) hkv_free(t->text[i]);
+        if (t->raw) hkv_free(t->raw[i]);
     }
-    free(t->text); free(t->len); free(t->score); free(t->type); free(t->raw); free(t->raw_len);
-    free(t->by_text.slot); free(t->by_raw.slot);
-    free(t->merge_a); free(t->merge_b); free(t->merge_res); free(t->pair_key); free(t->pair_rank);
-    free(t->special); free(t->is_eog); free(t->chat_template);
-    free(t);
+    hkv_free(t->text); hkv_free(t->len); hkv_free(t->score); hkv_free(t->type); hkv_free(t->raw); hkv_free(t->raw_len);
+    hkv_free(t->by_text.slot); hkv_free(t->by_raw.slot);
+    hkv_free(t->merge_a); hkv_free(t->merge_b); hkv_free(t->merge_res); hkv_free(t->pair_key); hkv_free(t->pair_rank);
+    hkv_free(t->special); hkv_free(t->is_eog); hkv_free(t->chat_template);
+    hkv_free(t);
 }
 
 int tok_set_text(hkv_tokenizer *t, int id, const char *s, int len) {
-    char *c = malloc((size_t)len + 1);
+    char *c = hkv_malloc((size_t)len + 1);
     if (!c) return 0;
     memcpy(c, s, (size_t)len);
     c[len] = 0;
-    free(t->text[id]);
+    hkv_free(t->text[id]);
     t->text[id] = c;
     t->len[id] = len;
     return 1;
@@ -92,7 +93,7 @@ int tok_set_text(hkv_tokenizer *t, int id, const char *s, int len) {
 int tok_index(hkv_tokenizer *t) {
     for (int i = 0; i < t->n_vocab; i++)   /* an id the source skipped gets an empty string */
         if (!t->text[i] && !tok_set_text(t, i, "", 0)) return 0;
-    free(t->by_text.slot);
+    hkv_free(t->by_text.slot);
     return map_build(&t->by_text, t->n_vocab, t->text, t->len);
 }
 
@@ -103,22 +104,22 @@ int tok_add_merge(hkv_tokenizer *t, const char *a, int alen, const char *b, int 
     int32_t ia = tok_find(t, a, alen), ib = tok_find(t, b, blen);
     if (ia < 0 || ib < 0) return 0;
     char stackbuf[256];
-    char *cat = alen + blen <= (int)sizeof stackbuf ? stackbuf : malloc((size_t)alen + (size_t)blen);
+    char *cat = alen + blen <= (int)sizeof stackbuf ? stackbuf : hkv_malloc((size_t)alen + (size_t)blen);
     if (!cat) return -1;
     memcpy(cat, a, (size_t)alen);
     memcpy(cat + alen, b, (size_t)blen);
     int32_t ir = tok_find(t, cat, alen + blen);
-    if (cat != stackbuf) free(cat);
+    if (cat != stackbuf) hkv_free(cat);
     if (ir < 0) return 0;
     if ((t->n_merges & (t->n_merges - 1)) == 0) {   /* grow at powers of two */
         size_t cap = t->n_merges ? 2 * (size_t)t->n_merges : 64;
-        int32_t *na = realloc(t->merge_a, cap * sizeof(int32_t));
+        int32_t *na = hkv_realloc(t->merge_a, cap * sizeof(int32_t));
         if (!na) return -1;
         t->merge_a = na;
-        int32_t *nb = realloc(t->merge_b, cap * sizeof(int32_t));
+        int32_t *nb = hkv_realloc(t->merge_b, cap * sizeof(int32_t));
         if (!nb) return -1;
         t->merge_b = nb;
-        int32_t *nr = realloc(t->merge_res, cap * sizeof(int32_t));
+        int32_t *nr = hkv_realloc(t->merge_res, cap * sizeof(int32_t));
         if (!nr) return -1;
         t->merge_res = nr;
     }
@@ -131,12 +132,12 @@ int tok_add_merge(hkv_tokenizer *t, const char *a, int alen, const char *b, int 
 
 /* BPE: the bytes each normal token stands for (vocab strings are in the GPT-2 byte alphabet). */
 static int build_raw(hkv_tokenizer *t) {
-    t->raw = calloc((size_t)t->n_vocab, sizeof(char *));
-    t->raw_len = calloc((size_t)t->n_vocab, sizeof(int));
+    t->raw = hkv_calloc((size_t)t->n_vocab, sizeof(char *));
+    t->raw_len = hkv_calloc((size_t)t->n_vocab, sizeof(int));
     if (!t->raw || !t->raw_len) return 0;
     for (int id = 0; id < t->n_vocab; id++) {
         if (t->type[id] != TOKT_NORMAL) continue;
-        char *r = malloc((size_t)t->len[id] + 1);
+        char *r = hkv_malloc((size_t)t->len[id] + 1);
         if (!r) return 0;
         int n = 0, ok = 1;
         for (int i = 0; i < t->len[id] && ok;) {
@@ -145,7 +146,7 @@ static int build_raw(hkv_tokenizer *t) {
             int b = tok_cp_to_byte(cp);
             if (b < 0) ok = 0; else r[n++] = (char)b;
         }
-        if (!ok || n == 0) { free(r); continue; }   /* not a byte-level token: decoded as its text */
+        if (!ok || n == 0) { hkv_free(r); continue; }   /* not a byte-level token: decoded as its text */
         t->raw[id] = r; t->raw_len[id] = n;
     }
     return map_build(&t->by_raw, t->n_vocab, t->raw, t->raw_len);
@@ -154,8 +155,8 @@ static int build_raw(hkv_tokenizer *t) {
 static int build_pairs(hkv_tokenizer *t) {
     uint32_t cap = 16;
     while (cap < 2u * (uint32_t)t->n_merges) cap <<= 1;
-    t->pair_key = calloc(cap, sizeof(uint64_t));
-    t->pair_rank = malloc(cap * sizeof(int32_t));
+    t->pair_key = hkv_calloc(cap, sizeof(uint64_t));
+    t->pair_rank = hkv_malloc(cap * sizeof(int32_t));
     if (!t->pair_key || !t->pair_rank) return 0;
     t->pair_cap = cap;
     for (int r = 0; r < t->n_merges; r++) {
@@ -174,9 +175,9 @@ static int cmp_u64(const void *a, const void *b) {
 
 /* Tokens matched literally in the text, longest first (so "<|im_start|>" beats a prefix of it). */
 static int build_specials(hkv_tokenizer *t) {
-    uint64_t *keys = malloc(sizeof(uint64_t) * (size_t)t->n_vocab);
-    t->special = malloc(sizeof(int32_t) * (size_t)t->n_vocab);
-    if (!keys || !t->special) { free(keys); return 0; }
+    uint64_t *keys = hkv_malloc(sizeof(uint64_t) * (size_t)t->n_vocab);
+    t->special = hkv_malloc(sizeof(int32_t) * (size_t)t->n_vocab);
+    if (!keys || !t->special) { hkv_free(keys); return 0; }
     int n = 0;
     for (int id = 0; id < t->n_vocab; id++) {
         int ty = t->type[id];
@@ -189,7 +190,7 @@ static int build_specials(hkv_tokenizer *t) {
         t->special_first[(uint8_t)t->text[t->special[k]][0]] = 1;
     }
     t->n_special = n;
-    free(keys);
+    hkv_free(keys);
     return 1;
 }
 
@@ -301,10 +302,10 @@ static int emit(int32_t *out, int cap, int count, int32_t id) {
 static int spm_fragment(const hkv_tokenizer *t, const char *s, int n, int prefix, int32_t *out, int cap,
                         int count) {
     size_t blen = (size_t)n * 3 + 3;
-    char *buf = malloc(blen);
-    int *ints = malloc(sizeof(int) * 4 * ((size_t)n + 1));
-    spm_bigram *heap = malloc(sizeof(spm_bigram) * (3 * (size_t)n + 4));
-    if (!buf || !ints || !heap) { free(buf); free(ints); free(heap); return -1; }
+    char *buf = hkv_malloc(blen);
+    int *ints = hkv_malloc(sizeof(int) * 4 * ((size_t)n + 1));
+    spm_bigram *heap = hkv_malloc(sizeof(spm_bigram) * (3 * (size_t)n + 4));
+    if (!buf || !ints || !heap) { hkv_free(buf); hkv_free(ints); hkv_free(heap); return -1; }
     /* U+2581 stands for a space; the dummy prefix makes a word at the start look like one after a space */
     int m = 0;
     if (prefix) { memcpy(buf, "\xe2\x96\x81", 3); m = 3; }
@@ -344,7 +345,7 @@ static int spm_fragment(const hkv_tokenizer *t, const char *s, int n, int prefix
             else if (t->unk >= 0) { count = emit(out, cap, count, t->unk); break; }
         }
     }
-    free(buf); free(ints); free(heap);
+    hkv_free(buf); hkv_free(ints); hkv_free(heap);
     return count;
 }
 
@@ -370,15 +371,15 @@ static int encode_fragment(const hkv_tokenizer *t, const char *s, int n, int32_t
     if (n == 0) return count;
     if (t->kind == TOK_SPM) return spm_fragment(t, s, n, t->add_space_prefix, out, cap, count);
     if (!t->nfc) return tok_bpe_fragment(t, s, n, out, cap, count);
-    char *tmp = malloc((size_t)n + 1);
+    char *tmp = hkv_malloc((size_t)n + 1);
     if (!tmp) return -1;
     memcpy(tmp, s, (size_t)n);
     tmp[n] = 0;
     char *nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)tmp);   /* NULL for invalid UTF-8: keep as is */
     if (nfc) count = tok_bpe_fragment(t, nfc, (int)strlen(nfc), out, cap, count);
     else count = tok_bpe_fragment(t, tmp, n, out, cap, count);
-    free(nfc);
-    free(tmp);
+    hkv_free(nfc);
+    hkv_free(tmp);
     return count;
 }
 
@@ -456,14 +457,14 @@ int tok_decode(const hkv_tokenizer *t, const int32_t *ids, int n, char *buf, int
         if (l < 0) continue;   /* bad ids decode to nothing */
         char *p = tmp;
         if (l > (int)sizeof tmp) {
-            p = malloc((size_t)l);
+            p = hkv_malloc((size_t)l);
             if (!p) return 0;
             piece_bytes(t, ids[k], p, l);
         }
         int off = t->kind == TOK_SPM && t->add_space_prefix && k == strip && l > 0 && p[0] == ' ' ? 1 : 0;
         for (int i = off; i < l; i++, total++)
             if (total < buflen - 1) buf[total] = p[i];
-        if (p != tmp) free(p);
+        if (p != tmp) hkv_free(p);
     }
     if (total + 1 > buflen) {
         if (buflen > 0) buf[buflen - 1] = 0;
@@ -518,18 +519,18 @@ int tok_utf8_stream_push(hkv_utf8_stream *s, const hkv_tokenizer *t, int32_t tok
     if (s->n < 0 || s->n > 3) s->n = 0;   /* a corrupted state cannot hold more than an incomplete character */
     int plen = piece_bytes(t, token, NULL, 0);
     if (plen < 0) plen = 0;
-    unsigned char *all = malloc((size_t)s->n + (size_t)plen + 1);
+    unsigned char *all = hkv_malloc((size_t)s->n + (size_t)plen + 1);
     if (!all) return 0;
     memcpy(all, s->pend, (size_t)s->n);
     if (plen > 0) piece_bytes(t, token, (char *)all + s->n, plen);
     int total = s->n + plen, held;
     int need = utf8_sanitize(all, total, 1, NULL, 0, &held);
-    if (need + 1 > outlen) { free(all); return -(need + 1); }   /* state untouched: caller can retry */
+    if (need + 1 > outlen) { hkv_free(all); return -(need + 1); }   /* state untouched: caller can retry */
     utf8_sanitize(all, total, 1, out, outlen, &held);
     out[need] = 0;
     memcpy(s->pend, all + total - held, (size_t)held);
     s->n = held;
-    free(all);
+    hkv_free(all);
     if (need > 0 && s->strip_space) {   /* the SentencePiece dummy prefix of the first word */
         s->strip_space = 0;
         if (t->kind == TOK_SPM && t->add_space_prefix && out[0] == ' ') memmove(out, out + 1, (size_t)need--);
@@ -681,7 +682,7 @@ hkv_status tok_load_gguf(const gguf_file *g, hkv_tokenizer **out, char *err, siz
     t->add_space_prefix = kind == TOK_SPM && (gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &b) ? b : 1);
     gguf_str tmpl;   /* kept for chat: src/chat.c recognises its family */
     if (gguf_get_str(g, "tokenizer.chat_template", &tmpl)) {
-        if (!(t->chat_template = malloc((size_t)tmpl.len + 1)))
+        if (!(t->chat_template = hkv_malloc((size_t)tmpl.len + 1)))
             return fail(t, HKV_ERR_NOMEM, err, errlen, "out of memory copying %s", "tokenizer.chat_template");
         memcpy(t->chat_template, tmpl.s, (size_t)tmpl.len);
         t->chat_template[tmpl.len] = 0;
@@ -703,9 +704,9 @@ static const char *pre_name(tok_pre p) {
 
 void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w) {
     int n = t->n_vocab;
-    const char **strs = malloc(sizeof(char *) * (size_t)n);
-    int32_t *types = malloc(sizeof(int32_t) * (size_t)n);
-    if (!strs || !types) { free(strs); free(types); return; }
+    const char **strs = hkv_malloc(sizeof(char *) * (size_t)n);
+    int32_t *types = hkv_malloc(sizeof(int32_t) * (size_t)n);
+    if (!strs || !types) { hkv_free(strs); hkv_free(types); return; }
     gguf_w_str(w, "tokenizer.ggml.model", t->kind == TOK_SPM ? "llama" : "gpt2");
     gguf_w_str(w, "tokenizer.ggml.pre", t->kind == TOK_SPM ? "default" : pre_name(t->pre));
     for (int i = 0; i < n; i++) { strs[i] = t->text[i]; types[i] = t->type[i]; }
@@ -713,19 +714,19 @@ void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w) {
     if (t->kind == TOK_SPM) gguf_w_arr(w, "tokenizer.ggml.scores", GGUF_F32, t->score, (uint64_t)n);
     gguf_w_arr(w, "tokenizer.ggml.token_type", GGUF_I32, types, (uint64_t)n);
     if (t->kind == TOK_BPE) {
-        char **ms = calloc((size_t)t->n_merges + 1, sizeof(char *));
+        char **ms = hkv_calloc((size_t)t->n_merges + 1, sizeof(char *));
         int ok = ms != NULL;
         for (int r = 0; ok && r < t->n_merges; r++) {
             int la = t->len[t->merge_a[r]], lb = t->len[t->merge_b[r]];
-            ms[r] = malloc((size_t)la + (size_t)lb + 2);
+            ms[r] = hkv_malloc((size_t)la + (size_t)lb + 2);
             if (!ms[r]) { ok = 0; break; }
             memcpy(ms[r], t->text[t->merge_a[r]], (size_t)la);
             ms[r][la] = ' ';
             memcpy(ms[r] + la + 1, t->text[t->merge_b[r]], (size_t)lb + 1);
         }
         if (ok) gguf_w_arr(w, "tokenizer.ggml.merges", GGUF_STRING, (const char **)ms, (uint64_t)t->n_merges);
-        for (int r = 0; ms && r < t->n_merges; r++) free(ms[r]);
-        free(ms);
+        for (int r = 0; ms && r < t->n_merges; r++) hkv_free(ms[r]);
+        hkv_free(ms);
     }
     if (t->bos >= 0) gguf_w_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
     if (t->eos >= 0) gguf_w_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
@@ -737,6 +738,37 @@ void tok_write_gguf(const hkv_tokenizer *t, gguf_writer *w) {
     gguf_w_bool(w, "tokenizer.ggml.add_eos_token", t->add_eos);
     if (t->kind == TOK_SPM) gguf_w_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
     if (t->chat_template) gguf_w_str(w, "tokenizer.chat_template", t->chat_template);
-    free(strs);
-    free(types);
+    hkv_free(strs);
+    hkv_free(types);
 }
+
+/* ---------------------------------------------------------------- public API (heavykv.h) */
+
+/* A .gguf (by its magic, whatever the file is called) or a tokenizer.json. */
+hkv_status hkv_tokenizer_load(const char *path, hkv_tokenizer **out, char *err, size_t errlen) {
+    *out = NULL;
+    FILE *f = path ? fopen(path, "rb") : NULL;
+    if (!f) { snprintf(err, errlen, "cannot open tokenizer '%s'", path ? path : "(null)"); return HKV_ERR_IO; }
+    char magic[4] = {0};
+    size_t got = fread(magic, 1, 4, f);
+    fclose(f);
+    if (got < 4 || memcmp(magic, "GGUF", 4)) return tok_load_hf(path, out, err, errlen);
+    gguf_file *g;
+    hkv_status st = gguf_open(path, &g, err, errlen);
+    if (st) return st;
+    char e2[256];
+    st = tok_load_gguf(g, out, e2, sizeof e2);
+    if (st) snprintf(err, errlen, "%s: %s", path, e2);
+    gguf_close(g);
+    return st;
+}
+void hkv_tokenizer_free(hkv_tokenizer *t) { tok_free(t); }
+int hkv_tokenizer_n_vocab(const hkv_tokenizer *t) { return tok_n_vocab(t); }
+int hkv_tokenizer_encode(const hkv_tokenizer *t, const char *text, int add_bos, int parse_special, int32_t *tokens, int max_tokens) {
+    return tok_encode(t, text, add_bos, parse_special, tokens, max_tokens);
+}
+int hkv_tokenizer_decode(const hkv_tokenizer *t, const int32_t *tokens, int n, char *buf, int buflen) {
+    return tok_decode(t, tokens, n, buf, buflen);
+}
+int hkv_tokenizer_piece(const hkv_tokenizer *t, int32_t token, char *buf, int buflen) { return tok_piece(t, token, buf, buflen); }
+const char *hkv_tokenizer_text(const hkv_tokenizer *t, int32_t token) { return tok_text(t, token); }

@@ -1,5 +1,6 @@
 /* Byte-level BPE: GPT-2 byte alphabet, the pre-tokenizer regexes as hand-written matchers over code points,
  * and rank-ordered merging of each pre-token's bytes. */
+#include "alloc.h"
 #include "tokenizer_int.h"
 #include <stdlib.h>
 #include <string.h>
@@ -230,10 +231,10 @@ static int bpe_word(const hkv_tokenizer *t, bpe_work *w, const uint8_t *s, int n
 
 int tok_bpe_fragment(const hkv_tokenizer *t, const char *s, int n, int32_t *out, int cap, int count) {
     size_t sz = (size_t)n + 1;
-    uint32_t *cps = malloc(sizeof(uint32_t) * sz);
-    int *off = malloc(sizeof(int) * sz);      /* byte offset of each code point, off[ncp] = n */
-    bpe_work w = { malloc(sizeof(int32_t) * sz), malloc(sizeof(int) * sz), malloc(sizeof(int) * sz),
-                   malloc(sz), malloc(sizeof(bpe_pair) * 3 * sz), 0 };
+    uint32_t *cps = hkv_malloc(sizeof(uint32_t) * sz);
+    int *off = hkv_malloc(sizeof(int) * sz);      /* byte offset of each code point, off[ncp] = n */
+    bpe_work w = { hkv_malloc(sizeof(int32_t) * sz), hkv_malloc(sizeof(int) * sz), hkv_malloc(sizeof(int) * sz),
+                   hkv_malloc(sz), hkv_malloc(sizeof(bpe_pair) * 3 * sz), 0 };
     if (cps && off && w.id && w.prev && w.next && w.alive && w.heap) {
         int ncp = 0;
         for (int i = 0; i < n; ncp++) { off[ncp] = i; i += tok_utf8_next(s, n, i, &cps[ncp]); }
@@ -247,6 +248,6 @@ int tok_bpe_fragment(const hkv_tokenizer *t, const char *s, int n, int32_t *out,
     } else {
         count = -1;
     }
-    free(cps); free(off); free(w.id); free(w.prev); free(w.next); free(w.alive); free(w.heap);
+    hkv_free(cps); hkv_free(off); hkv_free(w.id); hkv_free(w.prev); hkv_free(w.next); hkv_free(w.alive); hkv_free(w.heap);
     return count;
 }

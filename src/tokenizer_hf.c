@@ -1,6 +1,7 @@
 /* Hugging Face tokenizer.json import (model.type BPE): byte-level BPE (ByteLevel pre-tokenizer with the Llama 3,
  * Qwen2 or GPT-2 split regex) or SentencePiece-style BPE with byte fallback (U+2581 spaces), plus the special
  * tokens and add_bos/add_eos flags of tokenizer_config.json next to it. */
+#include "alloc.h"
 #include "tokenizer_int.h"
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,9 +27,9 @@ static char *read_text(const char *path) {
     struct stat sb;
     /* a directory opens fine and reports a huge size: only regular files are read */
     if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1)) != NULL) {
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = hkv_malloc((size_t)n + 1)) != NULL) {
         if (fread(buf, 1, (size_t)n, f) == (size_t)n) buf[n] = 0;
-        else { free(buf); buf = NULL; }
+        else { hkv_free(buf); buf = NULL; }
     }
     fclose(f);
     return buf;
@@ -146,7 +147,7 @@ static hkv_status read_merges(hf_ctx *c, const cJSON *merges) {
 static void scores_from_merges(hkv_tokenizer *t) {
     for (int i = 0; i < t->n_vocab; i++) t->score[i] = 0;
     for (int r = t->n_merges - 1; r >= 0; r--) t->score[t->merge_res[r]] = -(float)(r + 1);
-    free(t->merge_a); free(t->merge_b); free(t->merge_res);
+    hkv_free(t->merge_a); hkv_free(t->merge_b); hkv_free(t->merge_res);
     t->merge_a = t->merge_b = t->merge_res = NULL;
     t->n_merges = 0;
 }
@@ -212,7 +213,7 @@ static char *config_template(const cJSON *cfg) {
         if (!s || (name && strcmp(name, "default") == 0)) s = jstr(e, "template");
     }
     if (!s) return NULL;
-    char *copy = malloc(strlen(s) + 1);
+    char *copy = hkv_malloc(strlen(s) + 1);
     if (copy) strcpy(copy, s);
     return copy;
 }
@@ -224,7 +225,7 @@ static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *ro
     snprintf(path, sizeof path, "%.*stokenizer_config.json", dir, json_path);
     char *txt = read_text(path);
     cJSON *cfg = txt ? cJSON_Parse(txt) : NULL;
-    free(txt);
+    hkv_free(txt);
     if (cfg) {
         t->bos = config_token(t, cfg, "bos_token");
         t->eos = config_token(t, cfg, "eos_token");
@@ -291,7 +292,7 @@ hkv_status tok_load_hf(const char *tokenizer_json_path, hkv_tokenizer **out, cha
         return HKV_ERR_IO;
     }
     cJSON *root = cJSON_Parse(txt);
-    free(txt);
+    hkv_free(txt);
     if (!root) {
         snprintf(err, errlen, "%s is not valid JSON", tokenizer_json_path);
         return HKV_ERR_FORMAT;

@@ -1,15 +1,12 @@
-/* heavykv tokenize / detokenize / quantize / synth: model and tokenizer tools. They use the internal headers
- * (tokenizer, quantizer, synthetic writer) directly: a tokenizer can be used without loading a model. */
+/* heavykv tokenize / detokenize / quantize / synth: model and tokenizer tools, on the public API only (the
+ * standalone tokenizer handle, hkv_model_quantize, hkv_synth_*): a tokenizer can be used without a model. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include "cli.h"
-#include "gguf.h"
-#include "quantize.h"
-#include "synth.h"
-#include "tokenizer.h"
 
 /* ---------------------------------------------------------------- shared: tokenizer source and input text */
 
@@ -24,16 +21,8 @@ static hkv_tokenizer *open_tokenizer(const tok_opts *o) {
     hkv_tokenizer *t = NULL;
     if (o->tokenizer && o->model) { cli_error("give either -m MODEL.gguf or --tokenizer tokenizer.json, not both"); return NULL; }
     if (o->prompt && o->file) { cli_error("give either -p or -f, not both"); return NULL; }
-    if (o->tokenizer) {
-        if (tok_load_hf(o->tokenizer, &t, err, sizeof err)) { cli_error("%s", err); return NULL; }
-        return t;
-    }
-    const char *path = o->model ? o->model : cli_default_model();
-    gguf_file *g;
-    if (gguf_open(path, &g, err, sizeof err)) { cli_error("%s", err); return NULL; }
-    hkv_status st = tok_load_gguf(g, &t, err, sizeof err);
-    gguf_close(g);
-    if (st) { cli_error("%s: %s", path, err); return NULL; }
+    const char *path = o->tokenizer ? o->tokenizer : o->model ? o->model : cli_default_model();
+    if (hkv_tokenizer_load(path, &t, err, sizeof err)) { cli_error("%s", err); return NULL; }
     return t;
 }
 
@@ -129,10 +118,10 @@ int cmd_tokenize(int argc, char **argv) {
     char *text = read_input(&o);
     int cap = text ? (int)strlen(text) + 8 : 0, n = -1;
     int32_t *ids = text ? malloc(sizeof(int32_t) * (size_t)cap) : NULL;
-    if (ids) n = tok_encode(t, text, o.add_bos, o.parse_special, ids, cap);
+    if (ids) n = hkv_tokenizer_encode(t, text, o.add_bos, o.parse_special, ids, cap);
     if (n < 0 && ids) { /* more tokens than bytes + 8 cannot happen for these tokenizers, but stay correct */
         int32_t *more = realloc(ids, sizeof(int32_t) * (size_t)-n);
-        if (more) { ids = more; n = tok_encode(t, text, o.add_bos, o.parse_special, ids, -n); }
+        if (more) { ids = more; n = hkv_tokenizer_encode(t, text, o.add_bos, o.parse_special, ids, -n); }
     }
     int rc = 0;
     if (!text) rc = 1;
@@ -144,8 +133,8 @@ int cmd_tokenize(int argc, char **argv) {
     } else {
         char piece[512];
         for (int i = 0; i < n; i++) {
-            int k = tok_piece(t, ids[i], piece, sizeof piece);
-            const char *spelled = tok_text(t, ids[i]);
+            int k = hkv_tokenizer_piece(t, ids[i], piece, sizeof piece);
+            const char *spelled = hkv_tokenizer_text(t, ids[i]);
             printf("%6d ", ids[i]);
             if (k <= 0 && spelled) print_piece(spelled, (int)strlen(spelled)); /* control tokens have no bytes: show <s> */
             else print_piece(piece, k < 0 ? 0 : k);
@@ -154,7 +143,7 @@ int cmd_tokenize(int argc, char **argv) {
     }
     free(ids);
     free(text);
-    tok_free(t);
+    hkv_tokenizer_free(t);
     return rc;
 }
 
@@ -214,13 +203,13 @@ int cmd_detokenize(int argc, char **argv) {
     if (!t) return 1;
     char *text = read_input(&o);
     int32_t *ids = NULL;
-    int n = text ? parse_ids(text, tok_n_vocab(t), &ids) : -1, rc = n < 0;
+    int n = text ? parse_ids(text, hkv_tokenizer_n_vocab(t), &ids) : -1, rc = n < 0;
     if (n >= 0) {
         int cap = 256, k = -1;
         char *buf = malloc((size_t)cap);
-        if (buf && (k = tok_decode(t, ids, n, buf, cap)) < 0) { /* -k: the size it needs */
+        if (buf && (k = hkv_tokenizer_decode(t, ids, n, buf, cap)) < 0) { /* -k: the size it needs */
             char *more = realloc(buf, (size_t)-k);
-            if (more) { buf = more; k = tok_decode(t, ids, n, buf, -k); }
+            if (more) { buf = more; k = hkv_tokenizer_decode(t, ids, n, buf, -k); }
         }
         if (k < 0) rc = cli_error("out of memory decoding %d tokens", n);
         else fwrite(buf, 1, (size_t)k, stdout);
@@ -228,16 +217,24 @@ int cmd_detokenize(int argc, char **argv) {
     }
     free(ids);
     free(text);
-    tok_free(t);
+    hkv_tokenizer_free(t);
     return rc;
 }
 
 /* ---------------------------------------------------------------- quantize */
 
-static void print_type_counts(const quant_stats *s) {
+/* A type name as the library spells it ("q4_k_m" -> "Q4_K_M"). */
+static const char *upper(const char *s, char *buf, size_t n) {
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++) buf[i] = (char)toupper((unsigned char)s[i]);
+    buf[i] = 0;
+    return buf;
+}
+
+static void print_type_counts(const hkv_quantize_stats *s) {
     fprintf(stdout, "tensors by type:");
-    for (int t = 0; t < HKV_TYPE_COUNT; t++)
-        if (s->n_of_type[t]) fprintf(stdout, " %s %d", hkv_type_get(t)->name, s->n_of_type[t]);
+    for (int t = 0; t < 64; t++)
+        if (s->n_of_type[t]) fprintf(stdout, " %s %d", hkv_tensor_type_name(t), s->n_of_type[t]);
     fputc('\n', stdout);
 }
 
@@ -252,7 +249,7 @@ int cmd_quantize(int argc, char **argv) {
                    "The output matrix (or the tied embedding) gets Q6_K (Q8_0 if its rows are not a multiple of\n"
                    "256); Q4_K_M also gives Q6_K to attn_v / ffn_down of the first and last eighth of the layers and\n"
                    "every third layer between. K-quant rows that are not a multiple of 256 fall back to Q5_0 / Q8_0.\n",
-                   quant_ftype_list());
+                   hkv_quant_type_list());
             return 0;
         } else if (!strcmp(argv[i], "-t") || !strcmp(argv[i], "--threads")) {
             const char *v = cli_value(argc, argv, &i);
@@ -261,14 +258,13 @@ int cmd_quantize(int argc, char **argv) {
         else if (n_pos == 3) return cli_error("quantize takes IN.gguf OUT.gguf TYPE; unexpected '%s'", argv[i]);
         else pos[n_pos++] = argv[i];
     }
-    if (n_pos < 3) return cli_error("usage: heavykv quantize IN.gguf OUT.gguf TYPE (TYPE: %s)", quant_ftype_list());
-    quant_ftype f;
-    if (!quant_ftype_parse(pos[2], &f)) return cli_error("unknown quantization type '%s' (choose %s)", pos[2], quant_ftype_list());
-    quant_stats s;
+    if (n_pos < 3) return cli_error("usage: heavykv quantize IN.gguf OUT.gguf TYPE (TYPE: %s)", hkv_quant_type_list());
+    hkv_quantize_stats s;
     char err[512];
     double t0 = hkv_time_sec();
-    if (quant_file(pos[0], pos[1], f, n_threads, &s, err, sizeof err)) return cli_error("%s", err);
-    printf("%s -> %s (%s): %d tensors, %d converted, %.2fM parameters\n", pos[0], pos[1], quant_ftype_name(f),
+    if (hkv_model_quantize(pos[0], pos[1], pos[2], n_threads, &s, err, sizeof err)) return cli_error("%s", err);
+    char up[16];
+    printf("%s -> %s (%s): %d tensors, %d converted, %.2fM parameters\n", pos[0], pos[1], upper(pos[2], up, sizeof up),
            s.n_tensors, s.n_converted, s.n_params / 1e6);
     printf("tensor data: %.2f MiB -> %.2f MiB (%.2f -> %.2f bits per weight) in %.1f s\n", s.bytes_in / 1048576.0,
            s.bytes_out / 1048576.0, s.n_params ? 8.0 * s.bytes_in / s.n_params : 0.0,
@@ -281,7 +277,7 @@ int cmd_quantize(int argc, char **argv) {
 
 static void synth_help(void) {
     int n;
-    const synth_preset *ps = synth_presets(&n);
+    const hkv_synth_preset *ps = hkv_synth_presets(&n);
     printf("usage: heavykv synth --preset NAME [--arch llama|qwen2|qwen3] [--tokenizer PATH] [options] -o OUT.gguf\n\n"
            "Writes a model with a real architecture's shapes, llama.cpp metadata keys and tensor names, a real\n"
            "tokenizer and random, well-scaled weights (for tests and benchmarks; the output is noise).\n\n"
@@ -297,7 +293,7 @@ static void synth_help(void) {
            "  --seed S              weight seed (default 0)\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -o, --output PATH     output file\n\npresets:\n",
-           quant_ftype_list());
+           hkv_quant_type_list());
     for (int i = 0; i < n; i++)
         printf("  %-15s %-5s embd %4d, %2d layers, %2d heads (%d KV) x %3d, ff %4d, theta %g%s%s; tokenizer %s\n",
                ps[i].name, ps[i].arch, ps[i].n_embd, ps[i].n_layer, ps[i].n_head, ps[i].n_head_kv, ps[i].head_dim,
@@ -313,7 +309,7 @@ static const char *shared_tokenizer(char *buf, size_t len) {
 }
 
 int cmd_synth(int argc, char **argv) {
-    synth_params p = synth_default_params();
+    hkv_synth_params p = hkv_synth_default_params();
     const char *out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -322,13 +318,10 @@ int cmd_synth(int argc, char **argv) {
         else if (!strcmp(a, "--preset")) { VAL(); p.preset = v; }
         else if (!strcmp(a, "--arch")) { VAL(); p.arch = v; }
         else if (!strcmp(a, "--tokenizer")) { VAL(); p.tokenizer = v; }
-        else if (!strcmp(a, "--type")) {
-            VAL();
-            if (!quant_ftype_parse(v, &p.ftype)) return cli_error("unknown weight type '%s' (choose %s)", v, quant_ftype_list());
-        }
+        else if (!strcmp(a, "--type")) { VAL(); p.type = v; }
         else if (!strcmp(a, "--layers")) { VAL(); if (!cli_int(a, v, 1, 1024, &p.n_layer)) return 1; }
         else if (!strcmp(a, "--head-dim")) { VAL(); if (!cli_int(a, v, 2, 512, &p.head_dim)) return 1; }
-        else if (!strcmp(a, "--rope-scaling-keys")) p.rope_scaling = SYNTH_ROPE_KEYS;
+        else if (!strcmp(a, "--rope-scaling-keys")) p.rope_scaling = HKV_SYNTH_ROPE_KEYS;
         else if (!strcmp(a, "--seed")) { VAL(); if (!cli_u64(a, v, &p.seed)) return 1; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); if (!cli_int(a, v, 1, 1024, &p.n_threads)) return 1; }
         else if (!strcmp(a, "-o") || !strcmp(a, "--output")) { VAL(); out = v; }
@@ -339,12 +332,12 @@ int cmd_synth(int argc, char **argv) {
     if (!out) return cli_error("synth needs -o OUT.gguf");
     char tokbuf[4096];
     if (!p.tokenizer && !strcasecmp(p.preset, "tiny")) p.tokenizer = shared_tokenizer(tokbuf, sizeof tokbuf);
-    synth_info in;
-    char err[512];
+    hkv_synth_info in;
+    char err[512], up[16];
     double t0 = hkv_time_sec();
-    if (synth_write(&p, out, &in, err, sizeof err)) return cli_error("%s", err);
+    if (hkv_synth_write(&p, out, &in, err, sizeof err)) return cli_error("%s", err);
     printf("wrote %s: %s preset %s, %s, %d layers, head dim %d, vocabulary %d, %.2fM parameters, %.2f MiB of tensors "
-           "(%.1f s)\n", out, in.arch, p.preset, quant_ftype_name(p.ftype), in.n_layer, in.head_dim, in.n_vocab,
+           "(%.1f s)\n", out, in.arch, p.preset, upper(p.type ? p.type : "F32", up, sizeof up), in.n_layer, in.head_dim, in.n_vocab,
            in.n_params / 1e6, in.tensor_bytes / 1048576.0, hkv_time_sec() - t0);
     return 0;
 }

@@ -21,15 +21,24 @@ static const command commands[] = {
 #define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: heavykv COMMAND [options]   (heavykv COMMAND --help for each)\n\ncommands:\n");
+    fprintf(f, "usage: heavykv COMMAND [options]   (heavykv COMMAND --help for each; --version for the version)\n\ncommands:\n");
     for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return 1; }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
-    for (int i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    /* heavykv --version, heavykv COMMAND --version: the version of the library this program runs on */
+    int version = !strcmp(argv[1], "--version");
+    for (int i = 0; i < N_COMMANDS && !version; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            if (argc > 2 && !strcmp(argv[2], "--version")) version = 1;
+            else return commands[i].fn(argc - 1, argv + 1);
+        }
+    if (version) {
+        printf("heavykv %s\n", hkv_version());
+        return 0;
+    }
     cli_error("unknown command '%s' (run 'heavykv --help' for the list)", argv[1]);
     return 1;
 }
