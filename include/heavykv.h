@@ -110,7 +110,14 @@ HKV_API int hkv_utf8_stream_push(hkv_utf8_stream *s, const hkv_model *m, int32_t
 
 /* ---------------------------------------------------------------- KV cache policy */
 
-typedef enum hkv_kv_type { HKV_KV_F16 = 0, HKV_KV_F32 = 1 } hkv_kv_type;
+/* Element type of stored K/V rows (see README "Quantized K/V"): Q8_0/Q4_0 use GGML's blocks of 32 when
+ * head_dim % 32 == 0, else one block per 16 or 8 elements; they need head_dim % 8 == 0. */
+typedef enum hkv_kv_type { HKV_KV_F16 = 0, HKV_KV_F32 = 1, HKV_KV_BF16 = 2, HKV_KV_Q8_0 = 3, HKV_KV_Q4_0 = 4 } hkv_kv_type;
+#define HKV_KV_TYPE_COUNT 5
+/* "f16", "f32", "bf16", "q8_0", "q4_0"; NULL for an unknown value. */
+HKV_API const char *hkv_kv_type_name(hkv_kv_type t);
+/* Parse a --kv-type name (the names above); -1 when unknown. */
+HKV_API int hkv_kv_type_parse(const char *name);
 
 /* How a budget number is read: absolute tokens, or a fraction of a reference length (the prompt length in
  * `run`, the evaluated sequence length in `eval`), resolved with hkv_budget_resolve(). */
@@ -193,6 +200,10 @@ typedef struct hkv_kv_config {
     int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
     int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
     hkv_kv_type type;        /* element type of stored K/V */
+    int positions_cache;     /* 0: keys rotated at their original position (default); 1: StreamingLLM position
+                              * rolling: keys stored before RoPE, rotated at attention time by their index in
+                              * the cache, queries by theirs; bounded real-drop caches then have no position
+                              * limit (n_ctx only sizes prefill) — README "Endless streaming" */
     const hkv_policy_ops *custom; /* non-NULL: this policy instead of the table (policy[] is then ignored);
                                      must stay valid while a context uses it */
     void *custom_user;       /* handed to custom's callbacks as cfg->user */
@@ -311,10 +322,13 @@ typedef struct hkv_kv_stats {
     int n_layer, n_head_kv, head_dim;
     int capacity;            /* slots per (layer, KV head) */
     hkv_budget budget;
-    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*head_dim*2*elt_size*n_seq */
+    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*2*row_bytes*n_seq */
     uint64_t meta_bytes;     /* positions, order lists and policy state (documented constant per slot) */
     uint64_t evictions;      /* total over all layers/heads/sequences */
     int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */
+    hkv_kv_type type;        /* element type of the stored rows */
+    int row_bytes;           /* bytes of one K or V row of head_dim elements (README "Memory, exactly") */
+    int positions_cache;     /* 1: keys rotated by their cache index (--kv-positions cache) */
 } hkv_kv_stats;
 HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 /* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */

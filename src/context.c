@@ -13,6 +13,8 @@
 #include "kvcache.h"
 #include "model.h"
 
+typedef struct attn_item_def { int t0, n, seq; } attn_item_def; /* query block: tokens t0.. of seq */
+
 struct hkv_context {
     hkv_model *m;
     hkv_context_params p;
@@ -33,7 +35,9 @@ struct hkv_context {
     float *k, *v;              /* [rows][n_head_kv*head_dim] */
     float *att;                /* [rows][n_head*head_dim] */
     float *hb, *hb2;           /* [rows][n_ff] */
-    float *att_scratch;        /* [n_threads][(group+2)*scratch_cap] */
+    float *att_scratch;        /* [n_threads][attn_scratch_floats(group, scratch_cap, head_dim)] */
+    float *att_ml;             /* [rows][n_head][2] softmax max and sum of each query row (attention.h) */
+    attn_item_def *att_blocks; /* [rows] query blocks of one forward chunk */
     size_t att_scratch_per;
     int scratch_cap;           /* capacity att_scratch was sized for */
     float *logits_last;        /* [n_seq][n_vocab] */
@@ -63,7 +67,7 @@ const char *hkv_last_error(const hkv_context *c) { return c ? c->err : "no conte
 
 static void ctx_free_buffers(hkv_context *c) {
     hkv_free(c->x); hkv_free(c->xb); hkv_free(c->xb2); hkv_free(c->q); hkv_free(c->k); hkv_free(c->v); hkv_free(c->att);
-    hkv_free(c->hb); hkv_free(c->hb2); hkv_free(c->att_scratch); hkv_free(c->logits_last); hkv_free(c->logits_all); hkv_free(c->n_past);
+    hkv_free(c->hb); hkv_free(c->hb2); hkv_free(c->att_scratch); hkv_free(c->att_ml); hkv_free(c->att_blocks); hkv_free(c->logits_last); hkv_free(c->logits_all); hkv_free(c->n_past);
     hkv_free(c->logits_batch); hkv_free(c->chunk_pos); hkv_free(c->chunk_seq); hkv_free(c->has_logits);
     hkv_free(c->seq_cnt); hkv_free(c->seq_list); hkv_free(c->batch_row);
 }
@@ -91,8 +95,10 @@ static int alloc_scratch(hkv_context *c) {
     c->hb = hkv_malloc(sizeof(float) * n * hp->n_ff);
     c->hb2 = hkv_malloc(sizeof(float) * n * hp->n_ff);
     c->scratch_cap = c->kv->capacity;
-    c->att_scratch_per = (size_t)(group + 2) * c->scratch_cap;
+    c->att_scratch_per = attn_scratch_floats(group, c->scratch_cap, hp->head_dim);
     c->att_scratch = hkv_malloc(sizeof(float) * c->att_scratch_per * (size_t)hkv_pool_size(c->pool));
+    c->att_ml = hkv_malloc(sizeof(float) * n * hp->n_head * 2);
+    c->att_blocks = hkv_malloc(sizeof(*c->att_blocks) * n);
     c->logits_last = hkv_calloc((size_t)c->n_seq * hp->n_vocab, sizeof(float));
     c->n_past = hkv_calloc((size_t)c->n_seq, sizeof(int32_t));
     c->chunk_pos = hkv_malloc(sizeof(int32_t) * n);
@@ -101,7 +107,7 @@ static int alloc_scratch(hkv_context *c) {
     c->has_logits = hkv_calloc((size_t)c->n_seq, 1);
     c->seq_cnt = hkv_calloc((size_t)c->n_seq, sizeof(int));
     c->seq_list = hkv_malloc(sizeof(int) * (size_t)c->n_seq);
-    return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch &&
+    return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch && c->att_ml && c->att_blocks &&
            c->logits_last && c->n_past && c->chunk_pos && c->chunk_seq && c->batch_row && c->has_logits &&
            c->seq_cnt && c->seq_list;
 }
@@ -131,7 +137,7 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     if (c->kv->simulate) return HKV_OK;
     if (cap > c->scratch_cap) {
         int group = c->m->hp.n_head / c->m->hp.n_head_kv;
-        size_t per = (size_t)(group + 2) * cap;
+        size_t per = attn_scratch_floats(group, cap, c->m->hp.head_dim);
         float *p = hkv_realloc(c->att_scratch, sizeof(float) * per * (size_t)hkv_pool_size(c->pool));
         if (!p) { snprintf(c->err, sizeof c->err, "out of memory for attention scratch"); return HKV_ERR_NOMEM; }
         c->att_scratch = p;
@@ -142,6 +148,13 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     hkv_status st = kv_resize(c->kv, cap);
     if (st) snprintf(c->err, sizeof c->err, "cannot resize the KV cache to %d slots per head", cap);
     return st;
+}
+
+/* Cache-position mode: the rotation table covers every cache index a head can reach (its largest capacity). */
+static int rope_table(hkv_context *c) {
+    int len = c->kv->simulate ? c->n_ctx : capacity_for(c, c->chunk);
+    if (capacity_for(c, 1) > len) len = capacity_for(c, 1);
+    return attn_set_rope(c->kv, &c->m->hp, c->m->rope_freqs, len) == HKV_OK;
 }
 
 /* The policy of p (table or custom), its per-layer configs and budgets; c->budget = the largest layer's budget,
@@ -218,6 +231,7 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
                  : HKV_ERR_NOMEM;
     hkv_free(cfg);
     if (!st && !alloc_scratch(c)) st = HKV_ERR_NOMEM;
+    if (!st && p.kv.positions_cache && !rope_table(c)) st = HKV_ERR_NOMEM;
     if (!st && p.trace_path && !(c->trace = fopen(p.trace_path, "w"))) {
         snprintf(err, errlen, "cannot open trace file '%s' for writing", p.trace_path);
         st = HKV_ERR_IO;
@@ -245,27 +259,80 @@ typedef struct fwd_batch {        /* one forward chunk */
     int n_items_seq;
 } fwd_batch;
 
-typedef struct attn_job { hkv_context *c; fwd_batch *b; } attn_job;
+/* Attention of one layer in two parallel stages:
+ *   1. items (query block, KV head): tiled attention of up to attn_block_queries tokens of one sequence
+ *      (consecutive in the chunk) over the head's cache; independent of policy state, so the blocks of one
+ *      head run on any thread;
+ *   2. items (sequence, KV head): the policy's report in query order (attn_report) and the trim back to the
+ *      budget — one head per item keeps policy state updates free of races and in query order.
+ * When every sequence has a single block (decode steps), one stage does both. */
+typedef struct attn_job {
+    hkv_context *c;
+    fwd_batch *b;
+    attn_item_def *blocks;       /* [n_blocks] query blocks */
+    int n_blocks, fused;
+} attn_job;
 
-/* Work item i = (distinct sequence, KV head): all of that sequence's tokens attend in order, then the head is
- * trimmed. One head per item keeps policy state updates free of races and in query order. */
-static void attn_item(void *arg, int i, int thread) {
-    attn_job *j = arg;
-    hkv_context *c = j->c;
-    fwd_batch *b = j->b;
+static attn_block block_of(hkv_context *c, int t0, int n, int h) {
     const hkv_hparams *hp = &c->m->hp;
-    int h = i % hp->n_head_kv, seq = b->items_seq[i / hp->n_head_kv];
     int group = hp->n_head / hp->n_head_kv, hd = hp->head_dim, qd = hp->n_head * hd;
+    size_t qo = (size_t)t0 * qd + (size_t)h * group * hd;
+    attn_block ab = {.q = c->q + qo, .out = c->att + qo, .stride = (size_t)qd, .n = n, .group = group,
+                     .ml = c->att_ml + ((size_t)t0 * hp->n_head + (size_t)h * group) * 2,
+                     .ml_stride = (size_t)hp->n_head * 2};
+    return ab;
+}
+
+static void report_and_trim(hkv_context *c, fwd_batch *b, int seq, int h, float *scratch) {
     kv_layer *L = kv_layer_of(c->kv, seq, b->layer);
-    float *scratch = c->att_scratch + c->att_scratch_per * (size_t)thread;
-    for (int t = 0; t < b->n; t++) {
-        if (b->seqs[t] != seq) continue;
-        size_t qo = (size_t)t * qd + (size_t)h * group * hd;
-        attn_head(c->kv, L, h, c->q + qo, group, c->p.kv.gqa_mean, b->pos[t], c->att + qo, scratch);
-    }
+    if (c->kv->ops->needs_probs)
+        for (int t = 0; t < b->n; t++) {
+            if (b->seqs[t] != seq) continue;
+            int e = t;
+            while (e + 1 < b->n && b->seqs[e + 1] == seq) e++;
+            attn_block ab = block_of(c, t, e - t + 1, h);
+            ab.pos = b->pos + t;
+            attn_report(c->kv, L, h, &ab, c->p.kv.gqa_mean, scratch);
+            t = e;
+        }
     int n_new = 0;
     for (int t = 0; t < b->n; t++) n_new += b->seqs[t] == seq;
     kv_trim(c->kv, L, h, n_new);
+}
+
+static void attn_stage1(void *arg, int i, int thread) {
+    attn_job *j = arg;
+    hkv_context *c = j->c;
+    int nh = c->m->hp.n_head_kv, h = i % nh;
+    const attn_item_def *d = &j->blocks[i / nh];
+    float *scratch = c->att_scratch + c->att_scratch_per * (size_t)thread;
+    attn_block ab = block_of(c, d->t0, d->n, h);
+    ab.pos = j->b->pos + d->t0;
+    attn_forward(c->kv, kv_layer_of(c->kv, d->seq, j->b->layer), h, &ab, scratch);
+    if (j->fused) report_and_trim(c, j->b, d->seq, h, scratch);
+}
+
+static void attn_stage2(void *arg, int i, int thread) {
+    attn_job *j = arg;
+    hkv_context *c = j->c;
+    int nh = c->m->hp.n_head_kv;
+    report_and_trim(c, j->b, j->b->items_seq[i / nh], i % nh, c->att_scratch + c->att_scratch_per * (size_t)thread);
+}
+
+/* Splits the chunk into query blocks: runs of consecutive tokens of one sequence, cut every bq tokens. */
+static void attention(hkv_context *c, fwd_batch *b) {
+    const hkv_hparams *hp = &c->m->hp;
+    int bq = attn_block_queries(hp->n_head / hp->n_head_kv), nb = 0;
+    attn_item_def *blocks = c->att_blocks;
+    for (int t = 0; t < b->n;) {
+        int e = t + 1;
+        while (e < b->n && e - t < bq && b->seqs[e] == b->seqs[t]) e++;
+        blocks[nb++] = (attn_item_def){t, e - t, b->seqs[t]};
+        t = e;
+    }
+    attn_job job = {c, b, blocks, nb, nb == b->n_items_seq}; /* one block per sequence: fuse the stages */
+    hkv_pool_run(c->pool, attn_stage1, &job, nb * hp->n_head_kv);
+    if (!job.fused) hkv_pool_run(c->pool, attn_stage2, &job, b->n_items_seq * hp->n_head_kv);
 }
 
 static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
@@ -279,11 +346,11 @@ static void qk_prepare(hkv_context *c, const hkv_layer_w *w, fwd_batch *b) {
         }
         for (int h = 0; h < hp->n_head; h++) {
             if (w->q_norm) hkv_rmsnorm(q + h * hd, q + h * hd, w->q_norm, hd, hp->rms_eps);
-            hkv_rope(hp, c->m->rope_freqs, q + h * hd, b->pos[t]);
+            if (!c->kv->rope) hkv_rope(hp, c->m->rope_freqs, q + h * hd, b->pos[t]); /* else: at attention */
         }
         for (int h = 0; h < hp->n_head_kv; h++) {
             if (w->k_norm) hkv_rmsnorm(k + h * hd, k + h * hd, w->k_norm, hd, hp->rms_eps);
-            hkv_rope(hp, c->m->rope_freqs, k + h * hd, b->pos[t]);
+            if (!c->kv->rope) hkv_rope(hp, c->m->rope_freqs, k + h * hd, b->pos[t]);
         }
     }
 }
@@ -316,8 +383,7 @@ static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {
     qk_prepare(c, w, b);
     hkv_status st = kv_write(c, b);
     if (st) return st;
-    attn_job job = {c, b};
-    hkv_pool_run(c->pool, attn_item, &job, b->n_items_seq * hp->n_head_kv);
+    attention(c, b);
     hkv_matmul(c->pool, c->xb2, w->wo.type, w->wo.data, c->att, e, qd, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->ffn_norm, e, hp->rms_eps);
@@ -364,6 +430,13 @@ static hkv_status forward_chunk(hkv_context *c, fwd_batch *b) {
     }
     for (int t = 0; t < b->n; t++) kv_set_newest(c->kv, b->seqs[t], b->pos[t]);
     return HKV_OK;
+}
+
+/* Positions a sequence may reach. Cache-position mode with a bounded, real-drop cache never rotates by more
+ * than the capacity, so the sequence is endless (up to int32 positions); otherwise the context length. */
+static long position_limit(const hkv_context *c) {
+    if (c->p.kv.positions_cache && !c->kv->simulate && !c->kv_ops->never_evicts) return INT32_MAX;
+    return c->n_ctx;
 }
 
 static hkv_status check_tokens(hkv_context *c, const int32_t *tokens, int n) {
@@ -442,9 +515,9 @@ hkv_status hkv_decode(hkv_context *c, int seq, const int32_t *tokens, int n) {
     if (st) return st;
     if (n <= 0 || !tokens) { snprintf(c->err, sizeof c->err, "nothing to decode (0 tokens)"); return HKV_ERR_ARG; }
     if ((st = check_tokens(c, tokens, n))) return st;
-    if ((long)c->n_past[seq] + n > c->n_ctx) {
-        snprintf(c->err, sizeof c->err, "sequence would reach %ld tokens, more than the context length %d",
-                 (long)c->n_past[seq] + n, c->n_ctx);
+    if ((long)c->n_past[seq] + n > position_limit(c)) {
+        snprintf(c->err, sizeof c->err, "sequence would reach %ld tokens, more than the context length %ld",
+                 (long)c->n_past[seq] + n, position_limit(c));
         return HKV_ERR_CONTEXT;
     }
     if (c->p.logits_all && (st = grow_logits_all(c, n))) return st;
@@ -547,8 +620,8 @@ static hkv_status count_seqs(hkv_context *c, const int *seqs, int n, int distinc
         if (c->seq_cnt[s] > c->chunk) {
             snprintf(c->err, sizeof c->err, "sequence %d has more than %d tokens in one batch (the prefill chunk)", s, c->chunk);
             st = HKV_ERR_ARG;
-        } else if ((long)c->n_past[s] + c->seq_cnt[s] > c->n_ctx) {
-            snprintf(c->err, sizeof c->err, "sequence %d would exceed the context length %d", s, c->n_ctx);
+        } else if ((long)c->n_past[s] + c->seq_cnt[s] > position_limit(c)) {
+            snprintf(c->err, sizeof c->err, "sequence %d would exceed the context length %ld", s, position_limit(c));
             st = HKV_ERR_CONTEXT;
         }
     }
@@ -799,6 +872,9 @@ void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s) {
     s->kv_bytes = kv->kv_bytes;
     s->meta_bytes = kv->meta_bytes;
     s->occupancy_min = kv->capacity;
+    s->type = kv->type;
+    s->row_bytes = (int)kv->row_bytes;
+    s->positions_cache = kv->rope != NULL;
     for (int i = 0; i < kv->n_seq * kv->n_layer; i++)
         for (int h = 0; h < kv->n_head_kv; h++) {
             const kv_layer *L = &kv->layers[i];

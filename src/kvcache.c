@@ -5,16 +5,17 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "kvrow.h"
 #include "tensor.h"
 
 static void *xcalloc(size_t n, size_t sz) { return hkv_calloc(n ? n : 1, sz); }
 
-/* Bytes held, documented in the README: K/V = 2 * capacity * head_dim * elt per (seq, layer, head); metadata =
+/* Bytes held, documented in the README: K/V = 2 * capacity * row_bytes per (seq, layer, head); metadata =
  * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
 static void kv_account(kv_cache *kv) {
     uint64_t heads = (uint64_t)kv->n_seq * kv->n_layer * kv->n_head_kv;
     uint64_t per_slot = (kv->simulate ? 2 : 3) * sizeof(int32_t) + sizeof(float) * (uint64_t)kv->ops->state_floats;
-    kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->head_dim * kv->elt;
+    kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->row_bytes;
     kv->meta_bytes = heads * ((uint64_t)kv->capacity * per_slot + 2 * sizeof(int32_t) + sizeof(uint64_t));
 }
 
@@ -26,8 +27,8 @@ static void slots_free(kv_layer *L) {
 static int slots_alloc(const kv_cache *kv, kv_layer *L, int cap) {
     size_t hc = (size_t)kv->n_head_kv * cap;
     int sf = kv->ops->state_floats;
-    L->k = xcalloc(hc * kv->head_dim, kv->elt);
-    L->v = xcalloc(hc * kv->head_dim, kv->elt);
+    L->k = xcalloc(hc, kv->row_bytes);
+    L->v = xcalloc(hc, kv->row_bytes);
     L->pos = xcalloc(hc, sizeof(int32_t));
     L->order = xcalloc(hc, sizeof(int32_t));
     L->free_stack = kv->simulate ? NULL : xcalloc(hc, sizeof(int32_t));
@@ -71,7 +72,15 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
     kv->n_ctx = n_ctx;
     kv->capacity = simulate ? n_ctx : capacity;
     kv->type = type;
-    kv->elt = type == HKV_KV_F32 ? 4 : 2;
+    kv->row_bytes = kvrow_bytes(type, head_dim);
+    if (!kv->row_bytes || head_dim > 1024) {
+        const char *tn = kvrow_type_name(type);
+        if (!tn) snprintf(err, errlen, "unknown K/V type %d", (int)type);
+        else if (head_dim > 1024) snprintf(err, errlen, "head_dim %d is larger than the 1024 the K/V cache supports", head_dim);
+        else snprintf(err, errlen, "K/V type %s needs head_dim to be a multiple of 8 (the model's is %d)", tn, head_dim);
+        hkv_free(kv);
+        return HKV_ERR_UNSUPPORTED;
+    }
     kv->simulate = simulate;
     kv->ops = ops;
     kv->cfg = hkv_malloc(sizeof(hkv_policy_cfg) * (size_t)n_layer);
@@ -110,6 +119,7 @@ void kv_free(kv_cache *kv) {
     hkv_free(kv->layers);
     hkv_free(kv->newest);
     hkv_free(kv->cfg);
+    hkv_free(kv->rope);
     hkv_free(kv);
 }
 
@@ -204,12 +214,9 @@ void kv_trim(kv_cache *kv, kv_layer *L, int h, int n_new) {
         if (!evict_one(kv, L, h)) break;
 }
 
+/* Rows are converted (quantized) once, when written. */
 static void store_vec(const kv_cache *kv, void *base, size_t idx, const float *x) {
-    if (kv->type == HKV_KV_F32) {
-        memcpy((float *)base + idx * kv->head_dim, x, sizeof(float) * kv->head_dim);
-    } else {
-        hkv_quantize_row(HKV_TYPE_F16, x, (uint16_t *)base + idx * kv->head_dim, kv->head_dim);
-    }
+    kvrow_store(kv->type, kv->head_dim, x, (char *)base + idx * kv->row_bytes);
 }
 
 /* Before slot `slot` of head h is overwritten: if a snapshot of this sequence is active and the slot held a
@@ -222,7 +229,7 @@ static void snap_save_row(kv_cache *kv, kv_layer *L, int h, int32_t slot) {
     size_t idx = ((li % kv->n_layer) * kv->n_head_kv + h) * (size_t)sn->cap + slot;
     if (sn->pos[idx] < 0 || sn->saved[idx]) return;
     if (sn->n_rows == sn->max_rows) { sn->overflow = 1; return; }
-    size_t rb = (size_t)kv->head_dim * kv->elt, src = ((size_t)h * kv->capacity + slot) * rb;
+    size_t rb = kv->row_bytes, src = ((size_t)h * kv->capacity + slot) * rb;
     unsigned char *dst = sn->j_rows + (size_t)sn->n_rows * 2 * rb;
     memcpy(dst, (char *)L->k + src, rb);
     memcpy(dst + rb, (char *)L->v + src, rb);
@@ -333,14 +340,15 @@ void kv_trace_write(const kv_cache *kv, int seq, FILE *f, int with_scores) {
  * (which needs budget + chunk slots) and the decode steps (budget + 1), so the memory held during generation
  * is the budget, not the prompt. Only real-drop caches resize. Cannot fail. */
 static void layer_move(kv_cache *kv, kv_layer *L, kv_layer *N, int old, int cap) {
-    int sf = kv->ops->state_floats, hd = kv->head_dim;
+    int sf = kv->ops->state_floats;
     for (int h = 0; h < kv->n_head_kv; h++) {
         size_t ob = (size_t)h * old, nb = (size_t)h * cap;
         int n = L->n_live[h];
         for (int j = 0; j < n; j++) {
             int32_t s = L->order[ob + j];
-            memcpy((char *)N->k + (nb + j) * hd * kv->elt, (char *)L->k + (ob + s) * hd * kv->elt, hd * kv->elt);
-            memcpy((char *)N->v + (nb + j) * hd * kv->elt, (char *)L->v + (ob + s) * hd * kv->elt, hd * kv->elt);
+            size_t rb = kv->row_bytes;
+            memcpy((char *)N->k + (nb + j) * rb, (char *)L->k + (ob + s) * rb, rb);
+            memcpy((char *)N->v + (nb + j) * rb, (char *)L->v + (ob + s) * rb, rb);
             if (sf) memcpy(N->pstate + (nb + j) * sf, L->pstate + (ob + s) * sf, sizeof(float) * sf);
             N->pos[nb + j] = L->pos[ob + s];
             N->order[nb + j] = j;
@@ -413,7 +421,7 @@ hkv_status kv_snap_begin(kv_cache *kv, int seq, int n_tok) {
         return HKV_ERR_NOMEM;
     if (rows > sn->rows_alloc) {
         if (!grow((void **)&sn->j_idx, (size_t)rows, 4) ||
-            !grow((void **)&sn->j_rows, (size_t)rows, 2 * (size_t)kv->head_dim * kv->elt))
+            !grow((void **)&sn->j_rows, (size_t)rows, 2 * kv->row_bytes))
             return HKV_ERR_NOMEM;
         sn->rows_alloc = (int)rows;
     }
@@ -446,7 +454,7 @@ void kv_snap_restore(kv_cache *kv, int seq) {
     sn->active = 0;
     if (sn->overflow || sn->cap != kv->capacity) { kv_seq_reset(kv, seq); return; } /* defensive, see kv_snap */
     int nh = kv->n_head_kv, sf = kv->ops->state_floats, cap = kv->capacity;
-    size_t rb = (size_t)kv->head_dim * kv->elt;
+    size_t rb = kv->row_bytes;
     for (int r = sn->n_rows - 1; r >= 0; r--) {
         size_t idx = (size_t)sn->j_idx[r], lh = idx / cap;
         kv_layer *L = kv_layer_of(kv, seq, (int)(lh / nh));
@@ -474,8 +482,8 @@ void kv_seq_copy(kv_cache *kv, int src, int dst) {
     int nh = kv->n_head_kv, sf = kv->ops->state_floats;
     for (int l = 0; l < kv->n_layer; l++) {
         kv_layer *S = kv_layer_of(kv, src, l), *D = kv_layer_of(kv, dst, l);
-        memcpy(D->k, S->k, hc * kv->head_dim * kv->elt);
-        memcpy(D->v, S->v, hc * kv->head_dim * kv->elt);
+        memcpy(D->k, S->k, hc * kv->row_bytes);
+        memcpy(D->v, S->v, hc * kv->row_bytes);
         memcpy(D->pos, S->pos, hc * sizeof(int32_t));
         memcpy(D->order, S->order, hc * sizeof(int32_t));
         if (!kv->simulate) memcpy(D->free_stack, S->free_stack, hc * sizeof(int32_t));
@@ -490,7 +498,7 @@ void kv_seq_copy(kv_cache *kv, int src, int dst) {
 /* Per (layer, head): int32 n_live, uint64 evictions, then n_live records in ascending position:
  * int32 position, K row, V row (head_dim elements of the cache type), state_floats floats. */
 hkv_status kv_seq_write(const kv_cache *kv, int seq, FILE *f) {
-    size_t rb = (size_t)kv->head_dim * kv->elt;
+    size_t rb = kv->row_bytes;
     int sf = kv->ops->state_floats, ok = 1;
     for (int l = 0; l < kv->n_layer && ok; l++) {
         kv_layer *L = &kv->layers[seq * kv->n_layer + l];
@@ -512,7 +520,7 @@ hkv_status kv_seq_write(const kv_cache *kv, int seq, FILE *f) {
 /* Pass 1 (apply = 0) checks the whole record, pass 2 writes it; only pass 1 can fail. */
 static hkv_status seq_read_pass(kv_cache *kv, int seq, const unsigned char *buf, size_t len, size_t *used,
                                 int apply, char *err, size_t errlen) {
-    size_t rb = (size_t)kv->head_dim * kv->elt, off = 0;
+    size_t rb = kv->row_bytes, off = 0;
     int sf = kv->ops->state_floats, cap = kv->capacity;
     size_t rec = 4 + 2 * rb + sizeof(float) * sf;
     for (int l = 0; l < kv->n_layer; l++) {

@@ -14,8 +14,8 @@
 #include "policy.h"
 
 typedef struct kv_layer {      /* one (sequence, layer) */
-    void *k;                   /* [n_head_kv][capacity][head_dim] F16 or F32, keys rotated at their position */
-    void *v;                   /* [n_head_kv][capacity][head_dim] */
+    void *k;                   /* [n_head_kv][capacity] rows of row_bytes (kvrow.h), keys rotated at their position */
+    void *v;                   /* [n_head_kv][capacity] rows of row_bytes */
     int32_t *pos;              /* [n_head_kv][capacity] position held by each slot, -1 = free */
     int32_t *order;            /* [n_head_kv][capacity] live slots, ascending position; n_live[h] valid */
     int32_t *n_live;           /* [n_head_kv] */
@@ -39,7 +39,7 @@ typedef struct kv_snap {
     uint64_t *evictions;       /* [n_layer][n_head_kv] */
     int32_t newest;
     int32_t *j_idx;            /* [max_rows] (layer*n_head_kv + head)*cap + slot of each journaled row */
-    unsigned char *j_rows;     /* [max_rows][2][head_dim*elt] K then V */
+    unsigned char *j_rows;     /* [max_rows][2][row_bytes] K then V */
     int n_rows, max_rows, rows_alloc;
     int overflow;              /* journal was too small (cannot happen by construction; restore then resets) */
 } kv_snap;
@@ -47,10 +47,14 @@ typedef struct kv_snap {
 typedef struct kv_cache {
     int n_seq, n_layer, n_head_kv, head_dim, capacity, n_ctx;
     hkv_kv_type type;
-    size_t elt;                /* bytes per K/V element */
+    size_t row_bytes;          /* bytes per K or V row of head_dim elements (kvrow_bytes) */
     int simulate;
     const hkv_policy_ops *ops;
     hkv_policy_cfg *cfg;       /* [n_layer] the policy's view of each layer (budgets may differ per layer) */
+    float *rope;               /* cache-position mode: [rope_len][head_dim] RoPE of cache index i (cos in the first
+                                * element of each rotated pair, sin in the second; attn_set_rope); NULL: keys are
+                                * stored already rotated at their original position */
+    int rope_len, n_rot, rope_neox;
     kv_layer *layers;          /* [n_seq][n_layer] */
     int32_t *newest;           /* [n_seq] position of the newest token, -1 when empty */
     kv_snap *snap;             /* [n_seq] undo records (decode rollback) */

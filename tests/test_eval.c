@@ -418,6 +418,51 @@ static void test_cli(void) {
     for (int i = 0; i < 6; i++) remove(tu_tmp(tmp[i]));
 }
 
+/* --bins: per-position-bin perplexities whose token-weighted log-mean is the overall nll; the CLI sweeps both
+ * position modes (rows NAME+cache) and plots ppl against the position, one line per row. */
+static void test_stream_bins(hkv_model *m) {
+    int32_t t[256];
+    int n = hkv_tokenize(m, text, 1, 0, t, 256), w = 7;
+    eval_env env = {.model = m, .kv = hkv_kv_default_config()};
+    eval_metrics r;
+    char err[256];
+    eval_ppl_opts stream = {.mode = EVAL_PPL_STREAM, .bins = w};
+    CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == HKV_OK);
+    double sum = 0;
+    int bins = 0;
+    for (int p = 0; p < n; p += w, bins++) {
+        char name[24];
+        snprintf(name, sizeof name, "ppl@%d", p);
+        double v = eval_metrics_get(&r, name), tokens = (p + w < n ? p + w : n) - (p ? p : 1);
+        CHECKF(isfinite(v), "%s missing", name);
+        sum += log(v) * tokens;
+    }
+    CHECK(bins == (n - 1) / w + 1 && r.n == 5 + bins);
+    CHECK_NEAR(sum / (n - 1), eval_metrics_get(&r, "nll"), 1e-9);
+    stream.bins = 1;
+    CHECK(eval_ppl(&env, &stream, t, n, &r, err, sizeof err) == (n > EVAL_MAX_BINS ? HKV_ERR_ARG : HKV_OK));
+
+    static char out[16384];
+    char args[2048];
+    const char *csv = tu_tmp("stream.csv"), *svg = tu_tmp("stream.svg");
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --prompt-len 60 -q --kv-policy full,sink "
+             "--kv-budget 12 --kv-positions original,cache --bins 20 --csv '%s' --svg '%s'", tu_model(), csv, svg);
+    CHECKF(tu_cli(args, out, sizeof out) == 0, "%s", out);
+    char *c = tu_read_file(csv, NULL), *s = tu_read_file(svg, NULL);
+    CHECKF(c && strstr(c, "ppl@0,ppl@20,ppl@40") && strstr(c, "\nsink+cache,12,") && strstr(c, "\nfull+cache,12,"),
+           "%s", c ? c : "(no csv)");
+    int poly = 0;
+    CHECK(s && strstr(s, "position (tokens)") && svg_balanced(s, &poly));
+    CHECKF(poly == 4, "%d polylines", poly);
+    free(c);
+    free(s);
+    remove(csv); remove(svg);
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --mode chunked --bins 20 -q", tu_model());
+    CHECK(tu_cli(args, out, sizeof out) != 0 && strstr(out, "--bins needs --mode stream"));
+    snprintf(args, sizeof args, "eval ppl -m '%s' --self-prompts 1 --kv-positions rolling -q", tu_model());
+    CHECK(tu_cli(args, out, sizeof out) != 0 && strstr(out, "--kv-positions"));
+}
+
 int main(void) {
     char err[512];
     hkv_model *m;
@@ -429,6 +474,7 @@ int main(void) {
     test_ppl(m);
     test_fidelity(m);
     test_mc(m);
+    test_stream_bins(m);
     hkv_model_free(m);
     test_cli();
     char *pk = eval_passkey_text(42, 50, 4);

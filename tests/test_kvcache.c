@@ -14,7 +14,7 @@ typedef struct run_cfg {
     const char *policy;
     const char *budget;     /* amount string, NULL = unset */
     const char *sink;
-    int simulate, normalized, replace, gqa_mean, chunk;
+    int simulate, normalized, replace, gqa_mean, chunk, positions_cache;
     hkv_kv_type type;
     const char *layers;     /* --kv-budget-layers, NULL = the policy's default */
 } run_cfg;
@@ -37,6 +37,7 @@ static hkv_context *make_ctx(const run_cfg *r, int n_ctx, int ref_len) {
     cp.kv.prefill_chunk = r->chunk;
     if (r->layers) snprintf(cp.kv.budget_layers, sizeof cp.kv.budget_layers, "%s", r->layers);
     cp.kv.type = r->type;
+    cp.kv.positions_cache = r->positions_cache;
     hkv_context *c = NULL;
     hkv_status st = hkv_context_new(M, &cp, &c, err, sizeof err);
     CHECKF(st == HKV_OK, "%s/%s: %s", r->policy, r->budget ? r->budget : "-", err);
@@ -123,6 +124,22 @@ static void test_simulation_equals_real(void) {
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .gqa_mean = 1, .sink = "1"}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .chunk = 5}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .type = HKV_KV_F32}, 110);
+    /* every policy x every K/V type (quantized rows are written once, so both layouts hold the same bytes) */
+    const char *pols[] = {"window", "sink", "h2o", "tova"};
+    for (int ty = HKV_KV_F32; ty < HKV_KV_TYPE_COUNT; ty++)
+        for (int i = 0; i < 4; i++)
+            sim_vs_real((run_cfg){.policy = pols[i], .budget = "10", .sink = i == 1 ? "2" : NULL, .type = (hkv_kv_type)ty}, 40);
+}
+
+/* Bytes of one K or V row of head_dim elements (the README formula). */
+static uint64_t row_bytes(hkv_kv_type t, int hd) {
+    int b = hd % 32 == 0 ? 32 : hd % 16 == 0 ? 16 : 8;
+    switch (t) {
+    case HKV_KV_F32: return 4u * hd;
+    case HKV_KV_Q8_0: return (uint64_t)(hd / b) * (2 + b);
+    case HKV_KV_Q4_0: return (uint64_t)(hd / b) * (2 + b / 2);
+    default: return 2u * hd;
+    }
 }
 
 /* K/V bytes are exactly capacity-sized and constant over a 1,000-token generation; GQA: n_head_kv sets. */
@@ -131,16 +148,15 @@ static void test_memory(void) {
     int32_t p[256];
     int np = hkv_tokenize(M, PROMPT, 1, 0, p, 256);
     for (int i = 0; i < 5; i++) {
-        for (int ty = 0; ty < 2; ty++) {
-            run_cfg r = {.policy = pols[i], .budget = "32", .type = ty ? HKV_KV_F32 : HKV_KV_F16};
+        for (int ty = 0; ty < HKV_KV_TYPE_COUNT; ty++) {
+            run_cfg r = {.policy = pols[i], .budget = "32", .type = (hkv_kv_type)ty};
             hkv_context *c = make_ctx(&r, 1100, np);
             if (!c) continue;
             CHECK(hkv_decode(c, 0, p, np) == HKV_OK);
             hkv_kv_stats s0;
             hkv_get_kv_stats(c, &s0);
-            size_t elt = ty ? 4 : 2;
             CHECK(s0.n_head_kv == MI.n_head_kv && MI.n_head_kv < MI.n_head);
-            CHECKF(s0.kv_bytes == (uint64_t)s0.capacity * MI.n_layer * MI.n_head_kv * MI.head_dim * 2 * elt,
+            CHECKF(s0.kv_bytes == (uint64_t)s0.capacity * MI.n_layer * MI.n_head_kv * 2 * row_bytes(r.type, MI.head_dim),
                    "%s: %llu bytes for capacity %d", pols[i], (unsigned long long)s0.kv_bytes, s0.capacity);
             if (i > 0) CHECKF(s0.capacity == 33, "%s capacity %d, want budget+1", pols[i], s0.capacity);
             int grew = 0, over = 0;
@@ -249,6 +265,41 @@ static void test_trace_and_cli(void) {
     }
 }
 
+/* --kv-positions cache: nothing evicted -> the same logits as original positions up to float rounding (the
+ * rotation happens after the K/V rounding instead of before); with eviction, real drop == simulation still;
+ * a bounded cache streams past the context length, which original positions refuse. */
+static void test_cache_positions(void) {
+    int n = 40;
+    float *a = malloc(sizeof(float) * (n + 1) * MI.n_vocab), *b = malloc(sizeof(float) * (n + 1) * MI.n_vocab);
+    int32_t ta[64], tb[64];
+    for (int ty = 0; ty < 2; ty++) {
+        run_cfg r = {.policy = "h2o", .budget = "200", .type = ty ? HKV_KV_F32 : HKV_KV_F16};
+        greedy(&r, n, a, ta);
+        r.positions_cache = 1;
+        greedy(&r, n, b, tb);
+        double maxd = 0;
+        for (size_t i = 0; i < (size_t)(n + 1) * MI.n_vocab; i++) maxd = fmax(maxd, fabs((double)a[i] - b[i]));
+        CHECKF(maxd < (ty ? 1e-4 : 5e-2), "%s: cache positions differ from original by %g", ty ? "f32" : "f16", maxd);
+        if (ty) CHECK(memcmp(ta, tb, sizeof(int32_t) * (n + 1)) == 0);
+    }
+    free(a);
+    free(b);
+    sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .positions_cache = 1}, 80);
+    sim_vs_real((run_cfg){.policy = "sink", .budget = "10", .sink = "2", .positions_cache = 1, .type = HKV_KV_Q8_0}, 80);
+    for (int mode = 0; mode < 2; mode++) {
+        run_cfg r = {.policy = "sink", .budget = "16", .sink = "4", .positions_cache = mode};
+        hkv_context *c = make_ctx(&r, 64, 0);
+        if (!c) continue;
+        int32_t tok = 1;
+        int steps = 0;
+        hkv_status st = HKV_OK;
+        for (; steps < 300 && !(st = hkv_decode(c, 0, &tok, 1)); steps++) tok = hkv_argmax(hkv_get_logits(c, 0, -1), MI.n_vocab);
+        if (mode) CHECKF(steps == 300, "cache positions stopped at %d: %s", steps, hkv_last_error(c));
+        else CHECKF(steps == 64 && st == HKV_ERR_CONTEXT, "original positions: %d steps", steps);
+        hkv_context_free(c);
+    }
+}
+
 /* Per-layer budgets: pyramidkv's schedule is honored layer by layer (kept positions, --kv-stats), the layers
  * sum to the uniform total, and --kv-trace-scores carries one score per kept position. */
 static void test_layer_budgets(void) {
@@ -313,6 +364,7 @@ int main(void) {
     test_kept_positions();
     test_bad_budgets();
     test_trace_and_cli();
+    test_cache_positions();
     test_layer_budgets();
     hkv_model_free(M);
     return tu_done("test_kvcache");

@@ -18,7 +18,7 @@ const char *cli_default_model(void);
 char *cli_read_file(const char *path, size_t *len);
 
 /* KV flags common to run/eval/bench: --kv-policy --kv-budget --kv-heavy --kv-recent --kv-sink --gqa-agg
- * --kv-simulate --prefill-chunk --kv-type --kv-budget-layers, and --POLICY-OPTION for every option of every
+ * --kv-simulate --prefill-chunk --kv-type --kv-positions --kv-budget-layers, and --POLICY-OPTION for every option of every
  * policy in the table (--h2o-score, --snapkv-window, ...). Returns 1 if argv[*i] was one of them (consumed, *i
  * advanced past its value), 0 if not a KV flag, -1 on a bad value (error printed). */
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);

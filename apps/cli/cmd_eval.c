@@ -23,6 +23,7 @@ typedef struct eval_opts {
     int n_pol, n_bud;
     char pol[MAX_GRID][16];                  /* --kv-policy list */
     char bud[MAX_GRID][24];                  /* --kv-budget list (labels as given) */
+    int n_posm, posm[2];                     /* --kv-positions list (0 original, 1 cache); 0: kv's own */
     hkv_kv_config kv;                        /* every other KV flag */
     uint64_t seed;
     int self_prompts, prompt_len, n_gen;     /* fidelity / ppl self-generated text */
@@ -81,6 +82,9 @@ static void help_sub(const char *sub) {
                "  --window W            chunked: tokens per window (default: the context length)\n"
                "  --stride S            chunked: distance between window starts (default W/2)\n"
                "  --chunks N            llama: score at most N chunks (llama-perplexity --chunks)\n"
+               "  --bins N              stream: also ppl of the tokens at positions [P, P+N) as metric ppl@P;\n"
+               "                        with --svg, the plot is ppl against the position (one line per row)\n"
+               "  --kv-positions L      original, cache or original,cache (both; cache rows named NAME+cache)\n"
                "Metrics: ppl, nll (nats/token), tokens, ppl_se, nll_se (standard errors, llama-perplexity's\n"
                "estimate: ppl_se is the +/- it prints).\n\n");
     else if (!strcmp(sub, "fidelity"))
@@ -144,11 +148,21 @@ static int int_list(const char *flag, const char *v, int *out, int max, long lo,
 
 static int parse_grid_flag(int argc, char **argv, int *i, eval_opts *o) {
     const char *a = argv[*i], *v;
-    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget")) return 0;
+    if (strcmp(a, "--kv-policy") && strcmp(a, "--kv-budget") && strcmp(a, "--kv-positions")) return 0;
     if (!(v = cli_value(argc, argv, i))) return -1;
     char items[MAX_GRID][24];
     int n = split_list(a, v, items, 24), is_pol = !strcmp(a, "--kv-policy");
     if (n < 0) return -1;
+    if (!strcmp(a, "--kv-positions")) { /* original,cache: both position modes, cache rows labelled NAME+cache */
+        if (n > 2) return cli_error("--kv-positions: at most original,cache"), -1;
+        for (int k = 0; k < n; k++) {
+            if (strcmp(items[k], "original") && strcmp(items[k], "cache"))
+                return cli_error("--kv-positions expects 'original' or 'cache', got '%s'", items[k]), -1;
+            o->posm[k] = !strcmp(items[k], "cache");
+        }
+        o->n_posm = n;
+        return 1;
+    }
     for (int k = 0; k < n; k++) {
         /* Validate each value the way the single-value flag does. */
         char *fake[2] = {(char *)a, items[k]};
@@ -212,6 +226,7 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
         } else if (!strcmp(a, "--window") && !strcmp(o->sub, "ppl")) INT(2, 1 << 24, &o->ppl.window);
         else if (!strcmp(a, "--stride") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.stride);
         else if (!strcmp(a, "--chunks") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.chunks);
+        else if (!strcmp(a, "--bins") && !strcmp(o->sub, "ppl")) INT(1, 1 << 24, &o->ppl.bins);
         else if (!strcmp(a, "--max-tokens") && !strcmp(o->sub, "ppl")) INT(2, 1 << 30, &o->max_tokens);
         else if (!strcmp(a, "--lengths") && !strcmp(o->sub, "passkey")) {
             VAL();
@@ -224,6 +239,8 @@ static int parse_eval(int argc, char **argv, eval_opts *o) {
 #undef INT
 #undef VAL
     }
+    if (o->ppl.bins && (o->ppl.mode != EVAL_PPL_STREAM || o->forward))
+        return cli_error("--bins needs --mode stream (one token per step)");
     if (!known_metric(o->sub, o->metric)) return cli_error("--metric: eval %s has no metric '%s'", o->sub, o->metric);
     if (o->pk.n_lengths * o->pk.n_depths > EVAL_PASSKEY_MAX_CELLS)
         return cli_error("passkey: at most %d (length, depth) cells", EVAL_PASSKEY_MAX_CELLS);
@@ -310,10 +327,10 @@ static hkv_status run_one(const eval_opts *o, const eval_env *env, const eval_da
     if (!strcmp(o->sub, "passkey")) return eval_passkey(env, &o->pk, m, err, errlen);
     /* ppl over several texts: the per-token sums (and sums of squares, for the standard error) add up. */
     double sum = 0, sum2 = 0, tokens = 0, budget = 0;
+    eval_metrics one;
     for (int i = 0; i < d->texts.n; i++) {
         eval_ppl_opts po = o->ppl;
         if (o->forward) po.window = po.stride = d->texts.len[i];
-        eval_metrics one;
         hkv_status st = eval_ppl(env, &po, d->texts.toks[i], d->texts.len[i], &one, err, errlen);
         if (st) return st;
         double t = eval_metrics_get(&one, "tokens"), nll = eval_metrics_get(&one, "nll"), se = eval_metrics_get(&one, "nll_se");
@@ -323,6 +340,9 @@ static hkv_status run_one(const eval_opts *o, const eval_env *env, const eval_da
         budget += one.budget_tokens;
     }
     eval_ppl_metrics(m, sum, sum2, (long)tokens, budget / d->texts.n);
+    if (d->texts.n == 1) /* one text: its --bins metrics carry over */
+        for (int k = 0; k < one.n; k++)
+            if (!strncmp(one.names[k], "ppl@", 4)) eval_metrics_add(m, one.names[k], one.values[k]);
     return HKV_OK;
 }
 
@@ -403,6 +423,11 @@ static int find_row(const eval_row *rows, int n, const char *policy, const char 
     return -1;
 }
 
+/* 0 for a "full" row, 1 for "full+cache", -1 for other policies: full is measured once per position mode. */
+static int full_mode(const char *label) {
+    return !strcmp(label, "full") ? 0 : !strcmp(label, "full+cache") ? 1 : -1;
+}
+
 static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, eval_row *rows, int *n_rows) {
     int n_bud = o->n_bud ? o->n_bud : 1;
     eval_row *done;
@@ -411,13 +436,16 @@ static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, ev
     if (open_outputs(o, &so, &done, &n_done)) { close_outputs(o, &so); free(done); return 1; }
     /* The grid: policy x budget. Rows found in the resumed file are taken as they are; `full` ignores the
      * budget, so it is measured once (or taken from the file) and repeated: the flat baseline of the plot. */
-    int need[MAX_GRID * MAX_GRID], n_need = 0, n_taken = 0, full_src = -1;
+    int need[MAX_GRID * MAX_GRID * 2], n_need = 0, n_taken = 0, full_src[2] = {-1, -1};
+    int n_posm = o->n_posm ? o->n_posm : 1;
     *n_rows = 0;
+    for (int pm = 0; pm < n_posm && !rc; pm++)
     for (int p = 0; p < o->n_pol && !rc; p++)
         for (int b = 0; b < n_bud && !rc; b++) {
             eval_row *r = &rows[*n_rows];
             memset(r, 0, sizeof *r);
-            snprintf(r->policy, sizeof r->policy, "%s", o->pol[p]);
+            /* with --kv-positions original,cache the cache rows are named NAME+cache */
+            snprintf(r->policy, sizeof r->policy, "%.9s%s", o->pol[p], n_posm > 1 && o->posm[pm] ? "+cache" : "");
             snprintf(r->budget, sizeof r->budget, "%s", o->n_bud ? o->bud[b] : "-");
             r->budget_pct = NAN;
             if (o->n_bud) {
@@ -431,14 +459,15 @@ static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, ev
             if (k >= 0) {
                 r->m = done[k].m;
                 n_taken++;
-                if (!strcmp(r->policy, "full")) full_src = *n_rows;
+                if (full_mode(r->policy) >= 0) full_src[full_mode(r->policy)] = *n_rows;
             }
             (*n_rows)++;
         }
     for (int i = 0; i < *n_rows; i++) {
-        if (need[i] && !strcmp(rows[i].policy, "full")) {
-            if (full_src >= 0) need[i] = 2; /* 2: copy rows[full_src] */
-            else full_src = i;              /* measured here, before the later full rows */
+        int fm = full_mode(rows[i].policy);
+        if (need[i] && fm >= 0) {
+            if (full_src[fm] >= 0) need[i] = 2; /* 2: copy rows[full_src] */
+            else full_src[fm] = i;              /* measured here, before the later full rows */
         }
         n_need += need[i] == 1;
     }
@@ -451,12 +480,15 @@ static int run_grid(const eval_opts *o, hkv_model *model, const eval_data *d, ev
         eval_row *r = &rows[i];
         if (!need[i]) continue;
         if (need[i] == 2) {
-            r->m = rows[full_src].m;
+            r->m = rows[full_src[full_mode(r->policy)]].m;
             rc = out_row(o, &so, r);
             continue;
         }
         env.kv = o->kv;
         snprintf(env.kv.policy, sizeof env.kv.policy, "%s", r->policy);
+        char *plus = strchr(env.kv.policy, '+');
+        if (plus) *plus = 0; /* NAME+cache */
+        if (o->n_posm) env.kv.positions_cache = plus != NULL || (o->n_posm == 1 && o->posm[0]);
         if (o->n_bud) {
             char err[256];
             hkv_amount_parse(r->budget, &env.kv.budget, err, sizeof err); /* validated above */
@@ -585,7 +617,11 @@ static int write_reports(const eval_opts *o, const eval_data *d, const eval_row 
         char err[512], title[128], sub[256];
         hkv_status st = HKV_OK;
         if (outs[k].kind == 1) eval_write_json(f, o->sub, rows, n);
-        else {
+        else if (o->ppl.bins) {
+            snprintf(title, sizeof title, "heavykv eval ppl --mode stream: perplexity per %d positions", o->ppl.bins);
+            describe_run(o, d, sub, sizeof sub);
+            st = eval_write_position_svg(f, title, sub, rows, n, err, sizeof err);
+        } else {
             snprintf(title, sizeof title, "heavykv eval %s: %s vs KV budget", o->sub, o->metric);
             describe_run(o, d, sub, sizeof sub);
             st = eval_write_svg(f, title, sub, o->metric, rows, n, err, sizeof err);
@@ -608,7 +644,7 @@ int cmd_eval(int argc, char **argv) {
     if (strcmp(sub, "ppl") && strcmp(sub, "fidelity") && strcmp(sub, "mc") && strcmp(sub, "passkey"))
         return cli_error("unknown eval subcommand '%s' (choose ppl, fidelity, mc or passkey)", sub);
     eval_opts *o = malloc(sizeof *o);
-    eval_row *rows = malloc(sizeof *rows * MAX_GRID * MAX_GRID);
+    eval_row *rows = malloc(sizeof *rows * MAX_GRID * MAX_GRID * 2);
     if (!o || !rows) { free(o); free(rows); return cli_error("out of memory"); }
     defaults(o, sub);
     int r = parse_eval(argc, argv, o), rc = r == 2 ? 0 : r;

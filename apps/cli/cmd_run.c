@@ -83,6 +83,9 @@ static void print_kv_stats(hkv_context *c) {
     hkv_get_kv_stats(c, &s);
     fprintf(stderr, "kv: budget %d per head (heavy %d, recent %d, sink %d), capacity %d slots, %d layers x %d KV heads x %d dims\n",
             s.budget.total, s.budget.heavy, s.budget.recent, s.budget.sink, s.capacity, s.n_layer, s.n_head_kv, s.head_dim);
+    fprintf(stderr, "kv: %s rows of %d bytes (K/V bytes = %d slots x %d layers x %d heads x 2 x %d), %s positions\n",
+            hkv_kv_type_name(s.type), s.row_bytes, s.capacity, s.n_layer, s.n_head_kv, s.row_bytes,
+            s.positions_cache ? "cache" : "original");
     for (int l = 0; l < s.n_layer; l++) {
         int occ;
         uint64_t ev;
@@ -160,7 +163,10 @@ static int run_with_model(hkv_model *m, const run_opts *o, const char *prompt) {
     else {
         int n_predict_fit = n_ctx - n + 1; /* the last generated token is sampled, never decoded */
         run_opts o2 = *o;
-        if (o2.n_predict > n_predict_fit) o2.n_predict = n_predict_fit;
+        /* cache positions with a bounded real-drop cache stream past the context length (README "Endless
+         * streaming"); otherwise generation stops when the context is full */
+        int endless = o->kv.positions_cache && !o->kv.simulate && strcmp(o->kv.policy, "full") != 0;
+        if (!endless && o2.n_predict > n_predict_fit) o2.n_predict = n_predict_fit;
         rc = generate(m, c, smp, &o2, n, hkv_time_sec() - t0);
     }
     free(toks);

@@ -107,7 +107,8 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     const char *f = argv[*i];
     static const char *const with_value[] = {"--kv-policy", "--kv-budget", "--kv-heavy", "--kv-recent", "--kv-sink",
                                              "--gqa-agg", "--prefill-chunk", "--kv-type", "--kv-budget-layers", "--kv-order",
-                                             "--h2o-order", NULL};
+                                             "--h2o-order",
+                                             "--kv-positions", NULL};
     if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
     const hkv_policy_ops *pol = NULL;
     const hkv_policy_option *opt = NULL;
@@ -133,10 +134,13 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
     else if (!strcmp(f, "--kv-budget-layers")) {
         if (strlen(v) >= sizeof kv->budget_layers) return cli_error("%s: list '%.40s...' is too long", f, v), -1;
         snprintf(kv->budget_layers, sizeof kv->budget_layers, "%s", v);
-    } else if (!strcmp(f, "--kv-type")) {
-        int t = 0;
-        ok = choice(f, v, "f16", "f32", &t);
-        kv->type = t ? HKV_KV_F32 : HKV_KV_F16;
+    } else if (!strcmp(f, "--kv-positions")) ok = choice(f, v, "original", "cache", &kv->positions_cache);
+    else if (!strcmp(f, "--kv-type")) {
+        int t = hkv_kv_type_parse(v);
+        if (t < 0) {
+            cli_error("%s expects f16, bf16, f32, q8_0 or q4_0, got '%s'", f, v);
+            ok = 0;
+        } else kv->type = (hkv_kv_type)t;
     }
     return ok ? 1 : -1;
 }
@@ -174,7 +178,10 @@ const char *cli_kv_help(void) {
              "  --kv-simulate         full cache + mask hiding evicted tokens (same outputs, no memory saved)\n"
              "  --prefill-chunk N     prompt tokens per forward chunk, evicting between chunks (peak = budget + N);\n"
              "                        0 = whole prompt, then cut (the paper's order; default)\n"
-             "  --kv-type T           f16 (default) | f32 element type of stored K/V\n"
+             "  --kv-type T           f16 (default) | bf16 | f32 | q8_0 | q4_0: element type of stored K/V rows,\n"
+             "                        quantized when written (README 'Quantized K/V')\n"
+             "  --kv-positions P      original (default): keys rotated at their position | cache: rotated by their\n"
+             "                        index in the cache (StreamingLLM position rolling; endless with bounded policies)\n"
              "Policy options (--POLICY-OPTION VALUE; only the chosen policy's apply):\n");
     for (int i = 0; hkv_policy_at(i); i++) {
         const hkv_policy_ops *p = hkv_policy_at(i);

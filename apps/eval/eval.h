@@ -70,7 +70,11 @@ typedef struct eval_ppl_opts {
     int window;   /* chunked: tokens per window (0: the context length) */
     int stride;   /* chunked: start-to-start distance of windows (0: window / 2) */
     int chunks;   /* llama: score at most this many chunks (llama-perplexity --chunks; 0: all) */
+    int bins;     /* stream: also report "ppl@P" for the tokens at positions [P, P + bins) (0: off) */
 } eval_ppl_opts;
+
+/* At most this many position bins fit the metrics next to ppl, nll, tokens, ppl_se and nll_se. */
+#define EVAL_MAX_BINS (EVAL_MAX_METRICS - 5)
 
 /* Scores tokens[1..n-1], each given everything before it; tokens[0] (usually BOS) is only context.
  * Metrics: ppl, nll (mean negative log-likelihood, nats), tokens (scored), then the standard errors nll_se
@@ -204,5 +208,10 @@ hkv_status eval_read_jsonl(const char *text, eval_row **rows, int *n, char *err,
  * unknown. */
 hkv_status eval_write_svg(FILE *f, const char *title, const char *subtitle, const char *metric, const eval_row *rows,
                           int n, char *err, size_t errlen);
+/* SVG of the binned streaming perplexity ("ppl@P" metrics, eval ppl --bins) against the position P + bins/2,
+ * log-scale y, one line per row with markers (colour and marker per policy; a row labelled "NAME+cache"
+ * solid, others dashed). subtitle as for eval_write_svg. */
+hkv_status eval_write_position_svg(FILE *f, const char *title, const char *subtitle, const eval_row *rows, int n,
+                                   char *err, size_t errlen);
 
 #endif

@@ -63,21 +63,37 @@ static void finish(eval_metrics *out, const nll_acc *a, double budget) {
 }
 
 /* Token t+1 is scored from the logits after feeding token t alone, so every prediction sees exactly what the
- * policy kept. The context length is n so positions never run out. */
-static hkv_status ppl_stream(const eval_env *env, const int32_t *tokens, int n, eval_metrics *out, char *err,
-                             size_t errlen) {
+ * policy kept. The context length is n so positions never run out. With o->bins, the tokens at positions
+ * [P, P + bins) also get their own "ppl@P" (position 0, the first token, is never scored). */
+static hkv_status ppl_stream(const eval_env *env, const eval_ppl_opts *o, const int32_t *tokens, int n,
+                             eval_metrics *out, char *err, size_t errlen) {
     hkv_model_info mi;
     hkv_model_get_info(env->model, &mi);
+    int n_bins = o->bins > 0 ? (n - 1) / o->bins + 1 : 0;
+    if (n_bins > EVAL_MAX_BINS) {
+        snprintf(err, errlen, "%d tokens in bins of %d make %d bins, more than %d (use larger --bins)", n, o->bins,
+                 n_bins, EVAL_MAX_BINS);
+        return HKV_ERR_ARG;
+    }
+    double bin_nll[EVAL_MAX_BINS] = {0};
+    long bin_n[EVAL_MAX_BINS] = {0};
     hkv_context *c;
     hkv_status st = new_ctx(env, n, n, 0, &c, err, errlen);
     if (st) return st;
     nll_acc a = {0};
     for (int t = 0; t + 1 < n; t++) {
         if ((st = hkv_decode(c, 0, tokens + t, 1))) return ctx_fail(c, err, errlen, st);
-        acc_add(&a, eval_nll(hkv_get_logits(c, 0, -1), mi.n_vocab, tokens[t + 1]));
+        double e = eval_nll(hkv_get_logits(c, 0, -1), mi.n_vocab, tokens[t + 1]);
+        acc_add(&a, e);
+        if (n_bins) { bin_nll[(t + 1) / o->bins] += e; bin_n[(t + 1) / o->bins]++; }
         if (env->progress) env->progress(env->progress_ud, t + 1, n - 1);
     }
     finish(out, &a, hkv_context_budget(c).total);
+    for (int k = 0; k < n_bins; k++) {
+        char name[24];
+        snprintf(name, sizeof name, "ppl@%d", k * o->bins);
+        eval_metrics_add(out, name, bin_n[k] ? exp(bin_nll[k] / (double)bin_n[k]) : NAN);
+    }
     hkv_context_free(c);
     return HKV_OK;
 }
@@ -164,7 +180,7 @@ hkv_status eval_ppl(const eval_env *env, const eval_ppl_opts *o, const int32_t *
         snprintf(err, errlen, "perplexity needs at least 2 tokens, the text has %d", n);
         return HKV_ERR_ARG;
     }
-    return o->mode == EVAL_PPL_STREAM ? ppl_stream(env, tokens, n, out, err, errlen)
+    return o->mode == EVAL_PPL_STREAM ? ppl_stream(env, o, tokens, n, out, err, errlen)
          : o->mode == EVAL_PPL_LLAMA  ? ppl_llama(env, o, tokens, n, out, err, errlen)
                                       : ppl_chunked(env, o, tokens, n, out, err, errlen);
 }

@@ -414,3 +414,115 @@ hkv_status eval_write_svg(FILE *f, const char *title, const char *subtitle, cons
     fputs("</svg>\n", f);
     return HKV_OK;
 }
+
+/* ---------------------------------------------------------------- perplexity against the position */
+
+/* Axes with a log10 y axis: ticks at 1, 2, 5 x 10^k between ylo and yhi (> 0). */
+static void svg_log_axes(FILE *f, axis ax, double ylo, double yhi, const char *xlabel, const char *ylabel) {
+    double x0 = PL, x1 = SVG_W - PR, y0 = SVG_H - PB, y1 = PT, llo = log10(ylo), lhi = log10(yhi);
+    char buf[64];
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#333\"/>\n", PL, PT,
+            SVG_W - PL - PR, SVG_H - PT - PB);
+    for (double v = ax.lo; v <= ax.hi + ax.step * 1e-6; v += ax.step) {
+        double x = x0 + (v - ax.lo) / (ax.hi - ax.lo) * (x1 - x0);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x, y0, x, y1);
+        snprintf(buf, sizeof buf, "%g", v);
+        svg_text(f, x, y0 + 18, "middle", "", buf);
+    }
+    for (double p = pow(10, floor(llo)); p <= yhi * 1.0001; p *= 10)
+        for (int k = 0; k < 3; k++) {
+            double v = p * (k == 0 ? 1 : k == 1 ? 2 : 5);
+            if (v < ylo * 0.9999 || v > yhi * 1.0001) continue;
+            double y = y0 - (log10(v) - llo) / (lhi - llo) * (y0 - y1);
+            fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n", x0, y, x1, y);
+            snprintf(buf, sizeof buf, "%g", v);
+            svg_text(f, x0 - 6, y + 4, "end", "", buf);
+        }
+    svg_text(f, (x0 + x1) / 2, SVG_H - 18, "middle", "", xlabel);
+    char rot[96];
+    snprintf(rot, sizeof rot, " transform=\"rotate(-90 20 %.1f)\"", (y0 + y1) / 2);
+    svg_text(f, 20, (y0 + y1) / 2, "middle", rot, ylabel);
+}
+
+/* P of metric k when it is "ppl@P"; -1 otherwise. */
+static long bin_start(const eval_metrics *m, int k) {
+    const char *s = m->names[k];
+    if (strncmp(s, "ppl@", 4) != 0) return -1;
+    char *end;
+    long p = strtol(s + 4, &end, 10);
+    return *end ? -1 : p;
+}
+
+#define POS_PLOT_POLICIES 8 /* distinct policies (colour + marker) in one position plot */
+
+hkv_status eval_write_position_svg(FILE *f, const char *title, const char *subtitle, const eval_row *rows, int n,
+                                   char *err, size_t errlen) {
+    long width = 0, xmax = 0;
+    double ylo = INFINITY, yhi = -INFINITY;
+    for (int r = 0; r < n; r++)
+        for (int k = 0; k < rows[r].m.n; k++) {
+            long p = bin_start(&rows[r].m, k);
+            double y = rows[r].m.values[k];
+            if (p < 0) continue;
+            if (p > 0 && (width == 0 || p < width)) width = p; /* bins start at 0, width, 2 width, ... */
+            if (p > xmax) xmax = p;
+            if (isfinite(y) && y > 0) { ylo = fmin(ylo, y); yhi = fmax(yhi, y); }
+        }
+    if (!isfinite(ylo) || width == 0) {
+        snprintf(err, errlen, "no binned perplexity to plot (eval ppl --mode stream --bins N, at least 2 bins)");
+        return HKV_ERR_ARG;
+    }
+    if (yhi <= ylo * 1.01) yhi = ylo * 1.1;
+    /* widen to the 1-2-5 ticks around the data, so the lowest and highest curves have a labelled line */
+    double lb = pow(10, floor(log10(ylo))), hb = pow(10, floor(log10(yhi)));
+    ylo = (ylo / lb >= 5 ? 5 : ylo / lb >= 2 ? 2 : 1) * lb;
+    yhi = (yhi / hb <= 1 ? 1 : yhi / hb <= 2 ? 2 : yhi / hb <= 5 ? 5 : 10) * hb;
+    axis ax = make_axis(0, (double)(xmax + width));
+    ax.lo = 0;
+    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n"
+               "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", SVG_W, SVG_H, SVG_W, SVG_H);
+    svg_text(f, (PL + SVG_W - PR) / 2.0, 18, "middle", " font-size=\"15\"", title);
+    if (subtitle && *subtitle) svg_text(f, (PL + SVG_W - PR) / 2.0, 34, "middle", " font-size=\"11\" fill=\"#444\"", subtitle);
+    svg_log_axes(f, ax, ylo, yhi, "position (tokens)", "perplexity of the bin (log scale)");
+    double x0 = PL, x1 = SVG_W - PR, y0 = SVG_H - PB, y1 = PT, llo = log10(ylo), lhi = log10(yhi);
+    int n_col = 0;
+    char seen[POS_PLOT_POLICIES][16];
+    for (int r = 0; r < n; r++) {
+        /* colour and marker per policy (the label before '+'); solid for cache positions, dashed otherwise */
+        char base[16];
+        snprintf(base, sizeof base, "%s", rows[r].policy);
+        char *plus = strchr(base, '+');
+        int cache = plus && !strcmp(plus, "+cache");
+        if (plus) *plus = 0;
+        int col = -1;
+        for (int q = 0; q < n_col; q++) if (!strcmp(seen[q], base)) col = q;
+        if (col < 0 && n_col < POS_PLOT_POLICIES) { col = n_col; snprintf(seen[n_col++], sizeof seen[0], "%s", base); }
+        if (col < 0) col = 0;
+        const char *dash = cache ? "" : " stroke-dasharray=\"6,4\"";
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"", palette[col % 8], dash);
+        for (int k = 0; k < rows[r].m.n; k++) {
+            long p = bin_start(&rows[r].m, k);
+            double y = rows[r].m.values[k];
+            if (p < 0 || !isfinite(y) || y <= 0) continue;
+            fprintf(f, "%.1f,%.1f ", x0 + ((double)p + width / 2.0 - ax.lo) / (ax.hi - ax.lo) * (x1 - x0),
+                    y0 - (log10(y) - llo) / (lhi - llo) * (y0 - y1));
+        }
+        fputs("\"/>\n", f);
+        for (int k = 0; k < rows[r].m.n; k++) {
+            long p = bin_start(&rows[r].m, k);
+            double y = rows[r].m.values[k];
+            if (p < 0 || !isfinite(y) || y <= 0) continue;
+            svg_marker(f, col + (cache ? 0 : 4), x0 + ((double)p + width / 2.0 - ax.lo) / (ax.hi - ax.lo) * (x1 - x0),
+                       y0 - (log10(y) - llo) / (lhi - llo) * (y0 - y1), palette[col % 8]);
+        }
+        double ly = PT + 10 + 20 * r;
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
+                SVG_W - PR + 15, ly, SVG_W - PR + 40, ly, palette[col % 8], dash);
+        svg_marker(f, col + (cache ? 0 : 4), SVG_W - PR + 27.5, ly, palette[col % 8]);
+        svg_text(f, SVG_W - PR + 46, ly + 4, "start", "", rows[r].policy);
+    }
+    fputs("</svg>\n", f);
+    return HKV_OK;
+}
