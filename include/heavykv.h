@@ -200,6 +200,7 @@ typedef struct hkv_kv_config {
     int simulate;            /* 1: full cache + mask hiding evicted tokens (no memory saved) */
     int prefill_chunk;       /* max tokens per forward chunk; evictions happen between chunks. 0: whole prompt */
     hkv_kv_type type;        /* element type of stored K/V */
+    int allow_long_ctx;      /* 1: a context longer than the model's training context is allowed (refused if 0) */
     int positions_cache;     /* 0: keys rotated at their original position (default); 1: StreamingLLM position
                               * rolling: keys stored before RoPE, rotated at attention time by their index in
                               * the cache, queries by theirs; bounded real-drop caches then have no position

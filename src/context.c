@@ -150,6 +150,27 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     return st;
 }
 
+/* Bytes hkv_context_new is about to allocate for c (cache, its metadata, scratch, logits), in 64 bits so an
+ * absurd n_ctx cannot wrap; checked against the machine's memory before anything large is allocated (-c 16M
+ * used to calloc gigabytes per sequence and fail, or worse succeed lazily, before a token was read). */
+static uint64_t context_bytes(const hkv_context *c, const hkv_policy_ops *ops, int n_threads) {
+    const hkv_hparams *hp = &c->m->hp;
+    uint64_t cap = c->p.kv.simulate ? (uint64_t)c->n_ctx : (uint64_t)capacity_for(c, 1);
+    uint64_t elt = c->p.kv.type == HKV_KV_F32 ? 4 : 2;
+    uint64_t heads = (uint64_t)c->n_seq * hp->n_layer * hp->n_head_kv;
+    uint64_t per_slot = 2 * (uint64_t)hp->head_dim * elt + 3 * sizeof(int32_t) + sizeof(float) * (uint64_t)ops->state_floats;
+    uint64_t qd = (uint64_t)hp->n_head * hp->head_dim, kd = (uint64_t)hp->n_head_kv * hp->head_dim;
+    uint64_t rows = (uint64_t)c->chunk * (3 * (uint64_t)hp->n_embd + 2 * qd + 2 * kd + 2 * (uint64_t)hp->n_ff);
+    uint64_t att = (uint64_t)(hp->n_head / hp->n_head_kv + 2) * cap * (uint64_t)n_threads;
+    uint64_t logits = (uint64_t)c->n_seq * hp->n_vocab * 2 + (c->p.logits_all ? (uint64_t)c->chunk * hp->n_vocab : 0);
+    return heads * cap * per_slot + sizeof(float) * (rows + att + logits);
+}
+
+static uint64_t physical_memory(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE);
+    return pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : UINT64_MAX;
+}
+
 /* Cache-position mode: the rotation table covers every cache index a head can reach (its largest capacity). */
 static int rope_table(hkv_context *c) {
     int len = c->kv->simulate ? c->n_ctx : capacity_for(c, c->chunk);
@@ -210,6 +231,12 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         p.n_ctx = mi.n_ctx_default;
     }
     if (p.n_seq == 0) p.n_seq = 1;
+    if (p.n_ctx > hp->n_ctx_train && !p.kv.allow_long_ctx) {
+        snprintf(err, errlen, "context length %d is above the model's training context %d (positions past it "
+                 "were never trained; set kv.allow_long_ctx, --allow-long-context on the command line, to go beyond)",
+                 p.n_ctx, hp->n_ctx_train);
+        return HKV_ERR_ARG;
+    }
     hkv_context *c = hkv_calloc(1, sizeof *c);
     hkv_policy_cfg *cfg = hkv_calloc((size_t)hp->n_layer, sizeof *cfg);
     hkv_status st = c && cfg ? policy_setup(c, &p, hp->n_layer, cfg, err, errlen) : HKV_ERR_NOMEM;
@@ -225,6 +252,15 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
     if (chunk > p.n_ctx) chunk = p.n_ctx;
     c->chunk = chunk < p.n_seq ? p.n_seq : chunk;
     c->rows = c->chunk + p.n_seq;
+    uint64_t need = context_bytes(c, c->kv_ops, n_threads_of(&p, m)), have = physical_memory();
+    if (need > have) {
+        snprintf(err, errlen, "a context of %d positions x %d sequences needs %.1f GiB, more than the %.1f GiB of "
+                 "memory of this machine (lower n_ctx, the number of sequences or the KV budget)", p.n_ctx, p.n_seq,
+                 (double)need / (1 << 30), (double)have / (1 << 30));
+        hkv_free(cfg);
+        hkv_free(c);
+        return HKV_ERR_NOMEM;
+    }
     c->pool = hkv_pool_new(n_threads_of(&p, m));
     st = c->pool ? kv_new(&c->kv, p.n_seq, hp->n_layer, hp->n_head_kv, hp->head_dim, capacity_for(c, 1), p.n_ctx,
                           p.kv.type, p.kv.simulate, c->kv_ops, cfg, err, errlen)

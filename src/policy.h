@@ -17,6 +17,7 @@
     X(snapkv)               \
     X(pyramidkv)            \
     X(scissorhands)         \
+    X(keyformer)            \
     HKV_POLICY_TABLE_TEST(X)
 
 /* A test build (tests/policy_dummy.c, -DHKV_TEST_DUMMY_POLICY) adds one entry to prove that every name in help

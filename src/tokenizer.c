@@ -17,9 +17,16 @@ static uint32_t hash_bytes(const char *s, int n) {
     return h;
 }
 
-static int map_build(tok_map *m, int n_vocab, char *const *keys, const int *lens) {
+uint32_t tok_table_cap(uint64_t n) {
+    if (n > (1ull << 30)) return 0;   /* 2n would pass 2^31 and the doubling would wrap (the old loop spun) */
     uint32_t cap = 16;
-    while (cap < 2u * (uint32_t)n_vocab) cap <<= 1;
+    while (cap < 2 * n) cap <<= 1;
+    return cap;
+}
+
+static int map_build(tok_map *m, int n_vocab, char *const *keys, const int *lens) {
+    uint32_t cap = tok_table_cap(n_vocab > 0 ? (uint64_t)n_vocab : 0);
+    if (!cap) return 0;
     m->slot = hkv_malloc(sizeof(int32_t) * cap);
     if (!m->slot) return 0;
     memset(m->slot, 0xff, sizeof(int32_t) * cap);
@@ -49,7 +56,7 @@ static int32_t map_find(const tok_map *m, const char *s, int n) {
 /* ---------------------------------------------------------------- lifecycle */
 
 hkv_tokenizer *tok_alloc(int n_vocab) {
-    if (n_vocab <= 0) return NULL;
+    if (n_vocab <= 0 || n_vocab > TOK_MAX_VOCAB) return NULL;
     hkv_tokenizer *t = hkv_calloc(1, sizeof *t);
     if (!t) return NULL;
     size_t n = (size_t)n_vocab;
@@ -111,6 +118,7 @@ int tok_add_merge(hkv_tokenizer *t, const char *a, int alen, const char *b, int 
     int32_t ir = tok_find(t, cat, alen + blen);
     if (cat != stackbuf) hkv_free(cat);
     if (ir < 0) return 0;
+    if (t->n_merges >= TOK_MAX_MERGES) return -1;   /* keeps the doubling below and n_merges far from INT_MAX */
     if ((t->n_merges & (t->n_merges - 1)) == 0) {   /* grow at powers of two */
         size_t cap = t->n_merges ? 2 * (size_t)t->n_merges : 64;
         int32_t *na = hkv_realloc(t->merge_a, cap * sizeof(int32_t));
@@ -153,8 +161,8 @@ static int build_raw(hkv_tokenizer *t) {
 }
 
 static int build_pairs(hkv_tokenizer *t) {
-    uint32_t cap = 16;
-    while (cap < 2u * (uint32_t)t->n_merges) cap <<= 1;
+    uint32_t cap = tok_table_cap(t->n_merges > 0 ? (uint64_t)t->n_merges : 0);
+    if (!cap) return 0;
     t->pair_key = hkv_calloc(cap, sizeof(uint64_t));
     t->pair_rank = hkv_malloc(cap * sizeof(int32_t));
     if (!t->pair_key || !t->pair_rank) return 0;
@@ -582,6 +590,11 @@ static hkv_status load_merges(hkv_tokenizer *t, const gguf_kv *kv, char *err, si
         snprintf(err, errlen, "byte-level BPE tokenizer without a tokenizer.ggml.merges string array");
         return HKV_ERR_FORMAT;
     }
+    if (kv->arr_n > TOK_MAX_MERGES) {
+        snprintf(err, errlen, "tokenizer.ggml.merges has %llu entries, more than the %d supported",
+                 (unsigned long long)kv->arr_n, TOK_MAX_MERGES);
+        return HKV_ERR_FORMAT;
+    }
     for (uint64_t i = 0; i < kv->arr_n; i++) {
         gguf_str m = kv->arr_str[i];
         uint64_t sp = 1;   /* split at the first space after the first byte: the left side is never empty */
@@ -610,10 +623,12 @@ hkv_status tok_load_gguf(const gguf_file *g, hkv_tokenizer **out, char *err, siz
     else if (strcmp(name, "gpt2") == 0) kind = TOK_BPE;
     else return fail(NULL, HKV_ERR_UNSUPPORTED, err, errlen, "tokenizer model \"%s\" is not supported", name);
     const gguf_kv *tk = gguf_find(g, "tokenizer.ggml.tokens");
-    if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING || !tk->arr_str || tk->arr_n == 0 ||
-        tk->arr_n > 0x7fffffff)
+    if (!tk || tk->type != GGUF_ARRAY || tk->arr_type != GGUF_STRING || !tk->arr_str || tk->arr_n == 0)
         return fail(NULL, HKV_ERR_FORMAT, err, errlen, "%s is missing or not a non-empty string array",
                     "tokenizer.ggml.tokens");
+    if (tk->arr_n > TOK_MAX_VOCAB)
+        return fail(NULL, HKV_ERR_FORMAT, err, errlen, "%s has %llu entries, more than the %d supported",
+                    "tokenizer.ggml.tokens", (unsigned long long)tk->arr_n, TOK_MAX_VOCAB);
     int n = (int)tk->arr_n;
     hkv_tokenizer *t = tok_alloc(n);
     if (!t) return fail(NULL, HKV_ERR_NOMEM, err, errlen, "out of memory allocating %s", "the vocabulary");

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 
-#define MAX_VOCAB (1 << 24)   /* ids beyond this are treated as a malformed file */
+/* Ids not named by any entry get an empty token; a file may leave at most this many more unnamed than named
+ * (real files have none or a few), so the tables stay proportional to what the file holds. */
+#define MAX_UNNAMED_SLACK 1024
 
 static const char LLAMA3_SPLIT[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
@@ -69,22 +71,36 @@ static hkv_status bad(hf_ctx *c, hkv_status st, const char *fmt, ...) {
     return st;
 }
 
-/* Vocabulary size: one past the largest id of model.vocab and added_tokens. */
+/* An integral id in [0, TOK_MAX_VOCAB) (1.5 or 1e300 would be truncated into some other id). */
+static int valid_id(const cJSON *v) {
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < TOK_MAX_VOCAB &&
+           v->valuedouble == (double)(int)v->valuedouble;
+}
+
+/* Vocabulary size: one past the largest id of model.vocab and added_tokens, bounded by what the file holds:
+ * every id below it is allocated, so a few entries naming a huge id are a malformed file, not a request for
+ * gigabytes of empty tokens. */
 static hkv_status count_vocab(hf_ctx *c, const cJSON *vocab, const cJSON *added, int *n) {
     double mx = -1;
+    long named = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= MAX_VOCAB)
-            return bad(c, HKV_ERR_FORMAT, "model.vocab entry \"%s\" has no valid id", e->string ? e->string : "");
+        if (!valid_id(e))
+            return bad(c, HKV_ERR_FORMAT, "model.vocab entry \"%.64s\" has no valid id", e->string ? e->string : "");
         if (e->valuedouble > mx) mx = e->valuedouble;
+        named++;
     }
     cJSON_ArrayForEach(e, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= MAX_VOCAB || !jstr(e, "content"))
+        if (!valid_id(id) || !jstr(e, "content"))
             return bad(c, HKV_ERR_FORMAT, "an %s entry lacks a valid id or content", "added_tokens");
         if (id->valuedouble > mx) mx = id->valuedouble;
+        named++;
     }
     if (mx < 0) return bad(c, HKV_ERR_FORMAT, "the %s is empty", "vocabulary");
+    if (mx + 1 > 2.0 * (double)named + MAX_UNNAMED_SLACK)
+        return bad(c, HKV_ERR_FORMAT, "the largest token id is %.0f but the file names only %ld tokens (more "
+                   "unnamed ids than named ones plus %d: a malformed vocabulary)", mx, named, MAX_UNNAMED_SLACK);
     *n = (int)mx + 1;
     return HKV_OK;
 }
@@ -120,6 +136,9 @@ static hkv_status fill_vocab(hf_ctx *c, const cJSON *model, const cJSON *added, 
 /* Merges as "left right" strings or [left, right] pairs, in rank order. */
 static hkv_status read_merges(hf_ctx *c, const cJSON *merges) {
     const cJSON *e;
+    if (cJSON_GetArraySize(merges) > TOK_MAX_MERGES)
+        return bad(c, HKV_ERR_FORMAT, "model.merges has %d entries, more than the %d supported",
+                   cJSON_GetArraySize(merges), TOK_MAX_MERGES);
     cJSON_ArrayForEach(e, merges) {
         const char *a, *b;
         int alen, blen;

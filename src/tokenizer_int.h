@@ -46,6 +46,14 @@ struct hkv_tokenizer {
     char *chat_template;      /* tokenizer.chat_template (Jinja text, NUL-terminated), NULL when absent */
 };
 
+/* Limits that keep memory proportional to the input (a 121-byte tokenizer.json naming id 16777215 allocated
+ * 1.1 GB): the largest vocabularies in use have ~262k tokens and ~300k merges. */
+#define TOK_MAX_VOCAB (1 << 24)
+#define TOK_MAX_MERGES (1 << 24)
+/* Capacity of an open-addressing table for n keys: the smallest power of two >= 2n (at least 16), or 0 when
+ * that is beyond 2^31 (the doubling would wrap a uint32_t). */
+uint32_t tok_table_cap(uint64_t n);
+
 /* Allocates a tokenizer with n_vocab empty slots (text NULL, score 0, type NORMAL, ids -1). */
 hkv_tokenizer *tok_alloc(int n_vocab);
 /* Sets token id's text (copied; len bytes). Returns 0 on allocation failure. */
@@ -55,7 +63,7 @@ int tok_index(hkv_tokenizer *t);
 int32_t tok_find(const hkv_tokenizer *t, const char *s, int len); /* id of a vocab string, -1 if absent */
 int32_t tok_find_raw(const hkv_tokenizer *t, const char *s, int len); /* BPE: normal token of these bytes */
 /* Appends a BPE merge of vocab strings a + b. Returns 1 if added, 0 if a, b or a+b is not in the vocab,
- * -1 on allocation failure. */
+ * -1 on allocation failure or past TOK_MAX_MERGES (callers check the count first for a precise message). */
 int tok_add_merge(hkv_tokenizer *t, const char *a, int alen, const char *b, int blen);
 /* Derives everything else (raw bytes, byte tokens, pair map, special list, EOG flags); call last. */
 hkv_status tok_finish(hkv_tokenizer *t, char *err, size_t errlen);

@@ -388,7 +388,7 @@ static void test_chat_constant_memory(void) {
         snprintf(input + l, sizeof input - l, "Tell me more about dog %d\n", i);
     }
     char *out, *err;
-    CHECK(chat_run("chat --chat-template chatml --temp 0 -n 16 -c 16384 --kv-policy sink --kv-budget 64 --kv-stats",
+    CHECK(chat_run("chat --chat-template chatml --temp 0 -n 16 -c 16384 --allow-long-context --kv-policy sink --kv-budget 64 --kv-stats",
                    input, &out, &err) == 0);
     turn_stat st[64];
     int n = parse_stats(err, st, 64);
@@ -467,7 +467,7 @@ static void test_chat_interrupt(void) {
         (void)e;
         close(in[1]); close(out[0]);
         execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", tu_model(), "-t", "1", "--chat-template", "chatml", "--temp", "0", "-n", "1000000",
-              "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
+              "--ignore-eos", "-c", "2000000", "--allow-long-context", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
         _exit(127);
     }
     close(in[0]); close(out[1]);
@@ -517,7 +517,7 @@ static void test_chat_pty(void) {
         (void)e;
         close(master);
         execl(HKV_CLI_PATH, HKV_CLI_PATH, "chat", "-m", model, "-t", "1", "--chat-template", "chatml", "--temp", "0", "-n",
-              "1000000", "--ignore-eos", "-c", "2000000", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
+              "1000000", "--ignore-eos", "-c", "2000000", "--allow-long-context", "--kv-policy", "sink", "--kv-budget", "32", (char *)NULL);
         _exit(127);
     }
     static char buf[1 << 16];

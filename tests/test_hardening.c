@@ -257,6 +257,38 @@ static void test_decode_edges(hkv_model *m) {
     hkv_context_free(c);
 }
 
+/* Issue 12 defect 8: -c above the training context (2048 for stories260K) needs --allow-long-context and
+ * warns; the context's memory is checked before anything is allocated (-c 16777216 allocated 2.6 GB per
+ * sequence before a token was read). */
+static void test_long_context(const char *model, hkv_model *m) {
+    char a[1024], out[4096], err[4096];
+    snprintf(a, sizeof a, "run -m '%s' -p 'Once' -c 16777216 -n 1", model);
+    expect_error(a, "--allow-long-context");
+    snprintf(a, sizeof a, "run -m '%s' -p 'Once' -c 2049 -n 1", model);
+    expect_error(a, "training context 2048");
+    snprintf(a, sizeof a, "run -m '%s' -p 'Once' -c 2048 -n 1 -t 1", model);
+    CHECKF(cli2(a, out, sizeof out, err, sizeof err) == 0 && !strstr(err, "warning"), "-c 2048: %s", err);
+    snprintf(a, sizeof a, "run -m '%s' -p 'Once' -c 2100 -n 2 -t 1 --allow-long-context", model);
+    int rc = cli2(a, out, sizeof out, err, sizeof err);
+    CHECKF(rc == 0 && strstr(err, "warning: context length 2100 is above"), "--allow-long-context: rc %d: %s", rc, err);
+
+    hkv_context_params cp = hkv_context_default_params();
+    hkv_context *c = (hkv_context *)&cp;
+    cp.n_threads = 1;
+    cp.n_ctx = 4096;
+    CHECK(hkv_context_new(m, &cp, &c, err, sizeof err) == HKV_ERR_ARG && c == NULL && strstr(err, "training"));
+    cp.kv.allow_long_ctx = 1;
+    CHECKF(hkv_context_new(m, &cp, &c, err, sizeof err) == HKV_OK, "%s", err);
+    hkv_context_free(c);
+    /* 4096 sequences of 2^24 positions with the full cache: about 60 TB, refused before allocating */
+    cp.n_ctx = 1 << 24;
+    cp.n_seq = 4096;
+    c = (hkv_context *)&cp;
+    hkv_status st = hkv_context_new(m, &cp, &c, err, sizeof err);
+    CHECKF(st == HKV_ERR_NOMEM && c == NULL && strstr(err, "GiB") && strstr(err, "memory of this machine"),
+           "huge context: status %d: %s", st, err);
+}
+
 int main(void) {
     const char *model = tu_model();
     test_bench(model);
@@ -272,6 +304,7 @@ int main(void) {
     if (m) {
         test_replace_order(m);
         test_decode_edges(m);
+        test_long_context(model, m);
         hkv_model_free(m);
     }
     return tu_done("hardening");

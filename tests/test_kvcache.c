@@ -117,6 +117,8 @@ static void test_simulation_equals_real(void) {
         sim_vs_real((run_cfg){.policy = "tova", .budget = bud}, 110);
         sim_vs_real((run_cfg){.policy = "snapkv", .budget = bud}, 110);
         sim_vs_real((run_cfg){.policy = "pyramidkv", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "scissorhands", .budget = bud}, 110);
+        sim_vs_real((run_cfg){.policy = "keyformer", .budget = bud}, 110);
     }
     sim_vs_real((run_cfg){.policy = "snapkv", .budget = "16", .chunk = 9}, 110);
     sim_vs_real((run_cfg){.policy = "h2o", .budget = "12", .normalized = 1}, 110);

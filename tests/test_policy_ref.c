@@ -101,9 +101,9 @@ static void batch_case(const hkv_policy_ops *ops, hkv_policy_cfg c, int n, int t
 static void test_batch_equals_loop(void) {
     uint64_t rng = 7;
     const hkv_policy_ops *ops[] = { &hkv_policy_window, &hkv_policy_sink, &hkv_policy_h2o, &hkv_policy_tova,
-                                    &hkv_policy_scissorhands };
+                                    &hkv_policy_scissorhands, &hkv_policy_keyformer };
     for (int it = 0; it < 400; it++) {
-        for (int k = 0; k < 5; k++) {
+        for (int k = 0; k < 6; k++) {
             int n = 2 + (int)(rng_next(&rng) % 120), target = 1 + (int)(rng_next(&rng) % (uint64_t)n);
             hkv_policy_cfg c;
             memset(&c, 0, sizeof c);
@@ -349,9 +349,102 @@ static void test_scissorhands_reference(void) {
     CHECKF(fails == 0, "%d Scissorhands mismatches against the reference", fails);
 }
 
+/* ---------------------------------------------------------------- Keyformer reference */
+
+/* The spec of policy_keyformer.c, written again: Gumbel noise from splitmix64 of (layer << 48 ^ pos << 24 ^
+ * qpos), temperature linear from tau0 to tau1 (hundredths) over `span` positions. */
+static float kf_gumbel(int layer, int pos, int qpos) {
+    uint64_t z = ((uint64_t)layer << 48) ^ ((uint64_t)pos << 24) ^ (uint64_t)qpos;
+    uint64_t u64 = rng_next(&z);           /* splitmix64 step: the same mixing */
+    double u = ((double)(u64 >> 11) + 0.5) / 9007199254740992.0;
+    return (float)-log(-log(u));
+}
+
+typedef struct kf_ref { int alive[MAXPOS]; float score[MAXPOS]; } kf_ref;
+
+static int kf_run(uint64_t seed, int heavy, int recent, int sink, int tau0, int tau1, int span, int noise, int layer) {
+    static kf_ref r;
+    memset(&r, 0, sizeof r);
+    uint64_t rng = seed;
+    hkv_policy_cfg c;
+    memset(&c, 0, sizeof c);
+    c.b.heavy = heavy; c.b.recent = recent; c.b.sink = sink; c.b.total = heavy + recent + sink;
+    c.opt[0] = tau0; c.opt[1] = tau1; c.opt[2] = span; c.opt[3] = noise; c.layer = layer;
+    const hkv_policy_ops *ops = &hkv_policy_keyformer;
+    head_t s;
+    head_init(&s);
+    float probs[CAP], z[CAP];
+    int p = 0, mism = 0;
+    for (int step = 0; p < 200; step++) {
+        int chunk = step == 0 ? 20 + (int)(rng_next(&rng) % 30) : (rng_next(&rng) % 4 == 0 ? 3 : 1);
+        int first_j = s.h.n;
+        for (int i = 0; i < chunk; i++) { head_insert(&s, ops, &c, p + i, &rng); r.alive[p + i] = 1; }
+        for (int i = 0; i < chunk; i++) {
+            int nv = first_j + i + 1, q = p + i;
+            make_probs(probs, nv, &rng);
+            ops->observe(&c, &s.h, probs, nv, q);
+            /* reference: per position */
+            float tot = 0, m = -INFINITY;
+            for (int j = 0; j < nv; j++) tot += probs[j];
+            float tau = (float)((tau0 + (tau1 - tau0) * (q >= span ? 1.0 : (double)q / span)) / 100.0);
+            for (int j = 0; j < nv; j++) {
+                float a = probs[j] / tot, g = noise ? 0.0f : kf_gumbel(layer, s.pos[s.slots[j]], q);
+                z[j] = a > 0.0f ? (logf(a) + g) / tau : -INFINITY;
+                if (z[j] > m) m = z[j];
+            }
+            float sum = 0;
+            for (int j = 0; j < nv; j++) { z[j] = z[j] == -INFINITY ? 0.0f : expf(z[j] - m); sum += z[j]; }
+            for (int j = 0; j < nv; j++) r.score[s.pos[s.slots[j]]] += z[j] / sum;
+        }
+        p += chunk;
+        if (s.h.n > c.b.total) {
+            if (chunk > 1) {
+                uint8_t keep[CAP];
+                CHECK(ops->select(&c, &s.h, c.b.total, keep) >= 0);
+                head_apply_keep(&s, keep);
+            } else {
+                int j = ops->victim(&c, &s.h);
+                if (j >= 0) head_remove(&s, j);
+            }
+            int n_alive = 0;
+            for (int q = 0; q < p; q++) n_alive += r.alive[q];
+            while (n_alive > c.b.total) {       /* lowest score outside recent/sinks, older first */
+                int best = -1;
+                for (int q = 0; q < p; q++) {
+                    if (!r.alive[q] || q < sink || q > p - 1 - recent) continue;
+                    if (best < 0 || r.score[q] < r.score[best]) best = q;
+                }
+                if (best < 0) break;
+                r.alive[best] = 0;
+                n_alive--;
+            }
+        }
+        int same = 1, j = 0;
+        for (int q = 0; q < p && same; q++)
+            if (r.alive[q]) same = j < s.h.n && s.pos[s.slots[j++]] == q;
+        same &= j == s.h.n;
+        if (!same && mism++ < 3)
+            CHECKF(0, "keyformer seed %llu: kept sets differ at position %d", (unsigned long long)seed, p);
+    }
+    return mism;
+}
+
+static void test_keyformer_reference(void) {
+    int fails = 0;
+    for (uint64_t seed = 1; seed <= 40; seed++) {
+        uint64_t q = seed * 91;
+        int heavy = 1 + (int)(rng_next(&q) % 12), recent = (int)(rng_next(&q) % 8), sink = (int)(rng_next(&q) % 3);
+        int tau0 = 50 + (int)(rng_next(&q) % 100), tau1 = tau0 + (int)(rng_next(&q) % 200);
+        fails += kf_run(seed, heavy, recent, sink, tau0, tau1, 1 + (int)(rng_next(&q) % 300), (int)(seed % 4 == 0),
+                        (int)(seed % 5));
+    }
+    CHECKF(fails == 0, "%d Keyformer mismatches against the reference", fails);
+}
+
 int main(void) {
     test_batch_equals_loop();
     test_snapkv_reference();
     test_scissorhands_reference();
+    test_keyformer_reference();
     return tu_done("policy_ref");
 }

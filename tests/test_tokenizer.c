@@ -3,6 +3,7 @@
  * stories260K vocabulary: hand-checked encodings, byte fallback, special tokens, UTF-8 streaming. */
 #include "testutil.h"
 #include "tokenizer.h"
+#include "tokenizer_int.h"
 #include "gguf.h"
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -322,6 +323,57 @@ static void test_gguf_errors(void) {
     }
 }
 
+static hkv_status load_json_text(const char *json, char *err, size_t errlen, int *n_vocab) {
+    const char *path = tu_tmp("limits_tokenizer.json");
+    FILE *f = fopen(path, "wb");
+    fputs(json, f);
+    fclose(f);
+    hkv_tokenizer *t = NULL;
+    hkv_status st = tok_load_hf(path, &t, err, errlen);
+    if (n_vocab) *n_vocab = t ? tok_n_vocab(t) : 0;
+    tok_free(t);
+    remove(path);
+    return st;
+}
+
+/* Issue 12 defect 8 and 10b: table sizes come from what the file holds, and capacity doubling is checked. */
+static void test_limits(void) {
+    char err[256] = "";
+    int nv = 0;
+    /* the reported 121-byte file: two entries, ids 0 and 16777215 (1.1 GB and 29 s before) */
+    const char *huge = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":16777215},\"merges\":[]},"
+                       "\"pre_tokenizer\":{\"type\":\"ByteLevel\"}}";
+    hkv_status st = load_json_text(huge, err, sizeof err, &nv);
+    CHECKF(st == HKV_ERR_FORMAT && strstr(err, "16777215"), "sparse huge id: status %d (%d tokens): %s", st, nv, err);
+    /* a few unnamed ids are fine (real files reserve some) */
+    const char *gap = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":1000},\"merges\":[\"a b\"]},"
+                      "\"pre_tokenizer\":{\"type\":\"ByteLevel\"}}";
+    st = load_json_text(gap, err, sizeof err, &nv);
+    CHECKF(st == HKV_OK && nv == 1001, "small gap: status %d, %d tokens: %s", st, nv, err);
+    /* ids must be integers: 1.5 used to be truncated into id 1 */
+    const char *frac = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1.5},\"merges\":[]},"
+                       "\"pre_tokenizer\":{\"type\":\"ByteLevel\"}}";
+    CHECK(load_json_text(frac, err, sizeof err, NULL) == HKV_ERR_FORMAT);
+    /* checked capacity: the old loop doubled a uint32_t past 2^31 to 0 and spun forever */
+    CHECK(tok_table_cap(0) == 16 && tok_table_cap(8) == 16 && tok_table_cap(9) == 32);
+    CHECK(tok_table_cap(1u << 30) == (1u << 31));
+    CHECK(tok_table_cap((1u << 30) + 1) == 0);
+    CHECK(tok_table_cap(UINT64_MAX / 2 + 1) == 0);   /* 2n wraps to 0 in 64 bits */
+    CHECK(tok_table_cap(UINT64_MAX) == 0);
+    CHECK(tok_alloc(TOK_MAX_VOCAB + 1) == NULL);
+    /* the merge count stops at TOK_MAX_MERGES instead of growing towards INT_MAX */
+    hkv_tokenizer *t = NULL;
+    if (tok_load_hf(tu_shared("tokenizers/llama3/tokenizer.json"), &t, err, sizeof err) == HKV_OK) {
+        int saved = t->n_merges;
+        int32_t *sa = t->merge_a;
+        t->n_merges = TOK_MAX_MERGES;
+        CHECK(tok_add_merge(t, "a", 1, "b", 1) == -1);
+        CHECK(t->merge_a == sa);
+        t->n_merges = saved;
+        tok_free(t);
+    } else CHECKF(0, "%s", err);
+}
+
 int main(void) {
     test_gguf_errors();
     test_stories();
@@ -330,5 +382,6 @@ int main(void) {
     test_hf("qwen3", TOK_BPE, 151669);
     test_hf_specials();
     test_hf_errors();
+    test_limits();
     return tu_done("tokenizer");
 }

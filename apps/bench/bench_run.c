@@ -343,6 +343,7 @@ int bench_main(int argc, char **argv) {
     if (pr) return pr == 2 ? 0 : 1;
     hkv_model *m = cli_load_model(o.model, o.n_threads);
     if (!m) return 1;
+    cli_warn_long_ctx(m, o.n_ctx, &o.kv);
     loop_ctx L;
     memset(&L, 0, sizeof L);
     L.m = m;

@@ -24,6 +24,8 @@ char *cli_read_file(const char *path, size_t *len);
 int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv);
 /* Help text of those flags, generated from the policy table. */
 const char *cli_kv_help(void);
+/* With --allow-long-context and n_ctx above the model's training context: prints a warning to stderr. */
+void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv);
 /* --bos / --no-bos (every subcommand that tokenizes text): sets *add_bos to 1 / 0 and returns 1; 0 for any
  * other flag. *add_bos starts at -1: the model's tokenizer.ggml.add_bos_token decides (see hkv_tokenize). */
 int cli_bos_flag(const char *flag, int *add_bos);

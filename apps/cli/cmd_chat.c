@@ -385,6 +385,7 @@ int cmd_chat(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &intr, &old);
     hkv_model *m = cli_load_model(o.model, o.n_threads);
     if (!m) { pthread_sigmask(SIG_SETMASK, &old, NULL); return 1; }
+    cli_warn_long_ctx(m, o.n_ctx, &o.kv);
     int rc = chat_with_model(m, &o, &old);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     hkv_model_free(m);

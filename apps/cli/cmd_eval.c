@@ -652,6 +652,7 @@ int cmd_eval(int argc, char **argv) {
     eval_data d;
     memset(&d, 0, sizeof d);
     if (!r && !(m = cli_load_model(o->model, o->n_threads))) rc = 1;
+    if (m) cli_warn_long_ctx(m, o->n_ctx, &o->kv);
     if (!r && !rc) rc = load_data(o, m, &d);
     if (!r && !rc) rc = check_forward(o, m, &d);
     if (!r && !rc) warn_trained_context(o, m, &d);

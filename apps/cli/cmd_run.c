@@ -184,6 +184,7 @@ int cmd_run(int argc, char **argv) {
     if (o.prompt_file && !(file_prompt = cli_read_file(o.prompt_file, NULL))) return 1;
     hkv_model *m = cli_load_model(o.model, o.n_threads);
     if (!m) { free(file_prompt); return 1; }
+    cli_warn_long_ctx(m, o.n_ctx, &o.kv);
     int rc = run_with_model(m, &o, file_prompt ? file_prompt : o.prompt);
     free(file_prompt);
     hkv_model_free(m);

@@ -136,6 +136,7 @@ int cmd_serve(int argc, char **argv) {
     p.log = log_line;
     hkv_model *m = cli_load_model(model, p.n_threads);
     if (!m) return 1;
+    cli_warn_long_ctx(m, p.n_ctx, &p.kv);
     hkv_server *s;
     char err[512];
     if (hkv_server_new(m, &p, &s, err, sizeof err)) { hkv_model_free(m); return cli_error("%s", err); }

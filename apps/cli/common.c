@@ -110,6 +110,7 @@ int cli_kv_flag(int argc, char **argv, int *i, hkv_kv_config *kv) {
                                              "--h2o-order",
                                              "--kv-positions", NULL};
     if (!strcmp(f, "--kv-simulate")) { kv->simulate = 1; return 1; }
+    if (!strcmp(f, "--allow-long-context")) { kv->allow_long_ctx = 1; return 1; }
     const hkv_policy_ops *pol = NULL;
     const hkv_policy_option *opt = NULL;
     int known = policy_option_flag(f, &pol, &opt);
@@ -182,6 +183,7 @@ const char *cli_kv_help(void) {
              "                        quantized when written (README 'Quantized K/V')\n"
              "  --kv-positions P      original (default): keys rotated at their position | cache: rotated by their\n"
              "                        index in the cache (StreamingLLM position rolling; endless with bounded policies)\n"
+             "  --allow-long-context  allow -c above the model's training context (refused without it)\n"
              "Policy options (--POLICY-OPTION VALUE; only the chosen policy's apply):\n");
     for (int i = 0; hkv_policy_at(i); i++) {
         const hkv_policy_ops *p = hkv_policy_at(i);
@@ -192,6 +194,14 @@ const char *cli_kv_help(void) {
         }
     }
     return buf;
+}
+
+void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv) {
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    if (kv->allow_long_ctx && n_ctx > mi.n_ctx_train)
+        fprintf(stderr, "heavykv: warning: context length %d is above the model's training context %d: positions "
+                "past it were never trained and output quality may collapse\n", n_ctx, mi.n_ctx_train);
 }
 
 int cli_bos_flag(const char *flag, int *add_bos) {

@@ -564,10 +564,30 @@ static route_id find_route(hkv_server *s, const char *url, int *is_post_route) {
     return R_NONE;
 }
 
+/* Content-Length headers of a request: libmicrohttpd frames the body by the first one, so two that disagree
+ * would let a proxy in front and this server see different requests (smuggling); RFC 9112 6.3 says reject. */
+typedef struct cl_seen { int n, differ; const char *first; } cl_seen;
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    cl_seen *cs = cls;
+    (void)kind;
+    if (key && !strcasecmp(key, "Content-Length")) {
+        if (cs->n++ == 0) cs->first = value;
+        else if (!value || !cs->first || strcmp(value, cs->first)) cs->differ = 1;
+    }
+    return MHD_YES;
+}
+
 /* Checks that need only the head; answers and returns 1 when the request is refused. */
 static int check_head(hkv_server *s, struct MHD_Connection *c, rctx *rc, const char *method) {
     const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
     const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Host");
+    cl_seen cs = {0, 0, NULL};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_content_length, &cs);
+    if (cs.differ) {
+        reply_error(s, c, rc, 400, "the request has Content-Length headers that disagree");
+        return 1;
+    }
     if (!host_allowed(s, host)) {
         reply_error(s, c, rc, 403, "the Host header names no address this server accepts (see --allow-host)");
         return 1;
