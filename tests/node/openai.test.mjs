@@ -19,7 +19,10 @@ try {
 
 const cli = process.env.HKV_CLI;
 const model = process.env.HKV_CHAT_MODEL;
-const tokenizer = process.env.HKV_TOKENIZER;
+// HEAVYKV_SHARED overrides the fixtures directory, as it does for the C tests.
+const tokenizer = process.env.HEAVYKV_SHARED
+  ? `${process.env.HEAVYKV_SHARED}/tokenizers/qwen3/tokenizer.json`
+  : process.env.HKV_TOKENIZER;
 assert.ok(cli && model && tokenizer, "HKV_CLI, HKV_CHAT_MODEL and HKV_TOKENIZER must be set");
 if (!existsSync(model)) {
   const r = spawnSync(cli, ["synth", "--preset", "tiny", "--tokenizer", tokenizer, "--type", "Q8_0", "-t", "2", "-o", model],
