@@ -29,6 +29,10 @@ void cli_warn_long_ctx(const hkv_model *m, int n_ctx, const hkv_kv_config *kv);
 /* --bos / --no-bos (every subcommand that tokenizes text): sets *add_bos to 1 / 0 and returns 1; 0 for any
  * other flag. *add_bos starts at -1: the model's tokenizer.ggml.add_bos_token decides (see hkv_tokenize). */
 int cli_bos_flag(const char *flag, int *add_bos);
+/* Sampling flags shared by run and chat: --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n
+ * -s/--seed. Returns 1 if argv[*i] was one of them (consumed, *i advanced past its value), 0 if not,
+ * -1 on a missing or bad value (error printed). */
+int cli_sampler_flag(int argc, char **argv, int *i, hkv_sampler_params *sp);
 #define CLI_BOS_HELP "      --bos / --no-bos  add / do not add BOS (default: the model's tokenizer.ggml.add_bos_token)\n"
 /* Loads a model, printing a one-line error on failure. */
 hkv_model *cli_load_model(const char *path, int n_threads);

@@ -63,6 +63,7 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int r = cli_kv_flag(argc, argv, &i, &o->kv);
+        if (r == 0) r = cli_sampler_flag(argc, argv, &i, &o->sp);
         if (r < 0) return 1;
         if (r > 0) continue;
 #define VAL() do { if (!(v = cli_value(argc, argv, &i))) return 1; } while (0)
@@ -73,13 +74,6 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { VAL(); if (!cli_int(a, v, 1, 1 << 24, &o->n_predict)) return 1; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) { VAL(); if (!cli_int(a, v, 0, 1 << 30, &o->n_ctx)) return 1; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); if (!cli_int(a, v, 1, 1024, &o->n_threads)) return 1; }
-        else if (!strcmp(a, "--temp")) { VAL(); if (!cli_float(a, v, 0, 100, &o->sp.temp)) return 1; }
-        else if (!strcmp(a, "--top-k")) { VAL(); if (!cli_int(a, v, 0, 1 << 24, &o->sp.top_k)) return 1; }
-        else if (!strcmp(a, "--top-p")) { VAL(); if (!cli_float(a, v, 1e-6, 1, &o->sp.top_p)) return 1; }
-        else if (!strcmp(a, "--min-p")) { VAL(); if (!cli_float(a, v, 0, 1, &o->sp.min_p)) return 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { VAL(); if (!cli_float(a, v, 1e-3, 100, &o->sp.repeat_penalty)) return 1; }
-        else if (!strcmp(a, "--repeat-last-n")) { VAL(); if (!cli_int(a, v, 0, 1 << 20, &o->sp.repeat_last_n)) return 1; }
-        else if (!strcmp(a, "-s") || !strcmp(a, "--seed")) { VAL(); if (!cli_u64(a, v, &o->sp.seed)) return 1; }
         else if (!strcmp(a, "--ignore-eos")) o->ignore_eos = 1;
         else if (cli_bos_flag(a, &o->bos)) continue;
         else if (!strcmp(a, "--kv-stats")) o->kv_stats = 1;

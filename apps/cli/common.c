@@ -210,6 +210,25 @@ int cli_bos_flag(const char *flag, int *add_bos) {
     return 0;
 }
 
+int cli_sampler_flag(int argc, char **argv, int *i, hkv_sampler_params *sp) {
+    const char *a = argv[*i], *v;
+    int ok;
+    if (!strcmp(a, "--temp") || !strcmp(a, "--top-k") || !strcmp(a, "--top-p") || !strcmp(a, "--min-p") ||
+        !strcmp(a, "--repeat-penalty") || !strcmp(a, "--repeat-last-n") || !strcmp(a, "-s") || !strcmp(a, "--seed")) {
+        if (!(v = cli_value(argc, argv, i))) return -1;
+    } else {
+        return 0;
+    }
+    if (!strcmp(a, "--temp")) ok = cli_float(a, v, 0, 100, &sp->temp);
+    else if (!strcmp(a, "--top-k")) ok = cli_int(a, v, 0, 1 << 24, &sp->top_k);
+    else if (!strcmp(a, "--top-p")) ok = cli_float(a, v, 1e-6, 1, &sp->top_p);
+    else if (!strcmp(a, "--min-p")) ok = cli_float(a, v, 0, 1, &sp->min_p);
+    else if (!strcmp(a, "--repeat-penalty")) ok = cli_float(a, v, 1e-3, 100, &sp->repeat_penalty);
+    else if (!strcmp(a, "--repeat-last-n")) ok = cli_int(a, v, 0, 1 << 20, &sp->repeat_last_n);
+    else ok = cli_u64(a, v, &sp->seed);
+    return ok ? 1 : -1;
+}
+
 hkv_model *cli_load_model(const char *path, int n_threads) {
     hkv_model_params mp = hkv_model_default_params();
     mp.n_threads = n_threads;
