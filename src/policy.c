@@ -180,3 +180,17 @@ int hkv_select_lowest(const hkv_head_view *h, const float *rank, const uint8_t *
     hkv_free(idx);
     return kept;
 }
+
+void hkv_budget_split_heavy_recent(hkv_budget *s) {
+    if (s->sink < 0) s->sink = 0;
+    if (s->total >= 0) {
+        int rest = s->total - s->sink;
+        if (s->heavy < 0 && s->recent < 0) { s->recent = rest / 2; s->heavy = rest - s->recent; }
+        else if (s->heavy < 0) s->heavy = rest - s->recent;
+        else if (s->recent < 0) s->recent = rest - s->heavy;
+    } else {
+        if (s->heavy < 0) s->heavy = 0;
+        if (s->recent < 0) s->recent = 0;
+        s->total = s->heavy + s->recent + s->sink;
+    }
+}

@@ -26,13 +26,6 @@
 #define HKV_POLICY_TABLE_TEST(X) X(dummy)
 #else
 #define HKV_POLICY_TABLE_TEST(X)
-
-/* SnapKV's callbacks, shared with PyramidKV (the same selection under a pyramid budget schedule). */
-hkv_status hkv_snapkv_derive(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen);
-void hkv_snapkv_observe(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible, int32_t qpos);
-float hkv_snapkv_score(const hkv_policy_cfg *cfg, const hkv_head_view *h, int j);
-int hkv_snapkv_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h);
-int hkv_snapkv_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep);
 #endif
 
 #define HKV_POLICY_DECLARE(n) extern const hkv_policy_ops hkv_policy_##n;
@@ -57,6 +50,11 @@ static inline int hkv_is_sink(const hkv_policy_cfg *c, const hkv_head_view *h, i
  * head is trimmed, so sorting once gives the same set). rank[j] for j < h->n; prot[j] = 1: never evicted.
  * Returns the number kept, or -1 when out of memory (the caller then falls back to victim()). */
 int hkv_select_lowest(const hkv_head_view *h, const float *rank, const uint8_t *prot, int target, uint8_t *keep);
+
+/* Budget rule of the heavy + recent (+ sink) policies once the sink count is known (< 0: none): the rest of
+ * the total goes half to recent (rounded down) and half to heavy when neither is given, else to the one not
+ * given; without a total, unset parts are 0 and the total is their sum. */
+void hkv_budget_split_heavy_recent(hkv_budget *s);
 
 /* SnapKV's callbacks, shared with PyramidKV (the same selection under a pyramid budget schedule). */
 hkv_status hkv_snapkv_derive(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen);

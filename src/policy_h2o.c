@@ -23,17 +23,7 @@ static const hkv_policy_option h2o_options[] = {
 static hkv_status h2o_derive(const hkv_policy_cfg *cfg, hkv_budget *s, char *err, size_t errlen) {
     (void)cfg; (void)err; (void)errlen;
     if (s->total >= 0 && s->sink < 0 && s->heavy >= 0 && s->recent >= 0) s->sink = s->total - s->heavy - s->recent;
-    if (s->sink < 0) s->sink = 0;
-    if (s->total >= 0) {
-        int rest = s->total - s->sink;
-        if (s->heavy < 0 && s->recent < 0) { s->recent = rest / 2; s->heavy = rest - s->recent; }
-        else if (s->heavy < 0) s->heavy = rest - s->recent;
-        else if (s->recent < 0) s->recent = rest - s->heavy;
-    } else {
-        if (s->heavy < 0) s->heavy = 0;
-        if (s->recent < 0) s->recent = 0;
-        s->total = s->heavy + s->recent + s->sink;
-    }
+    hkv_budget_split_heavy_recent(s);
     return HKV_OK;
 }
 
