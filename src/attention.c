@@ -34,11 +34,16 @@ int attn_block_queries(int group) {
     return q < 4 ? 4 : q;
 }
 
-size_t attn_scratch_floats(int group, int capacity, int head_dim) {
+/* Offset of the kept scores of a single query (attn_block.keep_scores): [group][capacity] at the end. */
+static size_t scores_offset(int group, int capacity, int head_dim) {
     size_t rows = (size_t)attn_block_queries(group) * group;
     /* vis + agg/probs, nvis, Qb + acc, S, m + l, one rotated key tile */
     return 2 * (size_t)capacity + (size_t)attn_block_queries(group) + rows * (2 * (size_t)head_dim + ATTN_BK + 2) +
            (size_t)ATTN_BK * head_dim + 64;
+}
+
+size_t attn_scratch_floats(int group, int capacity, int head_dim) {
+    return scores_offset(group, capacity, head_dim) + (size_t)group * capacity;
 }
 
 static inline const void *row_at(const kv_cache *kv, const void *base, int h, int32_t slot) {
@@ -75,13 +80,34 @@ hkv_status attn_set_rope(kv_cache *kv, const hkv_hparams *hp, const float *freqs
     return HKV_OK;
 }
 
+/* The tile forms of the row kernels, or a loop over the rows where a set has none (same arithmetic). */
+static void kdot_tile(const kvrow_kernels *K, const void *const *rows, int nk, const float *q, int nr, int hd,
+                      float *s, size_t ss) {
+    if (K->kdot_tile) {
+        K->kdot_tile(rows, nk, q, nr, hd, s, ss);
+        return;
+    }
+    for (int jj = 0; jj < nk; jj++) K->kdot(rows[jj], q, nr, hd, s + jj, ss);
+}
+
+static void vaxpy_tile(const kvrow_kernels *K, const void *const *rows, int nk, const float *p, size_t ps, int nr,
+                       float *o, int hd) {
+    if (K->vaxpy_tile) {
+        K->vaxpy_tile(rows, nk, p, ps, nr, o, hd);
+        return;
+    }
+    for (int jj = 0; jj < nk; jj++) K->vaxpy(rows[jj], p + jj, ps, nr, o, hd);
+}
+
 /* Scores of the nr contiguous query rows Qb against visible keys j0..j0+nk-1: S[r * ATTN_BK + jj]. In
  * cache-position mode each key is decoded into Kt and rotated by its index first. */
 static void score_tile(const kv_cache *kv, const kv_layer *L, int h, const int32_t *vis, int j0, int nk,
                        const float *Qb, int nr, float *S, float *Kt, const kvrow_kernels *K) {
     const int hd = kv->head_dim;
+    const void *rows[ATTN_BK];
     if (!kv->rope) {
-        for (int jj = 0; jj < nk; jj++) K->kdot(row_at(kv, L->k, h, vis[j0 + jj]), Qb, nr, hd, S + jj, ATTN_BK);
+        for (int jj = 0; jj < nk; jj++) rows[jj] = row_at(kv, L->k, h, vis[j0 + jj]);
+        kdot_tile(K, rows, nk, Qb, nr, hd, S, ATTN_BK);
         return;
     }
     kvrow_kernels F = kvrow_kernels_get(HKV_KV_F32, hd);
@@ -89,8 +115,9 @@ static void score_tile(const kv_cache *kv, const kv_layer *L, int h, const int32
         float *kr = Kt + (size_t)jj * hd;
         kvrow_load(kv->type, hd, row_at(kv, L->k, h, vis[j0 + jj]), kr);
         rotate(kv, kr, j0 + jj);
-        F.kdot(kr, Qb, nr, hd, S + jj, ATTN_BK);
+        rows[jj] = kr;
     }
+    kdot_tile(&F, rows, nk, Qb, nr, hd, S, ATTN_BK);
 }
 
 /* Visible rows of head h for queries up to the last position of b, and per query how many of them it sees
@@ -116,6 +143,9 @@ void attn_forward(kv_cache *kv, kv_layer *L, int h, const attn_block *b, float *
     float *Qb = scratch + 2 * (size_t)cap + attn_block_queries(G);
     float *acc = Qb + (size_t)rows * hd, *S = acc + (size_t)rows * hd, *m = S + (size_t)rows * ATTN_BK, *l = m + rows;
     float *Kt = l + rows;
+    /* a single query's scaled scores, kept for attn_report ([group][capacity]) */
+    float *keep = b->keep_scores && b->n == 1 ? scratch + scores_offset(G, cap, hd) : NULL;
+    const void *vrows[ATTN_BK];
     int n = visible_prefixes(kv, L, h, b->pos, b->n, vis, nvis);
     for (int i = 0; i < b->n; i++) {
         memcpy(Qb + (size_t)i * G * hd, b->q + (size_t)i * b->stride, sizeof(float) * (size_t)G * hd);
@@ -128,30 +158,23 @@ void attn_forward(kv_cache *kv, kv_layer *L, int h, const attn_block *b, float *
         int nk = n - j0 < ATTN_BK ? n - j0 : ATTN_BK;
         score_tile(kv, L, h, vis, j0, nk, Qb, rows, S, Kt, &K);
         for (int r = 0; r < rows; r++) {
-            float *sr = S + (size_t)r * ATTN_BK, mx = m[r], sum = 0.0f;
+            float *sr = S + (size_t)r * ATTN_BK, mx = m[r];
             int lim = nvis[r / G] - j0;
             if (lim > nk) lim = nk;
             if (lim < 0) lim = 0;
-            for (int jj = 0; jj < lim; jj++) {
-                sr[jj] *= scale;
-                if (sr[jj] > mx) mx = sr[jj];
+            /* scale, new running max, exp(s - max) in place (the kernel set's vector exp) */
+            float sum = K.softmax(sr, lim, scale, &mx, keep ? keep + (size_t)r * cap + j0 : NULL);
+            if (mx > m[r] && m[r] != -INFINITY) { /* the max grew: rescale what was accumulated under the old one */
+                float corr = expf(m[r] - mx);
+                l[r] *= corr;
+                for (int i = 0; i < hd; i++) acc[(size_t)r * hd + i] *= corr;
             }
-            if (mx > m[r]) { /* the running max grew: rescale what was accumulated under the old one */
-                if (m[r] != -INFINITY) {
-                    float corr = expf(m[r] - mx);
-                    l[r] *= corr;
-                    for (int i = 0; i < hd; i++) acc[(size_t)r * hd + i] *= corr;
-                }
-                m[r] = mx;
-            }
-            for (int jj = 0; jj < lim; jj++) {
-                sr[jj] = expf(sr[jj] - mx);
-                sum += sr[jj];
-            }
+            m[r] = mx;
             for (int jj = lim; jj < nk; jj++) sr[jj] = 0.0f; /* not visible to this query */
             l[r] += sum;
         }
-        for (int jj = 0; jj < nk; jj++) K.vaxpy(row_at(kv, L->v, h, vis[j0 + jj]), S + jj, ATTN_BK, rows, acc, hd);
+        for (int jj = 0; jj < nk; jj++) vrows[jj] = row_at(kv, L->v, h, vis[j0 + jj]);
+        vaxpy_tile(&K, vrows, nk, S, ATTN_BK, rows, acc, hd);
     }
     for (int i = 0; i < b->n; i++)
         for (int g = 0; g < G; g++) {
@@ -173,6 +196,19 @@ void attn_report(kv_cache *kv, kv_layer *L, int h, const attn_block *b, int gqa_
     float *Kt = mi + 2 * (size_t)G;
     int n = kv_visible_slots(kv, L, h, b->pos[b->n - 1], vis), nv = 0;
     const int32_t *pos = L->pos + (size_t)h * cap;
+    if (b->keep_scores && b->n == 1) { /* decode: attn_forward kept this query's scaled scores */
+        const float *keep = scratch + scores_offset(G, cap, hd);
+        while (nv < n && pos[vis[nv]] <= b->pos[0]) nv++;
+        memset(agg, 0, sizeof(float) * (size_t)nv);
+        for (int g = 0; g < G; g++) {
+            float lg = b->ml[2 * (size_t)g + 1];
+            K.exp_acc(keep + (size_t)g * cap, nv, 1.0f, b->ml[2 * (size_t)g], lg > 0.0f ? 1.0f / lg : 0.0f, agg);
+        }
+        if (gqa_mean)
+            for (int j = 0; j < nv; j++) agg[j] /= (float)G;
+        kv_observe(kv, L, h, agg, nv, b->pos[0]);
+        return;
+    }
     for (int i = 0; i < b->n; i++) {
         while (nv < n && pos[vis[nv]] <= b->pos[i]) nv++;
         memcpy(Qb, b->q + (size_t)i * b->stride, sizeof(float) * (size_t)G * hd);
@@ -186,11 +222,10 @@ void attn_report(kv_cache *kv, kv_layer *L, int h, const attn_block *b, int gqa_
         for (int j0 = 0; j0 < nv; j0 += ATTN_BK) {
             int nk = nv - j0 < ATTN_BK ? nv - j0 : ATTN_BK;
             score_tile(kv, L, h, vis, j0, nk, Qb, G, S, Kt, &K);
-            for (int jj = 0; jj < nk; jj++) {
-                float a = 0.0f;
-                for (int g = 0; g < G; g++) a += expf(S[(size_t)g * ATTN_BK + jj] * scale - mi[2 * g]) * mi[2 * g + 1];
-                agg[j0 + jj] = gqa_mean ? a / (float)G : a;
-            }
+            memset(agg + j0, 0, sizeof(float) * (size_t)nk);
+            for (int g = 0; g < G; g++) K.exp_acc(S + (size_t)g * ATTN_BK, nk, scale, mi[2 * g], mi[2 * g + 1], agg + j0);
+            if (gqa_mean)
+                for (int jj = 0; jj < nk; jj++) agg[j0 + jj] /= (float)G;
         }
         kv_observe(kv, L, h, agg, nv, b->pos[i]);
     }

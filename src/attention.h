@@ -19,6 +19,8 @@ typedef struct attn_block {
     int group;               /* query heads per KV head */
     float *ml;               /* query i, head g: ml[i * ml_stride + 2 g] = softmax max, [... + 1] = sum */
     size_t ml_stride;
+    int keep_scores;         /* n == 1 only: attn_forward keeps the scaled scores in its scratch and attn_report
+                                (called next with the same scratch) reuses them instead of recomputing q.k */
 } attn_block;
 
 /* Queries per attn_forward call: about 64 query rows share every loaded key tile. */

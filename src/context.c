@@ -319,7 +319,9 @@ static attn_block block_of(hkv_context *c, int t0, int n, int h) {
     return ab;
 }
 
-static void report_and_trim(hkv_context *c, fwd_batch *b, int seq, int h, float *scratch) {
+/* keep: attn_forward of this sequence's only block ran just before on this scratch, with keep_scores set when
+ * the block is a single query (decode), so its scores are reused. */
+static void report_and_trim(hkv_context *c, fwd_batch *b, int seq, int h, float *scratch, int keep) {
     kv_layer *L = kv_layer_of(c->kv, seq, b->layer);
     if (c->kv->ops->needs_probs)
         for (int t = 0; t < b->n; t++) {
@@ -328,6 +330,7 @@ static void report_and_trim(hkv_context *c, fwd_batch *b, int seq, int h, float 
             while (e + 1 < b->n && b->seqs[e + 1] == seq) e++;
             attn_block ab = block_of(c, t, e - t + 1, h);
             ab.pos = b->pos + t;
+            ab.keep_scores = keep && e == t;
             attn_report(c->kv, L, h, &ab, c->p.kv.gqa_mean, scratch);
             t = e;
         }
@@ -344,15 +347,16 @@ static void attn_stage1(void *arg, int i, int thread) {
     float *scratch = c->att_scratch + c->att_scratch_per * (size_t)thread;
     attn_block ab = block_of(c, d->t0, d->n, h);
     ab.pos = j->b->pos + d->t0;
+    ab.keep_scores = j->fused && d->n == 1 && c->kv->ops->needs_probs;
     attn_forward(c->kv, kv_layer_of(c->kv, d->seq, j->b->layer), h, &ab, scratch);
-    if (j->fused) report_and_trim(c, j->b, d->seq, h, scratch);
+    if (j->fused) report_and_trim(c, j->b, d->seq, h, scratch, 1);
 }
 
 static void attn_stage2(void *arg, int i, int thread) {
     attn_job *j = arg;
     hkv_context *c = j->c;
     int nh = c->m->hp.n_head_kv;
-    report_and_trim(c, j->b, j->b->items_seq[i / nh], i % nh, c->att_scratch + c->att_scratch_per * (size_t)thread);
+    report_and_trim(c, j->b, j->b->items_seq[i / nh], i % nh, c->att_scratch + c->att_scratch_per * (size_t)thread, 0);
 }
 
 /* Splits the chunk into query blocks: runs of consecutive tokens of one sequence, cut every bq tokens. */

@@ -2,6 +2,7 @@
  * kernels attention falls back to (and tests compare the SIMD kernels with). */
 #include "kvrow.h"
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 #include "tensor.h"
 
@@ -146,8 +147,31 @@ REF_KERNELS(bf16, HKV_KV_BF16)
 REF_KERNELS(q8_0, HKV_KV_Q8_0)
 REF_KERNELS(q4_0, HKV_KV_Q4_0)
 
+/* The softmax step and the probabilities with libm's expf, in index order (the reference arithmetic). */
+static float softmax_ref(float *s, int n, float scale, float *m, float *keep) {
+    float mx = *m, sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s[i] *= scale;
+        if (s[i] > mx) mx = s[i];
+    }
+    if (keep) memcpy(keep, s, sizeof(float) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        s[i] = expf(s[i] - mx);
+        sum += s[i];
+    }
+    *m = mx;
+    return sum;
+}
+
+static void exp_acc_ref(const float *s, int n, float scale, float m, float w, float *a) {
+    for (int i = 0; i < n; i++) {
+        float t = s[i] * scale;
+        a[i] += expf(t - m) * w;
+    }
+}
+
 kvrow_kernels kvrow_kernels_ref(int type, int hd) {
-    kvrow_kernels k = {NULL, NULL};
+    kvrow_kernels k = {NULL, NULL, NULL, NULL, softmax_ref, exp_acc_ref};
     if (!kvrow_block(type, hd) || hd > KVROW_MAX_HD) return k;
     switch (type) {
     case HKV_KV_F32: k.kdot = kdot_f32; k.vaxpy = vaxpy_f32; break;
@@ -160,13 +184,23 @@ kvrow_kernels kvrow_kernels_ref(int type, int hd) {
     return k;
 }
 
+static atomic_int g_force_avx2; /* test hook, see kvrow_force_avx2 */
+
+void kvrow_force_avx2(int on) { atomic_store(&g_force_avx2, on ? 1 : 0); }
+
 kvrow_kernels kvrow_kernels_get(int type, int hd) {
 #if defined(__x86_64__)
     /* hkv_kernel_name() is "scalar" when the CPU lacks AVX2/FMA/F16C, HEAVYKV_NO_SIMD is set or a test forced
-     * the scalar path, so attention follows the same switch as the matmuls */
-    if (hd % 8 == 0 && strcmp(hkv_kernel_name(), "scalar") != 0) {
+     * the scalar path, and starts with "avx512" when the matmuls use AVX-512, so attention follows the same
+     * switch as the matmuls */
+    const char *name = hkv_kernel_name();
+    if (hd % 16 == 0 && !strncmp(name, "avx512", 6) && !atomic_load(&g_force_avx2)) {
+        kvrow_kernels k = kvrow_kernels_avx512(type, hd);
+        if (k.kdot) return k;
+    }
+    if (hd % 8 == 0 && strcmp(name, "scalar") != 0) {
         kvrow_kernels k = kvrow_kernels_avx2(type, hd);
-        if (k.kdot && k.vaxpy) return k;
+        if (k.kdot) return k;
     }
 #endif
     return kvrow_kernels_ref(type, hd);
