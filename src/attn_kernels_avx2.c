@@ -107,7 +107,7 @@ static inline __m256 ld_q4_0(const void *row, int c, int b) {
  * n = 128 and -126 stay normal factors). Within 2 ulp of expf for x >= -87.33 (tested); below, 0 (expf gives
  * subnormals < 1.2e-38 there); NaN stays NaN. */
 static inline __m256 exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(88.72283f);
+    const __m256 lo = _mm256_set1_ps(-87.33654f), hi = _mm256_set1_ps(89.0f);
     __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q), under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     __m256 t = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(1.44269504088896341f)),

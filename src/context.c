@@ -40,6 +40,7 @@ struct hkv_context {
     attn_item_def *att_blocks; /* [rows] query blocks of one forward chunk */
     size_t att_scratch_per;
     int scratch_cap;           /* capacity att_scratch was sized for */
+    int capacity_peak;         /* largest cache capacity so far (hkv_kv_stats.capacity_peak) */
     float *logits_last;        /* [n_seq][n_vocab] */
     float *logits_batch;       /* [logits_batch_cap][n_vocab] requested rows of the last hkv_decode_tokens */
     int logits_batch_cap;
@@ -147,6 +148,7 @@ static hkv_status set_capacity(hkv_context *c, int cap) {
     if (cap == c->kv->capacity) return HKV_OK;
     hkv_status st = kv_resize(c->kv, cap);
     if (st) snprintf(c->err, sizeof c->err, "cannot resize the KV cache to %d slots per head", cap);
+    else if (cap > c->capacity_peak) c->capacity_peak = cap;
     return st;
 }
 
@@ -910,6 +912,8 @@ void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s) {
     s->capacity = kv->capacity;
     s->budget = c->budget;
     s->kv_bytes = kv->kv_bytes;
+    s->capacity_peak = c->capacity_peak > kv->capacity ? c->capacity_peak : kv->capacity;
+    s->kv_bytes_peak = kv->capacity ? kv->kv_bytes / (uint64_t)kv->capacity * (uint64_t)s->capacity_peak : 0;
     s->meta_bytes = kv->meta_bytes;
     s->occupancy_min = kv->capacity;
     s->type = kv->type;

@@ -2,11 +2,17 @@
  * attn_reference (outputs and the H2O scores the probabilities feed) within float tolerance for head dims
  * 8/64/128, GQA groups 1/4/8, awkward lengths, every K/V type, with and without eviction; K/V rows round-trip
  * within each format's error bound; attention over Q8_0/Q4_0 rows equals attention over their dequantized rows
- * stored as F32 (bit for bit: the same converted values in the same order), and SIMD == scalar kernels. */
+ * stored as F32 (bit for bit: the same converted values in the same order), and SIMD == scalar kernels.
+ * Every SIMD set the CPU has is checked (AVX2, and AVX-512 on a machine with it): its vector exp against exp
+ * in double, its tile kernels against the scalar ones on odd row/key counts and == its own row kernels bit for
+ * bit, its softmax step and probability kernels against the scalar ones, and the whole tiled attention against
+ * the reference. The decode path that reuses the scores of attn_forward in attn_report gives the same H2O
+ * scores bit for bit as the one that recomputes them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "attention.h"
+#include "kernels.h"
 #include "kvcache.h"
 #include "kvrow.h"
 #include "model.h"
@@ -115,10 +121,128 @@ static void test_kernels(void) {
         }
 }
 
+#if defined(__x86_64__)
+/* The SIMD sets this CPU can run: 0 AVX2, 1 AVX-512. */
+static int have_set(int set) {
+    hkv_cpu_caps caps = hkv_cpu_detect();
+    return set == 0 ? caps.avx2_fma_f16c : caps.avx512;
+}
+
+static kvrow_kernels set_kernels(int set, int type, int hd) {
+    return set == 0 ? kvrow_kernels_avx2(type, hd) : kvrow_kernels_avx512(type, hd);
+}
+
+/* exp within 2 ulp (measured: < 1 ulp) of exp in double over the normal range; the special values. */
+static void test_exp(void) {
+    enum { N = 200000 };
+    float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] = -87.33f + (88.72f + 87.33f) * (float)i / (N - 1);
+    x[0] = 0.0f; x[1] = -1e-30f; x[2] = 1e-30f; x[3] = -0.6931472f; x[4] = 0.6931472f;
+    for (int set = 0; set < 2; set++) {
+        if (!have_set(set)) continue;
+        void (*ex)(const float *, float *, int) = set ? kvrow_exp_avx512 : kvrow_exp_avx2;
+        ex(x, y, N);
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            double r = exp((double)x[i]);
+            float rf = (float)r, ulp = nextafterf(rf, INFINITY) - rf;
+            double e = fabs(y[i] - r) / ulp;
+            if (e > worst) worst = e;
+        }
+        CHECKF(worst <= 2.0, "set %d: exp is %.2f ulp from exp in double", set, worst);
+        CHECK(y[0] == 1.0f);
+        const float sp[7] = {-INFINITY, NAN, -100.0f, -87.5f, 89.0f, INFINITY, -1e30f};
+        float o[7];
+        ex(sp, o, 7); /* also a tail shorter than a register */
+        CHECK(o[0] == 0.0f && isnan(o[1]) && o[2] >= 0.0f && o[2] < 1.2e-38f && o[3] >= 0.0f && o[3] < 1.2e-38f);
+        CHECK(isinf(o[4]) && isinf(o[5]) && o[6] == 0.0f);
+    }
+    free(x);
+    free(y);
+}
+
+/* Tile kernels of each set: == the scalar kernels within float tolerance, and == the set's own row kernels
+ * bit for bit (a dot product or an output element does not depend on how many rows/keys a call covers), on
+ * odd counts of query rows and keys; softmax step and probabilities == the scalar versions. */
+static void test_simd_sets(void) {
+    const int hds[] = {8, 48, 64, 128};
+    for (int set = 0; set < 2; set++) {
+        if (!have_set(set)) continue;
+        for (int type = 0; type < HKV_KV_TYPE_COUNT; type++)
+            for (int hi = 0; hi < 4; hi++) {
+                int hd = hds[hi];
+                kvrow_kernels ks = set_kernels(set, type, hd), kr = kvrow_kernels_ref(type, hd);
+                if (!ks.kdot) { CHECK(set == 1 && hd % 16 != 0); continue; }
+                enum { NK = 7, NR = 9 };
+                static unsigned char rows[NK][1024];
+                const void *rp[NK];
+                float q[NR * 128], s1[NR * 8], p[NR * 8], o1[NR * 128], o2[NR * 128], o3[NR * 128], x[128];
+                for (int j = 0; j < NK; j++) {
+                    fill(x, (size_t)hd, 2.0f);
+                    kvrow_store(type, hd, x, rows[j]);
+                    rp[j] = rows[j];
+                }
+                fill(q, sizeof q / sizeof q[0], 1.0f);
+                fill(p, sizeof p / sizeof p[0], 1.0f);
+                fill(o1, sizeof o1 / sizeof o1[0], 1.0f);
+                memcpy(o2, o1, sizeof o1);
+                memcpy(o3, o1, sizeof o1);
+                for (int nk = 1; nk <= NK; nk += 3)
+                    for (int nr = 1; nr <= NR; nr += 2) {
+                        double md = 0;
+                        int same = 1;
+                        if (ks.kdot_tile) ks.kdot_tile(rp, nk, q, nr, hd, s1, 8);
+                        else for (int j = 0; j < nk; j++) ks.kdot(rp[j], q, nr, hd, s1 + j, 8);
+                        for (int j = 0; j < nk; j++)
+                            for (int r = 0; r < nr; r++) {
+                                float one, ref;
+                                ks.kdot(rp[j], q + (size_t)r * hd, 1, hd, &one, 1);
+                                kr.kdot(rp[j], q + (size_t)r * hd, 1, hd, &ref, 1);
+                                same &= !memcmp(&one, &s1[r * 8 + j], sizeof one);
+                                md = fmax(md, fabs((double)s1[r * 8 + j] - ref));
+                            }
+                        if (ks.vaxpy_tile) ks.vaxpy_tile(rp, nk, p, 8, nr, o1, hd);
+                        else for (int j = 0; j < nk; j++) ks.vaxpy(rp[j], p + j, 8, nr, o1, hd);
+                        for (int j = 0; j < nk; j++) {
+                            ks.vaxpy(rp[j], p + j, 8, nr, o2, hd);
+                            kr.vaxpy(rp[j], p + j, 8, nr, o3, hd);
+                        }
+                        same &= !memcmp(o1, o2, sizeof(float) * (size_t)nr * hd);
+                        for (int i = 0; i < nr * hd; i++) md = fmax(md, fabs((double)o1[i] - o3[i]));
+                        CHECKF(md < 1e-4, "set %d %s hd %d nk %d nr %d: tile vs scalar kernels differ by %g", set,
+                               kvrow_type_name(type), hd, nk, nr, md);
+                        CHECKF(same, "set %d %s hd %d nk %d nr %d: tile kernels != row kernels", set,
+                               kvrow_type_name(type), hd, nk, nr);
+                    }
+            }
+        /* softmax step and probabilities, lengths 0..40 (tails), from -inf and from a larger running max */
+        kvrow_kernels ks = set_kernels(set, HKV_KV_F32, 64), kr = kvrow_kernels_ref(HKV_KV_F32, 64);
+        for (int n = 0; n <= 40; n += 3)
+            for (int start = 0; start < 2; start++) {
+                float a[40], b[40], ka[40], kb[40], acc1[40], acc2[40];
+                fill(a, 40, 30.0f);
+                memcpy(b, a, sizeof a);
+                float m1 = start ? 5.0f : -INFINITY, m2 = m1;
+                float l1 = ks.softmax(a, n, 0.125f, &m1, ka), l2 = kr.softmax(b, n, 0.125f, &m2, kb);
+                CHECKF(m1 == m2 && !memcmp(ka, kb, sizeof(float) * (size_t)n), "set %d n %d: softmax max/kept scores", set, n);
+                CHECKF(fabsf(l1 - l2) <= 1e-6f * fmaxf(1.0f, l2), "set %d n %d: softmax sum %g vs %g", set, n, l1, l2);
+                for (int i = 0; i < n; i++) CHECK(fabsf(a[i] - b[i]) <= 2.5e-7f * fmaxf(b[i], 1e-30f));
+                fill(acc1, 40, 1.0f);
+                memcpy(acc2, acc1, sizeof acc1);
+                fill(a, 40, 30.0f);
+                ks.exp_acc(a, n, 0.125f, m2, 0.5f, acc1);
+                kr.exp_acc(a, n, 0.125f, m2, 0.5f, acc2);
+                for (int i = 0; i < n; i++) CHECK(fabsf(acc1[i] - acc2[i]) <= 1e-6f * fmaxf(1.0f, fabsf(acc2[i])));
+            }
+    }
+}
+#endif
+
 typedef struct att_case {
     int hd, group, type, n_tokens, chunk;   /* tokens written and attended in chunks of `chunk` */
     int budget;                             /* per head; >= n_tokens: no eviction */
     int gqa_mean, simulate;
+    int keep;                               /* chunk 1: attn_block.keep_scores */
 } att_case;
 
 /* One cache; per chunk: the reference outputs/probabilities are computed first (they do not touch policy
@@ -173,11 +297,13 @@ static double run_case(const att_case *a) {
             for (int t0 = 0; t0 < k; t0 += bq) {
                 attn_block b = {.q = q + (size_t)t0 * qd + (size_t)h * G * hd, .out = out + (size_t)t0 * qd + (size_t)h * G * hd,
                                 .stride = (size_t)qd, .pos = pos + t0, .n = k - t0 < bq ? k - t0 : bq, .group = G,
-                                .ml = ml + ((size_t)t0 * nh + h) * G * 2, .ml_stride = (size_t)nh * G * 2};
+                                .ml = ml + ((size_t)t0 * nh + h) * G * 2, .ml_stride = (size_t)nh * G * 2,
+                                .keep_scores = a->keep && k == 1};
                 attn_forward(kv, L, h, &b, scratch);
             }
             attn_block all = {.q = q + (size_t)h * G * hd, .out = out + (size_t)h * G * hd, .stride = (size_t)qd, .pos = pos,
-                              .n = k, .group = G, .ml = ml + (size_t)h * G * 2, .ml_stride = (size_t)nh * G * 2};
+                              .n = k, .group = G, .ml = ml + (size_t)h * G * 2, .ml_stride = (size_t)nh * G * 2,
+                              .keep_scores = a->keep && k == 1};
             attn_report(kv, L, h, &all, a->gqa_mean, scratch);
             for (int t = 0; t < k; t++)
                 for (int i = 0; i < G * hd; i++) {
@@ -199,9 +325,17 @@ static double run_case(const att_case *a) {
     return maxd;
 }
 
+/* Forces a kernel set for the tiled path: 0 the default (AVX-512 where the CPU has it), 1 AVX2, 2 scalar. */
+static void force_set(int mode) {
+    hkv_kernels_force_scalar(mode == 2);
+    kvrow_force_avx2(mode == 1);
+}
+
 static void test_tiled_vs_reference(void) {
     const int hds[] = {8, 64, 128}, groups[] = {1, 4, 8};
     const int types[] = {HKV_KV_F16, HKV_KV_F32, HKV_KV_BF16, HKV_KV_Q8_0, HKV_KV_Q4_0};
+    for (int mode = 0; mode < 2; mode++) { /* default set, then AVX2 (the same on a machine without AVX-512) */
+    force_set(mode);
     for (int hi = 0; hi < 3; hi++)
         for (int gi = 0; gi < 3; gi++)
             for (int ti = 0; ti < 5; ti++) {
@@ -216,19 +350,74 @@ static void test_tiled_vs_reference(void) {
                 c.chunk = 1; c.n_tokens = 45; c.budget = 9; c.gqa_mean = 1; /* decode steps */
                 d = run_case(&c);
                 CHECKF(d < 2e-5, "hd %d group %d %s decode: |out - ref| %g", c.hd, c.group, kvrow_type_name(c.type), d);
+                c.keep = 1; /* decode steps whose report reuses attn_forward's scores */
+                d = run_case(&c);
+                CHECKF(d < 2e-5, "hd %d group %d %s decode, kept scores: |out - ref| %g", c.hd, c.group,
+                       kvrow_type_name(c.type), d);
             }
+    }
+    force_set(0);
     /* awkward lengths, the simulation layout, and the scalar kernels behind the same tiling */
     const int lens[][2] = {{1, 1}, {2, 1}, {33, 33}, {65, 64}, {97, 31}};
     for (int li = 0; li < 5; li++)
         for (int sim = 0; sim < 2; sim++)
-            for (int scalar = 0; scalar < 2; scalar++) {
-                hkv_kernels_force_scalar(scalar);
+            for (int mode = 0; mode < 3; mode++) {
+                force_set(mode);
                 att_case c = {.hd = 64, .group = 4, .type = HKV_KV_F16, .n_tokens = lens[li][0], .chunk = lens[li][1],
-                              .budget = 17, .simulate = sim};
+                              .budget = 17, .simulate = sim, .keep = lens[li][1] == 1};
                 double d = run_case(&c);
-                CHECKF(d < 2e-5, "n %d chunk %d sim %d scalar %d: |out - ref| %g", c.n_tokens, c.chunk, sim, scalar, d);
-                hkv_kernels_force_scalar(0);
+                CHECKF(d < 2e-5, "n %d chunk %d sim %d set %d: |out - ref| %g", c.n_tokens, c.chunk, sim, mode, d);
+                force_set(0);
             }
+}
+
+/* Decode steps under H2O eviction: the report that reuses attn_forward's kept scores and the one that
+ * recomputes q.k give the same outputs and the same policy scores, bit for bit, in every kernel set. */
+static void test_kept_scores(void) {
+    const int hd = 64, G = 4, n = 60, budget = 13;
+    for (int mode = 0; mode < 3; mode++) {
+        force_set(mode);
+        hkv_policy_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.b.total = budget;
+        cfg.b.heavy = budget / 2;
+        cfg.b.recent = budget - cfg.b.heavy;
+        kv_cache *kv[2] = {NULL, NULL};
+        char err[256];
+        for (int c = 0; c < 2; c++)
+            CHECK(kv_new(&kv[c], 1, 1, 1, hd, budget + 1, n, HKV_KV_F16, 0, &hkv_policy_h2o, &cfg, err, sizeof err) == HKV_OK);
+        if (!kv[0] || !kv[1]) { kv_free(kv[0]); kv_free(kv[1]); continue; }
+        float *scratch = malloc(sizeof(float) * attn_scratch_floats(G, budget + 1, hd));
+        float kx[64], vx[64], q[4 * 64], out[2][4 * 64], ml[2][8];
+        int same = 1;
+        for (int32_t t = 0; t < n; t++) {
+            fill(kx, 64, 2.0f);
+            fill(vx, 64, 1.0f);
+            fill(q, 4 * 64, 1.5f);
+            for (int c = 0; c < 2; c++) {
+                kv_layer *L = kv_layer_of(kv[c], 0, 0);
+                CHECK(kv_insert(kv[c], L, 0, t, kx, vx) == HKV_OK);
+                attn_block b = {.q = q, .out = out[c], .stride = (size_t)G * hd, .pos = &t, .n = 1, .group = G,
+                                .ml = ml[c], .ml_stride = 2 * (size_t)G, .keep_scores = c};
+                attn_forward(kv[c], L, 0, &b, scratch);
+                attn_report(kv[c], L, 0, &b, 0, scratch);
+                kv_trim(kv[c], L, 0, 1);
+            }
+            same &= !memcmp(out[0], out[1], sizeof out[0]);
+        }
+        kv_layer *L0 = kv_layer_of(kv[0], 0, 0), *L1 = kv_layer_of(kv[1], 0, 0);
+        size_t sf = (size_t)kv[0]->ops->state_floats;
+        CHECKF(same, "set %d: outputs differ with kept scores", mode);
+        CHECKF(L0->n_live[0] == budget && L1->n_live[0] == budget, "set %d: %d / %d rows kept", mode, L0->n_live[0],
+               L1->n_live[0]);
+        CHECKF(!memcmp(L0->pos, L1->pos, sizeof(int32_t) * (size_t)(budget + 1)) &&
+                   !memcmp(L0->pstate, L1->pstate, sizeof(float) * sf * (size_t)(budget + 1)),
+               "set %d: kept and recomputed scores give different H2O state", mode);
+        free(scratch);
+        kv_free(kv[0]);
+        kv_free(kv[1]);
+    }
+    force_set(0);
 }
 
 /* Attention over Q8_0 / Q4_0 rows == attention over the same rows decoded to F32, bit for bit. */
@@ -368,7 +557,12 @@ static void test_cache_positions(void) {
 int main(void) {
     test_roundtrip();
     test_kernels();
+#if defined(__x86_64__)
+    test_exp();
+    test_simd_sets();
+#endif
     test_tiled_vs_reference();
+    test_kept_scores();
     test_quantized_equals_dequantized();
     test_bad_shapes();
     test_cache_positions();
