@@ -359,6 +359,11 @@ static void test_full_server(hkv_model *m) {
                i, text, REF[i]);
         free(resp);
     }
+    /* they ran batched: the 4 admitted sequences (short prompts: every piece fits in one step's chunk) were
+     * decoded together in one hkv_decode_tokens call, and the results above still equal one sequence alone */
+    CHECKF(metric(r.port, "heavykv_batch_sequences_max") == 4, "most sequences in one call: %g",
+           metric(r.port, "heavykv_batch_sequences_max"));
+    CHECK(metric(r.port, "heavykv_batch_sequences_count") > 0 && metric(r.port, "heavykv_batch_tokens_total") > 0);
     char *resp = raw(r.port, "GET /kv HTTP/1.1\r\nHost: localhost\r\n\r\n");
     cJSON *kvj = json_of(resp), *slots = cJSON_GetObjectItemCaseSensitive(kvj, "slots");
     CHECK(cJSON_GetArraySize(slots) == 4);
