@@ -21,6 +21,7 @@
 #include <cjson/cJSON.h>
 #include "heavykv.h"
 #include "server.h"
+#include "server_int.h" /* test_abort looks at the engine's call in flight */
 #include "testutil.h"
 
 static const char *PROMPTS[] = {"Once upon a time", "The little dog", "Lily and Tom went to the park",
@@ -498,12 +499,12 @@ static void test_http(hkv_model *m) {
     if (!make_server(m, &kv, 2, 4, 256, &r)) return;
     /* keep-alive: two requests on one connection, the second after the first answer */
     int fd = connect_to(r.port);
-    char buf[8192];
+    char rb[8192];
     for (int k = 0; k < 2 && fd >= 0; k++) {
         CHECK(send_all(fd, "GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n", 41));
-        ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
-        buf[n > 0 ? n : 0] = 0;
-        CHECKF(status_of(buf) == 200 && strstr(buf, "{\"status\":\"ok\"}"), "keep-alive %d: %s", k, buf);
+        ssize_t n = recv(fd, rb, sizeof rb - 1, 0);
+        rb[n > 0 ? n : 0] = 0;
+        CHECKF(status_of(rb) == 200 && strstr(rb, "{\"status\":\"ok\"}"), "keep-alive %d: %s", k, rb);
     }
     if (fd >= 0) close(fd);
     /* HEAD: headers only */
@@ -988,6 +989,49 @@ static void *client_thread(void *arg) {
     return NULL;
 }
 
+/* A cancelled job's prompt piece stops the decode call it is in (the abort callback). Made deterministic by
+ * holding the server's lock, which the callback takes before every layer: once the engine is inside a call
+ * holding a prompt piece, between two layers, the job is marked cancelled as a client disconnect marks it, and
+ * the next layer's callback must stop the call. The server then frees the slot and serves the next request. */
+static void test_abort(hkv_model *m) {
+    hkv_kv_config kv = hkv_kv_default_config();
+    hkv_server_params p = base_params(&kv, 2, 4, 512);
+    p.prefill_chunk = 512; /* the whole prompt is one piece */
+    running r;
+    if (!make_server_p(m, &p, &r)) return;
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    char big[4096] = "{\"prompt\": \"";
+    for (int i = 0; i < 80; i++) strcat(big, "Once upon a time ");
+    strcat(big, "\", \"n_predict\": 4, \"stream\": true}");
+    int caught = 0, attempt = 0;
+    for (; attempt < 30 && !caught; attempt++) {
+        int fd = send_post(r.port, "/completion", big);
+        CHECK(fd >= 0);
+        for (double t0 = now_s(); !caught && now_s() - t0 < 3.0;) {
+            pthread_mutex_lock(&r.s->mu);
+            if (r.s->b_in_call && r.s->cb_layer > 0 && r.s->cb_layer < mi.n_layer)
+                for (int i = 0; i < r.s->b_nslot; i++) {
+                    slot *sl = r.s->b_slot[i];
+                    if (sl->piece && sl->j) { sl->j->cancelled = 1; caught = 1; }
+                }
+            pthread_mutex_unlock(&r.s->mu);
+        }
+        if (!caught) { free(read_all(fd)); continue; } /* the call ended before we looked: try again */
+        close(fd); /* the job is cancelled: its suspended connection is let go at stop */
+    }
+    CHECKF(caught, "the engine was never seen inside a prompt call in 30 tries");
+    printf("abort: the engine was caught inside a prompt call at try %d\n", attempt);
+    CHECK(wait_metric(r.port, "heavykv_decode_aborted_total", 1));
+    CHECK(wait_metric(r.port, "heavykv_slots_busy", 0));
+    char *resp = post(r.port, "/completion", "{\"prompt\": \"Once upon a time\", \"n_predict\": 8, \"temperature\": 0}");
+    char text[4096];
+    text_of(resp, text, sizeof text);
+    CHECKF(status_of(resp) == 200 && !strncmp(text, ", there was a little girl", 25), "after the abort: %s", resp ? resp : "");
+    free(resp);
+    stop(&r);
+}
+
 /* Resident memory of this process (the server runs in it), after handing freed heap back to the system so that
  * allocator caching does not count. */
 static double rss_mib(void) {
@@ -1127,6 +1171,7 @@ int main(void) {
     test_security(m);
     test_stop_streams(m);
     test_load(m);
+    test_abort(m);
     test_interleave(m);
     test_signals();
     hkv_model_free(m);

@@ -461,12 +461,13 @@ static void slot_advance(hkv_server *s, slot *sl) {
  * writing is how a client that went away during a long prompt piece is noticed. */
 static int abort_cb(void *user) {
     hkv_server *s = user;
-    int layer = s->cb_layer++, stop, cancelled = 0, np = 0;
+    int layer, stop, cancelled = 0, np = 0;
     double t = now_s();
     job *ping[MAX_SLOTS];
     pthread_mutex_lock(&s->mu);
+    layer = s->cb_layer++;
     stop = s->stopping;
-    for (int i = 0; i < s->b_nslot; i++) {
+    for (int i = 0; i < s->b_nslot && s->b_in_call; i++) {
         slot *sl = s->b_slot[i];
         if (!sl->piece || !sl->j) continue;
         if (sl->j->cancelled) cancelled = 1;
@@ -579,13 +580,18 @@ static void group_step(hkv_server *s, int gi) {
         } else continue;
         s->b_slot[s->b_nslot++] = sl;
     }
-    if (!n) return;
+    int ns = s->b_nslot;
+    if (!n) { s->b_nslot = 0; return; }
+    pthread_mutex_lock(&s->mu); /* published for the abort callback (which runs with the lock) */
     s->b_decode = nd > 0;
     s->cb_layer = 0;
+    s->b_in_call = 1;
+    pthread_mutex_unlock(&s->mu);
     hkv_batch b = {n, s->b_tok, s->b_seq, s->b_want};
     hkv_status st = hkv_decode_tokens(g->ctx, &b);
-    int ns = s->b_nslot;
-    s->b_nslot = 0; /* the abort callback looks at the call in flight only */
+    pthread_mutex_lock(&s->mu);
+    s->b_in_call = 0; /* the abort callback looks at the call in flight only */
+    pthread_mutex_unlock(&s->mu);
     if (st == HKV_ERR_ABORTED) { /* nothing changed; cancelled jobs are dropped before the next step */
         pthread_mutex_lock(&s->mu);
         s->mt.aborted_steps++;

@@ -168,6 +168,7 @@ struct hkv_server {
     int8_t *b_want;
     slot **b_slot;            /* [MAX_SLOTS] slots in the call being decoded, for the abort callback */
     int b_nslot, b_decode;    /* how many; 1: the call holds decode tokens of running streams */
+    int b_in_call;            /* 1 while hkv_decode_tokens runs the batch (b_in_call, b_decode, cb_layer: under mu) */
     int cb_layer;             /* abort callback calls in the current call */
     double cb_ping;           /* last time the abort callback pinged prefilling streams */
     uint64_t reserved;        /* bytes reserved by slots' contexts */
