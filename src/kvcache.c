@@ -158,6 +158,7 @@ hkv_status kv_seq_alloc(kv_cache *kv, int seq) {
 }
 
 void kv_seq_release(kv_cache *kv, int seq) {
+    snap_free(&kv->snap[seq]); /* its undo record too (never active between calls) */
     for (int l = 0; l < kv->n_layer; l++) {
         kv_layer *L = kv_layer_of(kv, seq, l);
         slots_free(L);

@@ -1016,6 +1016,8 @@ static void test_abort(hkv_model *m) {
                     if (sl->piece && sl->j) { sl->j->cancelled = 1; caught = 1; }
                 }
             pthread_mutex_unlock(&r.s->mu);
+            struct timespec ts = {0, 100 * 1000L}; /* let the engine take the lock (mutexes are not fair) */
+            if (!caught) nanosleep(&ts, NULL);
         }
         if (!caught) { free(read_all(fd)); continue; } /* the call ended before we looked: try again */
         close(fd); /* the job is cancelled: its suspended connection is let go at stop */
