@@ -342,7 +342,7 @@ typedef struct hkv_kv_stats {
     uint64_t kv_bytes_used;  /* K+V bytes of the tokens actually held (all sequences); <= kv_bytes */
     int capacity_peak;       /* largest capacity since the context was made: a bounded policy's cache grows to
                                 budget + prefill chunk while a chunk is read, then shrinks back */
-    uint64_t kv_bytes_peak;  /* kv_bytes at capacity_peak */
+    uint64_t kv_bytes_peak;  /* kv_bytes scaled to capacity_peak (the sequences allocated now) */
 } hkv_kv_stats;
 HKV_API void hkv_get_kv_stats(const hkv_context *c, hkv_kv_stats *s);
 /* Per-layer detail for seq 0: occupancy summed over heads, evictions. Returns HKV_ERR_ARG for a bad layer. */
