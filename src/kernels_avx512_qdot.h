@@ -141,7 +141,8 @@ QV_FN void QV(qdot_q5_0_n)(const uint8_t *row, size_t stride, int R, const hkv_q
  * nibbles (group 2c+1), which is element order. */
 QV_FN void QV(qdot_k45_n)(const uint8_t *row, size_t stride, int R, size_t bsize, int has_qh, const hkv_qx *x, int nx,
                           float *out, int64_t n) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), b16 = _mm256_set1_epi8(16);
+    const __m512i m4z = _mm512_set1_epi8(0x0f), b16z = _mm512_set1_epi8(16);
+    const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     __m512 acc[2][HKV_QX_MAX_TOK];
     __m256 macc[2][HKV_QX_MAX_TOK];
     QV(zero_acc)(acc, R, nx);
@@ -166,23 +167,29 @@ QV_FN void QV(qdot_k45_n)(const uint8_t *row, size_t stride, int R, size_t bsize
             vqh[r] = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
             for (int t = 0; t < nx; t++) macc[r][t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[r][t]);
         }
-        for (int c = 0; c < 4; c++) {
-            __m512i w[2];
-            __m512 fw[2];
-            /* lanes 0..7: d * scale of group 2c, lanes 8..15: of group 2c+1 */
-            const __m512i sel = _mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
-                                                 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c);
+        /* chunks 2cc and 2cc+1 from one 64-byte load: their low nibbles in lo, high nibbles in hi; chunk 2cc
+         * is the lower halves of both (128-bit lanes 0, 1), chunk 2cc+1 the upper halves */
+        for (int cc = 0; cc < 2; cc++) {
+            __m512i w[2][2];
+            __m512 fw[2][2];
             for (int r = 0; r < R; r++) {
-                __m256i q = _mm256_loadu_si256((const __m256i *)(qs[r] + 32 * c));
-                __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                if (has_qh) { /* bit 2c / 2c+1 of qh[l] is the 5th bit of element l of the two groups */
-                    lo = _mm256_mask_add_epi8(lo, _mm256_test_epi8_mask(vqh[r], _mm256_set1_epi8((char)(1 << (2 * c)))), lo, b16);
-                    hi = _mm256_mask_add_epi8(hi, _mm256_test_epi8_mask(vqh[r], _mm256_set1_epi8((char)(2 << (2 * c)))), hi, b16);
+                __m512i q = _mm512_loadu_si512(qs[r] + 64 * cc);
+                __m512i lo = _mm512_and_si512(q, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z);
+                if (has_qh) { /* bit 2c / 2c+1 of qh[l] is the 5th bit of element l of the two groups of chunk c */
+                    __m512i vq2 = _mm512_broadcast_i64x4(vqh[r]);
+                    __m512i blo = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * cc))), _mm256_set1_epi8((char)(4 << (4 * cc))), 1);
+                    __m512i bhi = _mm512_inserti64x4(_mm512_set1_epi8((char)(2 << (4 * cc))), _mm256_set1_epi8((char)(8 << (4 * cc))), 1);
+                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(vq2, blo), lo, b16z);
+                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(vq2, bhi), hi, b16z);
                 }
-                w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-                fw[r] = _mm512_permutexvar_ps(sel, scf[r]);
+                w[0][r] = _mm512_shuffle_i64x2(lo, hi, 0x44);
+                w[1][r] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+                /* lanes 0..7: d * scale of group 2c, lanes 8..15: of group 2c+1 */
+                fw[0][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc)), scf[r]);
+                fw[1][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc + 2)), scf[r]);
             }
-            QV(qchunk)(acc, R, w, fw, x, nx, 4 * i + c, 0xffff, 1);
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * cc, 0xffff, 1);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * cc + 1, 0xffff, 1);
         }
     }
     for (int r = 0; r < R; r++)
@@ -198,35 +205,41 @@ QV_FN void QV(qdot_q5_k_n)(const uint8_t *row, size_t stride, int R, const hkv_q
 }
 
 /* Q6_K chunk c (half h = c / 2, groups 2(c % 2) and 2(c % 2) + 1): low nibbles from ql[64h..64h+31] and
- * ql[64h+32..64h+63] shifted by 4 (c % 2), high bits from qh[32h..32h+31]; one int8 scale per 16 elements. */
+ * ql[64h+32..64h+63] shifted by 4 (c % 2), high bits from qh[32h..32h+31] shifted by 4 (c % 2) and
+ * 4 (c % 2) + 2; one int8 scale per 16 elements. */
 QV_FN void QV(qdot_q6_k_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+    const __m512i m4z = _mm512_set1_epi8(0x0f), m2z = _mm512_set1_epi8(3), c32z = _mm512_set1_epi8(32);
+    /* per 16-bit word: shift 0 / 4 in the lower half (elements of group 2(c % 2)), 2 / 6 in the upper */
+    const __m512i sh02 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i sh46 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
     __m512 acc[2][HKV_QX_MAX_TOK];
     QV(zero_acc)(acc, R, nx);
     for (int64_t i = 0; i < n / QK_K; i++) {
-        for (int c = 0; c < 4; c++) {
-            __m512i w[2];
-            __m512 fw[2];
-            int h = c / 2, s = 4 * (c % 2);
-            __m128i sh = _mm_cvtsi32_si128(s), sh2 = _mm_cvtsi32_si128(s + 2);
+        __m512 scf[2];
+        for (int r = 0; r < R; r++) { /* the 16 scales times d, once per super-block */
+            const block_q6_K *b = (const block_q6_K *)(row + r * stride) + i;
+            scf[r] = _mm512_mul_ps(_mm512_set1_ps(h2f(b->d)),
+                                   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales))));
+        }
+        /* half h holds chunks 2h (shift 0) and 2h+1 (shift 4): one 64-byte load of ql gives both rows of
+         * low nibbles in element order; qh is broadcast to both 256-bit halves, shifted by s / s + 2 */
+        for (int h = 0; h < 2; h++) {
+            __m512i w[2][2];
+            __m512 fw[2][2];
             for (int r = 0; r < R; r++) {
                 const block_q6_K *b = (const block_q6_K *)(row + r * stride) + i;
-                __m512 d = _mm512_set1_ps(h2f(b->d));
-                const uint8_t *ql = b->ql + 64 * h;
-                __m256i l0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)ql), sh), m4);
-                __m256i l1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)), sh), m4);
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-                __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m2), 4);
-                __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh2), m2), 4);
-                __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(l0, h0), c32), w1 = _mm256_sub_epi8(_mm256_or_si256(l1, h1), c32);
-                int32_t s4;
-                memcpy(&s4, b->scales + 4 * c, 4);
-                __m512 sc = _mm512_castps128_ps512(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4))));
-                fw[r] = _mm512_mul_ps(d, _mm512_permutexvar_ps(quad, sc));
-                w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+                __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+                __m512i Q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+                for (int e = 0; e < 2; e++) {
+                    __m512i l = _mm512_and_si512(e ? _mm512_srli_epi16(L, 4) : L, m4z);
+                    __m512i hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(Q, e ? sh46 : sh02), m2z), 4);
+                    w[e][r] = _mm512_sub_epi8(_mm512_or_si512(l, hb), c32z);
+                    fw[e][r] = _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(4 * (2 * h + e))), scf[r]);
+                }
             }
-            QV(qchunk)(acc, R, w, fw, x, nx, 4 * i + c, 0xffff, 0);
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * h, 0xffff, 0);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * h + 1, 0xffff, 0);
         }
     }
     for (int r = 0; r < R; r++)
