@@ -13,6 +13,7 @@
  * State per slot: [0] accumulated score. */
 #include <math.h>
 #include <stdlib.h>
+#include "alloc.h"
 #include "policy.h"
 
 enum { OPT_TAU0 = 0, OPT_TAU1 = 1, OPT_SPAN = 2, OPT_NOISE = 3 };
@@ -47,24 +48,45 @@ static hkv_status keyformer_derive(const hkv_policy_cfg *cfg, hkv_budget *s, cha
     return HKV_OK;
 }
 
+/* z_j = (log a_j + g_j) / tau; the observation adds softmax(z). */
+static float keyformer_z(const hkv_policy_cfg *cfg, const hkv_head_view *h, const float *probs, int j, float tot,
+                         float tau, int32_t qpos) {
+    float a = probs[j] / tot;
+    float g = cfg->opt[OPT_NOISE] ? 0.0f : keyformer_gumbel(cfg->layer, h->pos[h->slots[j]], qpos);
+    return a > 0.0f ? (logf(a) + g) / tau : -INFINITY;
+}
+
+/* No allocation (observe cannot report a failure, and dropping the query would change the scores): the z
+ * values live in a stack buffer, or for a longer head are computed again in each pass (same bits). */
 static void keyformer_observe(const hkv_policy_cfg *cfg, hkv_head_view *h, const float *probs, int n_visible,
                               int32_t qpos) {
+    enum { ZBUF = 2048 };
+    float zbuf[ZBUF];
     int nv = n_visible < h->n ? n_visible : h->n;
     float tot = 0.0f, tau = keyformer_tau(cfg->opt, qpos), m = -INFINITY;
     for (int j = 0; j < nv; j++) tot += probs[j];
     if (nv <= 0 || !(tot > 0.0f)) return;
-    float *z = malloc(sizeof(float) * (size_t)nv);
-    if (!z) return;   /* out of memory: this query's contribution is lost, nothing else changes */
+    int keep = nv <= ZBUF;
     for (int j = 0; j < nv; j++) {
-        float a = probs[j] / tot;
-        float g = cfg->opt[OPT_NOISE] ? 0.0f : keyformer_gumbel(cfg->layer, h->pos[h->slots[j]], qpos);
-        z[j] = a > 0.0f ? (logf(a) + g) / tau : -INFINITY;
-        if (z[j] > m) m = z[j];
+        float z = keyformer_z(cfg, h, probs, j, tot, tau, qpos);
+        if (keep) zbuf[j] = z;
+        if (z > m) m = z;
     }
     float sum = 0.0f;
-    for (int j = 0; j < nv; j++) { z[j] = z[j] == -INFINITY ? 0.0f : expf(z[j] - m); sum += z[j]; }
-    for (int j = 0; j < nv; j++) h->state[h->slots[j]] += z[j] / sum;
-    free(z);
+    for (int j = 0; j < nv; j++) {
+        float z = keep ? zbuf[j] : keyformer_z(cfg, h, probs, j, tot, tau, qpos);
+        float e = z == -INFINITY ? 0.0f : expf(z - m);
+        if (keep) zbuf[j] = e;
+        sum += e;
+    }
+    for (int j = 0; j < nv; j++) {
+        float e = zbuf[j];
+        if (!keep) {
+            float z = keyformer_z(cfg, h, probs, j, tot, tau, qpos);
+            e = z == -INFINITY ? 0.0f : expf(z - m);
+        }
+        h->state[h->slots[j]] += e / sum;
+    }
 }
 
 static float keyformer_score(const hkv_policy_cfg *cfg, const hkv_head_view *h, int j) {
@@ -84,8 +106,8 @@ static int keyformer_victim(const hkv_policy_cfg *cfg, const hkv_head_view *h) {
 }
 
 static int keyformer_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, int target, uint8_t *keep) {
-    float *rank = malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
-    uint8_t *prot = malloc((size_t)(h->n ? h->n : 1));
+    float *rank = hkv_malloc(sizeof(float) * (size_t)(h->n ? h->n : 1));
+    uint8_t *prot = hkv_malloc((size_t)(h->n ? h->n : 1));
     int kept = -1;
     if (rank && prot) {
         for (int j = 0; j < h->n; j++) {
@@ -94,8 +116,8 @@ static int keyformer_select(const hkv_policy_cfg *cfg, const hkv_head_view *h, i
         }
         kept = hkv_select_lowest(h, rank, prot, target, keep);
     }
-    free(rank);
-    free(prot);
+    hkv_free(rank);
+    hkv_free(prot);
     return kept;
 }
 

@@ -419,9 +419,9 @@ double hkv_read_bandwidth(int n_threads, size_t bytes, int reps) {
     if (pieces < 1) pieces = 1;
     bw_job j;
     memset(&j, 0, sizeof j);
-    float *buf = aligned_alloc(64, (size_t)pieces * BW_PIECE);
+    float *buf = hkv_malloc((size_t)pieces * BW_PIECE);
     hkv_pool *p = hkv_pool_new(n_threads);
-    if (!buf || !p) { free(buf); hkv_pool_free(p); return 0; }
+    if (!buf || !p) { hkv_free(buf); hkv_pool_free(p); return 0; }
     j.buf = buf;
     hkv_pool_run(p, bw_touch, &j, pieces); /* first touch by the pool: pages spread as the readers will use them */
     double best = 0;
@@ -432,6 +432,6 @@ double hkv_read_bandwidth(int n_threads, size_t bytes, int reps) {
         if (dt > 0 && (double)pieces * BW_PIECE / dt > best) best = (double)pieces * BW_PIECE / dt;
     }
     hkv_pool_free(p);
-    free(buf);
+    hkv_free(buf);
     return best;
 }

@@ -21,7 +21,9 @@ static const char QWEN2_SPLIT[] =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-static char *read_text(const char *path) {
+/* The whole file, NUL-terminated; NULL when it cannot be read (*nomem = 1: out of memory). */
+static char *read_text(const char *path, int *nomem) {
+    *nomem = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     char *buf = NULL;
@@ -29,7 +31,8 @@ static char *read_text(const char *path) {
     struct stat sb;
     /* a directory opens fine and reports a huge size: only regular files are read */
     if (fstat(fileno(f), &sb) == 0 && S_ISREG(sb.st_mode) && fseek(f, 0, SEEK_END) == 0) n = ftell(f);
-    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = hkv_malloc((size_t)n + 1)) != NULL) {
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && !(buf = hkv_malloc((size_t)n + 1))) *nomem = 1;
+    if (buf) {
         if (fread(buf, 1, (size_t)n, f) == (size_t)n) buf[n] = 0;
         else { hkv_free(buf); buf = NULL; }
     }
@@ -221,9 +224,10 @@ static int32_t config_token(const hkv_tokenizer *t, const cJSON *cfg, const char
     return s ? tok_find(t, s, (int)strlen(s)) : -1;
 }
 
-/* chat_template is a string, or a list of {"name", "template"} where "default" is the one chat uses. Returns a
- * malloc'ed copy or NULL (absent, or out of memory: chat then reports "no chat template"). */
-static char *config_template(const cJSON *cfg) {
+/* chat_template is a string, or a list of {"name", "template"} where "default" is the one chat uses. Stores a
+ * copy in t->chat_template (NULL when absent); 0 when memory ran out (an error, not a missing template: a
+ * tokenizer that silently lost its template would make chat fail later with a misleading message). */
+static int config_template(hkv_tokenizer *t, const cJSON *cfg) {
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), *e;
     const cJSON *list = cJSON_IsArray(ct) ? ct : NULL;
     const char *s = cJSON_IsString(ct) ? ct->valuestring : NULL;
@@ -231,20 +235,27 @@ static char *config_template(const cJSON *cfg) {
         const char *name = jstr(e, "name");
         if (!s || (name && strcmp(name, "default") == 0)) s = jstr(e, "template");
     }
-    if (!s) return NULL;
-    char *copy = hkv_malloc(strlen(s) + 1);
-    if (copy) strcpy(copy, s);
-    return copy;
+    if (!s) return 1;
+    if (!(t->chat_template = hkv_malloc(strlen(s) + 1))) return 0;
+    strcpy(t->chat_template, s);
+    return 1;
 }
 
-static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *root) {
+/* tokenizer_config.json next to the tokenizer.json: absent or unreadable is fine (conventions apply), read but
+ * unparsable is an error (cJSON cannot tell a syntax error from running out of memory, so the message names both). */
+static hkv_status read_config(hf_ctx *c, const char *json_path, const cJSON *root) {
+    hkv_tokenizer *t = c->t;
     char path[4096];
     const char *slash = strrchr(json_path, '/');
     int dir = slash ? (int)(slash - json_path) + 1 : 0;
     snprintf(path, sizeof path, "%.*stokenizer_config.json", dir, json_path);
-    char *txt = read_text(path);
+    int nomem;
+    char *txt = read_text(path, &nomem);
+    if (nomem) return bad(c, HKV_ERR_NOMEM, "out of memory reading %s", path);
     cJSON *cfg = txt ? cJSON_Parse(txt) : NULL;
     hkv_free(txt);
+    if (txt && !cfg)
+        return bad(c, HKV_ERR_FORMAT, "%s is not valid JSON (or memory ran out while parsing it)", path);
     if (cfg) {
         t->bos = config_token(t, cfg, "bos_token");
         t->eos = config_token(t, cfg, "eos_token");
@@ -265,8 +276,9 @@ static void read_config(hkv_tokenizer *t, const char *json_path, const cJSON *ro
     t->add_bos = cJSON_IsBool(ab) ? cJSON_IsTrue(ab)
                : t->bos >= 0 && (template_bos || t->kind == TOK_SPM || t->pre == TOK_PRE_LLAMA3);
     t->add_eos = cJSON_IsBool(ae) ? cJSON_IsTrue(ae) : 0;
-    t->chat_template = config_template(cfg);
+    int ok = config_template(t, cfg);
     cJSON_Delete(cfg);
+    return ok ? HKV_OK : bad(c, HKV_ERR_NOMEM, "out of memory copying the chat template of %s", path);
 }
 
 static hkv_status load(hf_ctx *c, const char *path, const cJSON *root) {
@@ -299,13 +311,18 @@ static hkv_status load(hf_ctx *c, const char *path, const cJSON *root) {
     if ((st = fill_vocab(c, model, added, byte_fallback))) return st;
     if ((st = read_merges(c, merges))) return st;
     if (kind == TOK_SPM) scores_from_merges(t);
-    read_config(t, path, root);
+    if ((st = read_config(c, path, root))) return st;
     return tok_finish(t, c->err, c->errlen);
 }
 
 hkv_status tok_load_hf(const char *tokenizer_json_path, hkv_tokenizer **out, char *err, size_t errlen) {
     *out = NULL;
-    char *txt = read_text(tokenizer_json_path);
+    int nomem;
+    char *txt = read_text(tokenizer_json_path, &nomem);
+    if (nomem) {
+        snprintf(err, errlen, "out of memory reading %s", tokenizer_json_path);
+        return HKV_ERR_NOMEM;
+    }
     if (!txt) {
         snprintf(err, errlen, "cannot read %s (not a readable regular file)", tokenizer_json_path);
         return HKV_ERR_IO;
@@ -313,7 +330,7 @@ hkv_status tok_load_hf(const char *tokenizer_json_path, hkv_tokenizer **out, cha
     cJSON *root = cJSON_Parse(txt);
     hkv_free(txt);
     if (!root) {
-        snprintf(err, errlen, "%s is not valid JSON", tokenizer_json_path);
+        snprintf(err, errlen, "%s is not valid JSON (or memory ran out while parsing it)", tokenizer_json_path);
         return HKV_ERR_FORMAT;
     }
     hf_ctx c = { NULL, err, errlen };

@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
+#include "salloc.h"
 #include "server_int.h"
 
 double hist_bound(int i);
@@ -110,9 +111,9 @@ static void reply(hkv_server *s, struct MHD_Connection *c, rctx *rc, int status,
 
 static void reply_json(hkv_server *s, struct MHD_Connection *c, rctx *rc, int status, cJSON *j) {
     char *t = json_print(j);
-    if (!t) { reply(s, c, rc, 500, "text/plain", "out of memory\n", 14, NULL, NULL); return; }
+    if (!t) { reply(s, c, rc, 500, "application/json", error_body_nomem(), strlen(error_body_nomem()), NULL, NULL); return; }
     reply(s, c, rc, status, "application/json", t, strlen(t), NULL, NULL);
-    free(t);
+    srv_free(t);
 }
 
 static void reply_error_h(hkv_server *s, struct MHD_Connection *c, rctx *rc, int status, const char *msg,
@@ -123,7 +124,8 @@ static void reply_error_h(hkv_server *s, struct MHD_Connection *c, rctx *rc, int
     memcpy(rc->note + 2, msg, n);
     rc->note[n + 2] = 0;
     if (t) reply(s, c, rc, status, "application/json", t, strlen(t), h1, v1);
-    free(t);
+    else reply(s, c, rc, 500, "application/json", error_body_nomem(), strlen(error_body_nomem()), NULL, NULL);
+    srv_free(t);
 }
 
 static void reply_error(hkv_server *s, struct MHD_Connection *c, rctx *rc, int status, const char *msg) {
@@ -225,7 +227,7 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context, enum MHD_ConnectionNotificationCode code) {
     hkv_server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
-        conn_track *t = calloc(1, sizeof *t);
+        conn_track *t = srv_calloc(1, sizeof *t);
         if (!t) return;
         t->c = c;
         const union MHD_ConnectionInfo *fi = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -388,9 +390,9 @@ static void do_tokenize(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
         return;
     }
     size_t cap = strlen(t->valuestring) + 16;
-    int32_t *toks = malloc(sizeof(int32_t) * cap);
+    int32_t *toks = srv_malloc(sizeof(int32_t) * cap);
     int n = toks ? hkv_tokenize(s->m, t->valuestring, cJSON_IsTrue(as), ps ? cJSON_IsTrue(ps) : 1, toks, (int)cap) : -1;
-    if (n < 0) { free(toks); cJSON_Delete(o); reply_error(s, c, rc, 500, "tokenization failed"); return; }
+    if (n < 0) { srv_free(toks); cJSON_Delete(o); reply_error(s, c, rc, 500, "tokenization failed"); return; }
     cJSON *r = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(r, "tokens");
     for (int i = 0; i < n; i++) {
         if (!cJSON_IsTrue(wp)) { cJSON_AddItemToArray(arr, cJSON_CreateNumber(toks[i])); continue; }
@@ -418,7 +420,7 @@ static void do_detokenize(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
     cJSON *o = cJSON_ParseWithLength(rc->body.p ? rc->body.p : "", rc->body.n);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "tokens"), *e;
     int n = cJSON_IsArray(t) ? cJSON_GetArraySize(t) : -1, bad = n < 0;
-    int32_t *toks = n > 0 ? malloc(sizeof(int32_t) * (size_t)n) : NULL;
+    int32_t *toks = n > 0 ? srv_malloc(sizeof(int32_t) * (size_t)n) : NULL;
     int i = 0;
     if (n > 0 && !toks) bad = 1;
     if (!bad) cJSON_ArrayForEach(e, t) {
@@ -436,7 +438,7 @@ static void do_detokenize(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
     }
     int need = hkv_detokenize(s->m, toks, n, NULL, 0);
     size_t cap = need < 0 ? (size_t)-need : (size_t)need + 1;
-    char *txt = malloc(cap + 1);
+    char *txt = srv_malloc(cap + 1);
     if (txt && hkv_detokenize(s->m, toks, n, txt, (int)cap) < 0) txt[0] = 0;
     cJSON *r = cJSON_CreateObject();
     cJSON_AddStringToObject(r, "content", txt ? txt : "");
@@ -484,13 +486,10 @@ static void sse_free(void *cls) {
 
 static void start_completion(hkv_server *s, struct MHD_Connection *c, rctx *rc, api_kind api) {
     char msg[512];
-    job *j = calloc(1, sizeof *j);
-    if (!j) { reply_error(s, c, rc, 500, "out of memory"); return; }
-    int st = parse_request(s, api, rc->body.p ? rc->body.p : "", rc->body.n, &j->req, msg, sizeof msg);
-    if (st) { free(j); reply_error(s, c, rc, st, msg); return; }
-    j->conn = c;
-    j->refs = 1; /* rc's */
-    j->slot = -1;
+    int st;
+    job *j = job_create(s, api, rc->body.p ? rc->body.p : "", rc->body.n, &st, msg, sizeof msg);
+    if (!j) { reply_error(s, c, rc, st, msg); return; }
+    j->conn = c; /* refs 1: rc's */
     pthread_mutex_lock(&s->mu);
     job_link_locked(s, j);
     pthread_mutex_unlock(&s->mu);
@@ -503,7 +502,7 @@ static void start_completion(hkv_server *s, struct MHD_Connection *c, rctx *rc, 
         rc->waiting = 1;
         return;
     }
-    stream_ctx *sc = malloc(sizeof *sc);
+    stream_ctx *sc = srv_malloc(sizeof *sc);
     struct MHD_Response *r = sc ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_reader, sc, sse_free) : NULL;
     if (!r) {
         free(sc);
@@ -540,7 +539,7 @@ static void finish_waiting(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
         return;
     }
     int st = j->status ? j->status : 500;
-    char *body = j->out.p ? strndup(j->out.p, j->out.n) : NULL;
+    char *body = j->out.p ? srv_strndup(j->out.p, j->out.n) : NULL;
     pthread_mutex_unlock(&s->mu);
     rc->waiting = 0;
     if (!body) { reply_error(s, c, rc, 500, "out of memory"); return; }
@@ -691,7 +690,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     rctx *rc = *con_cls;
     (void)version;
     if (!rc) { /* first call: the head is complete */
-        if (!(rc = calloc(1, sizeof *rc))) return MHD_NO;
+        if (!(rc = srv_calloc(1, sizeof *rc))) return MHD_NO;
         *con_cls = rc;
         pthread_mutex_lock(&s->mu);
         s->n_live++;

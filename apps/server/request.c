@@ -9,13 +9,14 @@
 #include <string.h>
 #include <time.h>
 #include <cjson/cJSON.h>
+#include "salloc.h"
 #include "server_int.h"
 
 int buf_add(buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
+        char *p = srv_realloc(b->p, cap);
         if (!p) return 0;
         b->p = p;
         b->cap = cap;
@@ -26,11 +27,11 @@ int buf_add(buf *b, const char *s, size_t n) {
     return 1;
 }
 
-void buf_free(buf *b) { free(b->p); memset(b, 0, sizeof *b); }
+void buf_free(buf *b) { srv_free(b->p); memset(b, 0, sizeof *b); }
 
 void request_free(request *r) {
-    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
-    free(r->prompt);
+    for (int i = 0; i < r->n_stop; i++) srv_free(r->stop[i]);
+    srv_free(r->prompt);
     memset(r, 0, sizeof *r);
 }
 
@@ -40,8 +41,26 @@ char *json_print(cJSON *j) {
     return s;
 }
 
-/* OpenAI's error shape: {"error": {"message", "type", "param", "code"}}. */
+/* cJSON's builders skip a field whose allocation failed and carry on, which would send a 200 that silently
+ * lacks "content": an object built while any allocation of this thread failed is dropped (NULL) instead. */
+static cJSON *whole_or_null(cJSON *j, long failures_before) {
+    if (srv_alloc_failures() == failures_before) return j;
+    cJSON_Delete(j);
+    return NULL;
+}
+
+static cJSON *error_json_build(int status, const char *msg, const char *type);
 cJSON *error_json(int status, const char *msg, const char *type) {
+    long f0 = srv_alloc_failures();
+    return whole_or_null(error_json_build(status, msg, type), f0);
+}
+
+const char *error_body_nomem(void) {
+    return "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":500}}";
+}
+
+/* OpenAI's error shape: {"error": {"message", "type", "param", "code"}}. */
+static cJSON *error_json_build(int status, const char *msg, const char *type) {
     cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
     cJSON_AddStringToObject(e, "message", msg);
     cJSON_AddStringToObject(e, "type", type ? type : status == 404 ? "not_found_error"
@@ -116,7 +135,7 @@ static int get_stop(const cJSON *o, request *r, char *msg, size_t ml) {
             return 400;
         }
         if (!len) continue; /* an empty stop string would match everywhere: ignore it */
-        if (!(r->stop[r->n_stop] = strdup(e->valuestring))) { snprintf(msg, ml, "out of memory"); return 500; }
+        if (!(r->stop[r->n_stop] = srv_strdup(e->valuestring))) { snprintf(msg, ml, "out of memory"); return 500; }
         r->n_stop++;
     }
     return 0;
@@ -225,8 +244,10 @@ static int get_kv(hkv_server *s, const cJSON *o, request *r, char *msg, size_t m
 static int tokenize_prompt(hkv_server *s, const char *text, int parse_special, request *r, char *msg, size_t ml) {
     size_t cap = strlen(text) + 16;
     if (cap > (size_t)s->n_ctx * 64 + 64) cap = (size_t)s->n_ctx * 64 + 64; /* longer can only be refused */
-    if (!(r->prompt = malloc(sizeof(int32_t) * cap))) { snprintf(msg, ml, "out of memory"); return 500; }
+    if (!(r->prompt = srv_malloc(sizeof(int32_t) * cap))) { snprintf(msg, ml, "out of memory"); return 500; }
     r->n_prompt = hkv_tokenize(s->m, text, s->mi.add_bos, parse_special, r->prompt, (int)cap);
+    /* hkv_tokenize returns 0 when the library runs out of memory; a non-empty text always has a token */
+    if (r->n_prompt == 0 && *text) { snprintf(msg, ml, "out of memory tokenizing the prompt"); return 500; }
     if (r->n_prompt < 0 || r->n_prompt >= s->n_ctx) {
         snprintf(msg, ml, "the prompt has %s%d tokens; it must be shorter than the context length %d",
                  r->n_prompt < 0 ? "more than " : "", r->n_prompt < 0 ? (int)cap : r->n_prompt, s->n_ctx);
@@ -261,8 +282,8 @@ static int get_messages(hkv_server *s, const cJSON *o, request *r, char *msg, si
     if (!s->chat_family[0]) { snprintf(msg, ml, "chat is not available: %s", s->chat_err); return 400; }
     int n = cJSON_GetArraySize(ms), st = 0;
     if (n > 4096) { snprintf(msg, ml, "at most 4096 messages are accepted"); return 400; }
-    hkv_chat_message *cm = calloc((size_t)n, sizeof *cm);
-    char **owned = calloc((size_t)n, sizeof *owned);
+    hkv_chat_message *cm = srv_calloc((size_t)n, sizeof *cm);
+    char **owned = srv_calloc((size_t)n, sizeof *owned);
     char *text = NULL;
     if (!cm || !owned) { st = 500; snprintf(msg, ml, "out of memory"); goto done; }
     for (int i = 0; i < n && !st; i++) {
@@ -309,21 +330,23 @@ static int get_messages(hkv_server *s, const cJSON *o, request *r, char *msg, si
         st = 400;
         goto done;
     }
+    /* the messages passed the check, so a render that still fails ran out of memory (the llama2 renderer
+     * allocates) or is past 2 GiB: the server's problem, not the client's */
     int need = hkv_chat_apply_template(s->m, s->chat_family, cm, n, 1, NULL, 0);
-    if (need == HKV_CHAT_ERROR) { snprintf(msg, ml, "the chat template cannot render these messages"); st = 400; goto done; }
+    if (need == HKV_CHAT_ERROR) { snprintf(msg, ml, "out of memory rendering the chat template"); st = 500; goto done; }
     if (need < 0) need = -need;
-    if (!(text = malloc((size_t)need + 1))) { st = 500; snprintf(msg, ml, "out of memory"); goto done; }
+    if (!(text = srv_malloc((size_t)need + 1))) { st = 500; snprintf(msg, ml, "out of memory"); goto done; }
     if (hkv_chat_apply_template(s->m, s->chat_family, cm, n, 1, text, need + 1) < 0) {
-        snprintf(msg, ml, "the chat template cannot render these messages");
-        st = 400;
+        snprintf(msg, ml, "out of memory rendering the chat template");
+        st = 500;
         goto done;
     }
     st = tokenize_prompt(s, text, 1, r, msg, ml);
 done:
-    for (int i = 0; owned && i < n; i++) free(owned[i]);
-    free(owned);
-    free(cm);
-    free(text);
+    for (int i = 0; owned && i < n; i++) srv_free(owned[i]);
+    srv_free(owned);
+    srv_free(cm);
+    srv_free(text);
     return st;
 #else
     (void)s; (void)r;
@@ -346,8 +369,11 @@ int parse_request(hkv_server *s, api_kind api, const char *body, size_t n, reque
     r->api = api;
     r->id = atomic_fetch_add(&s->n_requests, 1) + 1;
     r->created = (long long)time(NULL);
+    long f0 = srv_alloc_failures();
     cJSON *o = cJSON_ParseWithLengthOpts(body, n, &end, 0);
     int st = 0, parse_special = 1;
+    /* cJSON says only "failed": whether an allocation of its failed tells out of memory from bad JSON */
+    if (!o && srv_alloc_failures() != f0) { snprintf(msg, ml, "out of memory parsing the request"); return 500; }
     if (o && end) /* only whitespace may follow the JSON value */
         for (const char *e = end; e < body + n; e++)
             if (!*e || !strchr(" \t\r\n", *e)) { cJSON_Delete(o); o = NULL; break; }
@@ -388,7 +414,8 @@ int parse_request(hkv_server *s, api_kind api, const char *body, size_t n, reque
     /* the sampler is made by the engine; check its parameters now so that a bad one is a 400 here */
     char err[256];
     hkv_sampler *smp;
-    if (hkv_sampler_new(&r->sp, s->mi.n_vocab, &smp, err, sizeof err)) { snprintf(msg, ml, "%s", err); st = 400; }
+    hkv_status ss = hkv_sampler_new(&r->sp, s->mi.n_vocab, &smp, err, sizeof err);
+    if (ss) { snprintf(msg, ml, "%s", err); st = ss == HKV_ERR_NOMEM ? 500 : 400; }
     else hkv_sampler_free(smp);
 done:
     cJSON_Delete(o);
@@ -425,8 +452,8 @@ static void add_kv(cJSON *j, const job *jb, const slot *sl) {
 }
 
 /* fin < 0: a delta chunk without finish reason. is_chunk: streamed object. */
-cJSON *result_json(hkv_server *s, const job *jb, const slot *sl, const char *text, int fin, const char *word,
-                   int is_chunk, int first_chunk) {
+static cJSON *result_json_build(hkv_server *s, const job *jb, const slot *sl, const char *text, int fin, const char *word,
+                                int is_chunk, int first_chunk) {
     const request *r = &jb->req;
     cJSON *j = cJSON_CreateObject();
     if (r->api == API_LLAMA) {
@@ -477,5 +504,22 @@ cJSON *result_json(hkv_server *s, const job *jb, const slot *sl, const char *tex
     else cJSON_AddStringToObject(c0, "finish_reason", fin_name(fin));
     if (!is_chunk || (fin >= 0 && (r->api != API_CHAT || r->include_usage))) add_usage(j, jb, sl);
     if (fin >= 0) add_kv(j, jb, sl);
+    return j;
+}
+
+cJSON *result_json(hkv_server *s, const job *jb, const slot *sl, const char *text, int fin, const char *word,
+                   int is_chunk, int first_chunk) {
+    long f0 = srv_alloc_failures();
+    return whole_or_null(result_json_build(s, jb, sl, text, fin, word, is_chunk, first_chunk), f0);
+}
+
+/* A job for a completion / chat body (the HTTP request context holds the first reference once the caller
+ * links it). NULL with *status (400, 500, ...) and msg when the body is refused or memory ran out. */
+job *job_create(hkv_server *s, api_kind api, const char *body, size_t n, int *status, char *msg, size_t ml) {
+    job *j = srv_calloc(1, sizeof *j);
+    if (!j) { *status = 500; snprintf(msg, ml, "out of memory"); return NULL; }
+    if ((*status = parse_request(s, api, body, n, &j->req, msg, ml))) { srv_free(j); return NULL; }
+    j->refs = 1;
+    j->slot = -1;
     return j;
 }

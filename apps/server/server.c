@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <microhttpd.h>
+#include "salloc.h"
 #include "server_int.h"
 
 hkv_server_params hkv_server_default_params(void) {
@@ -36,7 +37,7 @@ static hkv_status fail(char *err, size_t errlen, hkv_status st, const char *fmt,
 }
 
 /* Copies the caller's strings: the server keeps none of the caller's pointers. */
-static char *dup_opt(const char *s) { return s ? strdup(s) : NULL; }
+static char *dup_opt(const char *s) { return s ? srv_strdup(s) : NULL; }
 
 static void free_strings(hkv_server_params *p) {
     free((char *)p->host);
@@ -70,7 +71,8 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     if (p.n_queue < 0 || p.n_queue > 65536 || p.max_conns < 1 || p.max_conns > 65536 || p.max_conns_per_ip < 0 ||
         !p.max_body || !(p.idle_timeout_s > 0) || p.prefill_chunk < 1 || p.prefill_chunk > 4096)
         return fail(err, errlen, HKV_ERR_ARG, "invalid server limits (queue, connections, body size, timeout or prefill chunk)");
-    hkv_server *s = calloc(1, sizeof *s);
+    srv_alloc_install_cjson(); /* cJSON allocates through the server's shim (salloc.h) */
+    hkv_server *s = srv_calloc(1, sizeof *s);
     if (!s) return fail(err, errlen, HKV_ERR_NOMEM, "out of memory");
     s->p = p;
     s->p.host = dup_opt(p.host);
@@ -79,6 +81,13 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     s->p.allow_origins = dup_opt(p.allow_origins);
     s->p.allow_hosts = dup_opt(p.allow_hosts);
     s->p.chat_template = dup_opt(p.chat_template);
+    if (!s->p.host || (p.api_key && *p.api_key && !s->p.api_key) || (p.cors_origin && !s->p.cors_origin) ||
+        (p.allow_origins && !s->p.allow_origins) || (p.allow_hosts && !s->p.allow_hosts) ||
+        (p.chat_template && !s->p.chat_template)) {
+        free_strings(&s->p);
+        srv_free(s);
+        return fail(err, errlen, HKV_ERR_NOMEM, "out of memory");
+    }
     s->p.model_name = NULL;
     s->m = m;
     s->wake[0] = s->wake[1] = -1;
@@ -124,7 +133,7 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
         s->n_slots = s->max_seqs * 4 > MAX_SLOTS ? MAX_SLOTS : s->max_seqs * 4 < 16 ? 16 : s->max_seqs * 4;
     } else s->max_seqs = s->n_slots = p.n_parallel;
     setup_chat(s);
-    s->queue = calloc((size_t)(s->p.n_queue + MAX_SLOTS + 1), sizeof *s->queue);
+    s->queue = srv_calloc((size_t)(s->p.n_queue + MAX_SLOTS + 1), sizeof *s->queue);
     if (!s->queue) { hkv_server_free(s); return fail(err, errlen, HKV_ERR_NOMEM, "out of memory"); }
     if (pipe2(s->wake, O_CLOEXEC)) {
         st = fail(err, errlen, HKV_ERR_IO, "cannot create a pipe: %s", strerror(errno));

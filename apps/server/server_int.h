@@ -160,11 +160,16 @@ int parse_request(hkv_server *s, api_kind api, const char *body, size_t n, reque
 /* Resolves a KV config against the server's context: budget and reserved bytes. 0 or 400 with msg. */
 int resolve_kv(hkv_server *s, const hkv_kv_config *kv, hkv_budget *b, uint64_t *bytes, char *msg, size_t ml);
 struct cJSON;
+/* error_json and result_json return NULL when memory ran out while building them (never a partial object);
+ * json_print(NULL) is NULL, and error_body_nomem() is the static error body to send then. */
 struct cJSON *error_json(int status, const char *msg, const char *type);
+const char *error_body_nomem(void);
 /* The response object for the final result / a streamed delta (fin < 0: not finished). */
 struct cJSON *result_json(hkv_server *s, const job *j, const slot *sl, const char *text, int fin, const char *word,
                           int is_chunk, int first_chunk);
 char *json_print(struct cJSON *j); /* takes j; malloc'ed text or NULL */
+/* parse_request into a new job (refs 1, slot -1, not linked). NULL: *status and msg say why. */
+job *job_create(hkv_server *s, api_kind api, const char *body, size_t n, int *status, char *msg, size_t ml);
 
 /* engine.c */
 void *engine_main(void *arg);
