@@ -205,31 +205,62 @@ static void quantize_token(void *v, int t, int thread) {
     j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl};
 }
 
-/* Allocates and fills the quantized activations; 0 on allocation failure. */
-static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
+/* Fills the quantized activations in the workspace. */
+static void quantize_acts(hkv_pool *p, const hkv_matmul_ws *ws, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
-    j->qx = hkv_malloc((size_t)j->n_tok * sizeof *j->qx);
-    j->u = hkv_malloc(n);
-    j->qd = hkv_malloc(10 * nb * sizeof *j->qd); /* d, s: nb each; per-lane scales: 8 nb */
-    if (!j->qx || !j->u || !j->qd) return 0;
+    j->qx = ws->qx;
+    j->u = ws->u;
+    j->qd = ws->qd; /* d, s: nb each; per-lane scales: 8 nb */
     j->qs = j->qd + nb;
     j->ql = j->qd + 2 * nb;
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
+}
+
+static size_t ws_qd_floats(int max_tok, int max_cols) {
+    return 10 * ((size_t)max_tok * (size_t)max_cols / HKV_QX_BLOCK + 1);
+}
+
+uint64_t hkv_matmul_ws_bytes(int n_threads, int max_tok, int max_cols) {
+    uint64_t t = max_tok > 0 ? (uint64_t)max_tok : 1, c = max_cols > 0 ? (uint64_t)max_cols : 1;
+    return t * sizeof(hkv_qx) + t * c + sizeof(float) * (ws_qd_floats((int)t, (int)c) + (uint64_t)n_threads * c);
+}
+
+int hkv_matmul_ws_init(hkv_matmul_ws *ws, int n_threads, int max_tok, int max_cols) {
+    memset(ws, 0, sizeof *ws);
+    if (n_threads < 1) n_threads = 1;
+    if (max_tok < 1) max_tok = 1;
+    if (max_cols < 1) max_cols = 1;
+    ws->qx = hkv_malloc(sizeof(hkv_qx) * (size_t)max_tok);
+    ws->u = hkv_malloc((size_t)max_tok * (size_t)max_cols);
+    ws->qd = hkv_malloc(sizeof(float) * ws_qd_floats(max_tok, max_cols));
+    ws->f = hkv_malloc(sizeof(float) * (size_t)n_threads * (size_t)max_cols);
+    if (!ws->qx || !ws->u || !ws->qd || !ws->f) { hkv_matmul_ws_free(ws); return 0; }
+    ws->max_tok = max_tok;
+    ws->max_cols = max_cols;
+    ws->n_threads = n_threads;
     return 1;
 }
 
-void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok) {
+void hkv_matmul_ws_free(hkv_matmul_ws *ws) {
+    hkv_free(ws->qx);
+    hkv_free(ws->u);
+    hkv_free(ws->qd);
+    hkv_free(ws->f);
+    memset(ws, 0, sizeof *ws);
+}
+
+int hkv_matmul(hkv_pool *p, hkv_matmul_ws *ws, float *out, int type, const void *W, const float *x, int rows, int cols,
+               int n_tok) {
     size_t row_bytes = hkv_row_size(type, cols);
-    if (rows <= 0 || n_tok <= 0 || row_bytes == 0 || !hkv_type_supported(type)) return;
+    if (rows <= 0 || n_tok <= 0 || row_bytes == 0 || !hkv_type_supported(type)) return 0;
     int nt = hkv_pool_size(p);
+    if (!ws || n_tok > ws->max_tok || cols > ws->max_cols || nt > ws->n_threads) return -1;
     double macs = (double)rows * cols * n_tok;
     int parallel = macs >= MATMUL_INLINE_MACS && nt > 1;
     matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     j.qdot = hkv_qdot_fn_get(type);
-    /* On allocation failure the float path runs instead: still correct, slightly different bits. */
-    if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;
-    if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32)
-        j.scratch = hkv_malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
+    if (j.qdot) quantize_acts(p, ws, &j, parallel && n_tok > 1);
+    if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32) j.scratch = ws->f;
     /* ~8 blocks per thread for load balance, at least 4 rows each; one block for a tiny matmul. A block
      * that several token groups revisit is kept within ~256 KiB so that it stays in L2. */
     j.block_rows = macs >= MATMUL_INLINE_MACS ? rows / (nt * 8) : rows;
@@ -238,10 +269,7 @@ void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x
     if (j.block_rows < 4) j.block_rows = 4;
     int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
     hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
-    hkv_free(j.scratch);
-    hkv_free(j.qx);
-    hkv_free(j.u);
-    hkv_free(j.qd);
+    return 0;
 }
 
 double hkv_time_sec(void) {

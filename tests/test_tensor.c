@@ -499,10 +499,20 @@ static void test_matmul_shape(int rows, int cols, int max_tok) {
     uint8_t *W = malloc((size_t)rows * cols * 4);
     float *out[3], *naive = malloc((size_t)rows * max_tok * sizeof(float)), *simd_out = malloc((size_t)rows * max_tok * sizeof(float));
     hkv_pool *pools[3];
+    hkv_matmul_ws ws[3];
     for (int k = 0; k < 3; k++) {
         out[k] = malloc((size_t)rows * max_tok * sizeof(float));
         pools[k] = hkv_pool_new(k + 1);
+        CHECK(hkv_matmul_ws_init(&ws[k], k + 1, max_tok, cols));
     }
+    /* a workspace too small for the call (tokens, columns or threads) is refused, nothing is computed */
+    hkv_matmul_ws small;
+    CHECK(hkv_matmul_ws_init(&small, 1, max_tok - 1, cols));
+    CHECK(hkv_matmul(pools[0], &small, out[0], HKV_TYPE_F32, W, x, rows, cols, max_tok) == -1);
+    CHECK(hkv_matmul(pools[1], &small, out[0], HKV_TYPE_F32, W, x, rows, cols, 1) == -1);
+    CHECK(hkv_matmul(pools[0], &small, out[0], HKV_TYPE_F32, W, x, rows, cols + 32, 1) == -1);
+    CHECK(hkv_matmul(pools[0], NULL, out[0], HKV_TYPE_F32, W, x, rows, cols, 1) == -1);
+    hkv_matmul_ws_free(&small);
     fill_normal(wf, (int64_t)rows * cols, 0.5f);
     fill_normal(x, (int64_t)max_tok * cols, 1.0f);
     for (int ti = 0; ti < N_QTYPES; ti++) {
@@ -525,7 +535,7 @@ static void test_matmul_shape(int rows, int cols, int max_tok) {
                     }
                     if (ref) qx_free(&b);
                 }
-                for (int k = 0; k < 3; k++) hkv_matmul(pools[k], out[k], t, W, x, rows, cols, n_tok);
+                for (int k = 0; k < 3; k++) CHECK(hkv_matmul(pools[k], &ws[k], out[k], t, W, x, rows, cols, n_tok) == 0);
                 size_t bytes = (size_t)rows * n_tok * sizeof(float);
                 CHECKF(memcmp(out[0], out[1], bytes) == 0 && memcmp(out[0], out[2], bytes) == 0,
                        "%s %dx%d n_tok=%d scalar=%d: results depend on thread count", nm, rows, cols, n_tok, scalar);
@@ -538,7 +548,7 @@ static void test_matmul_shape(int rows, int cols, int max_tok) {
         }
     }
     hkv_kernels_force_scalar(0);
-    for (int k = 0; k < 3; k++) { free(out[k]); hkv_pool_free(pools[k]); }
+    for (int k = 0; k < 3; k++) { free(out[k]); hkv_pool_free(pools[k]); hkv_matmul_ws_free(&ws[k]); }
     free(wf); free(x); free(W); free(naive); free(simd_out);
 }
 

@@ -172,7 +172,19 @@ int resolve_kv(hkv_server *s, const hkv_kv_config *kv, hkv_budget *b, uint64_t *
     const hkv_policy_ops *ops = kv->custom ? kv->custom : hkv_policy_find(kv->policy);
     if ((ops && ops->never_evicts) || kv->simulate) rows = s->n_ctx;
     else {
-        long r = (long)b->total + s->p.prefill_chunk;
+        /* a context gives every layer the slots of its largest layer budget: with a per-layer schedule
+         * (PyramidKV's default "pyramid", or kv.budget_layers) that is above the average budget b->total */
+        int top = b->total, nl = s->mi.n_layer > 0 ? s->mi.n_layer : 1;
+        hkv_budget *lb = srv_malloc(sizeof *lb * (size_t)nl);
+        if (!lb) { snprintf(msg, ml, "out of memory"); return 500; }
+        if (hkv_layer_budgets(kv, s->n_ctx, s->n_ctx, nl, lb, err, sizeof err)) {
+            srv_free(lb);
+            snprintf(msg, ml, "invalid per-layer KV budgets: %s", err);
+            return 400;
+        }
+        for (int l = 0; l < nl; l++) if (lb[l].total > top) top = lb[l].total;
+        srv_free(lb);
+        long r = (long)top + s->p.prefill_chunk;
         rows = r > s->n_ctx ? s->n_ctx : (int)r;
     }
     uint64_t elt = kv->type == HKV_KV_F32 ? 4 : 2;
