@@ -10,7 +10,7 @@ static char out[1 << 18];
 static const char *const FIELDS[] = {"model", "arch", "kernels", "n_threads", "policy", "budget", "budget_tokens",
     "batch", "depth", "n_prompt", "n_gen", "reps", "n_ctx", "pp_tps", "pp_tps_sd", "pp_tps_best", "tg_tps",
     "tg_tps_sd", "tg_tps_best", "tg_ms_p50", "tg_ms_p99", "kv_bytes", "kv_bytes_used", "kv_meta_bytes",
-    "kv_capacity", "kv_memory", "kv_seq_peak", "peak_rss", "read_bw", "tg_bytes_per_s", "roofline", NULL};
+    "kv_capacity", "kv_memory", "kv_seq_peak", "peak_rss", "read_bw", "tg_bytes_per_s", "roofline", "shared_prompt", NULL};
 
 static double num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -79,6 +79,26 @@ static void test_kv_memory(void) {
     cJSON_Delete(j);
 }
 
+/* --shared-prompt: the copies hold exactly what a prefilled sequence holds (so decode does the same work),
+ * and the record says the prompt was shared. */
+static void test_shared_prompt(void) {
+    for (int pol = 0; pol < 2; pol++) {
+        char a[256];
+        snprintf(a, sizeof a, "-p 12 -n 4 -r 1 -b 3 --kv-policy %s --kv-budget 50%%", pol ? "h2o" : "full");
+        cJSON *own = run_json(a);
+        snprintf(a + strlen(a), sizeof a - strlen(a), " --shared-prompt");
+        cJSON *shared = run_json(a);
+        const cJSON *ro = cJSON_GetArrayItem(own, 0), *rs = cJSON_GetArrayItem(shared, 0);
+        CHECK(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(ro, "shared_prompt")));
+        CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(rs, "shared_prompt")));
+        CHECKF(num(rs, "kv_bytes_used") == num(ro, "kv_bytes_used") && num(rs, "kv_bytes_used") > 0,
+               "%s: shared %g vs own %g bytes held", pol ? "h2o" : "full", num(rs, "kv_bytes_used"), num(ro, "kv_bytes_used"));
+        CHECK(num(rs, "batch") == 3 && num(rs, "tg_tps") > 0 && num(rs, "pp_tps") > 0);
+        cJSON_Delete(own);
+        cJSON_Delete(shared);
+    }
+}
+
 static void test_text_formats(void) {
     char a[1024];
     snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --no-roofline -o csv", tu_model());
@@ -87,7 +107,7 @@ static void test_text_formats(void) {
     int cols_head = 1, cols_row = 1;
     for (char *p = out; nl && p < nl; p++) cols_head += *p == ',';
     for (char *p = nl ? nl + 1 : out; *p && *p != '\n'; p++) cols_row += *p == ',';
-    CHECKF(nl && cols_head == 31 && cols_row == 31, "csv: %d / %d columns: %s", cols_head, cols_row, out);
+    CHECKF(nl && cols_head == 32 && cols_row == 32, "csv: %d / %d columns: %s", cols_head, cols_row, out);
     CHECK(strstr(out, "pp_tps") && strstr(out, "tg_tps") && strstr(out, "kv_bytes_used"));
     snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --no-roofline -o md --json '%s'", tu_model(), tu_tmp("b.json"));
     CHECK(tu_cli(a, out, sizeof out) == 0);
@@ -112,6 +132,7 @@ static void test_text_formats(void) {
 int main(void) {
     test_json();
     test_kv_memory();
+    test_shared_prompt();
     test_text_formats();
     return tu_done("test_bench");
 }

@@ -13,6 +13,7 @@ typedef struct bench_opts {
     const char *model;
     int n_prompt, n_gen, reps, n_threads, n_ctx; /* n_ctx 0: depth + n_prompt + n_gen (like llama-bench) */
     int warmup;                   /* 1: one untimed repetition before the timed ones */
+    int shared_prompt;            /* 1: sequence 0 is prefilled, the others are copies of it (hkv_seq_cp) */
     int roofline;                 /* 1: measure the read bandwidth and report decode's fraction of it */
     uint64_t kv_memory;           /* > 0: --kv-memory mode, the batch is the largest whose caches fit */
     char policies[256], budgets[256], batches[128], depths[128];
@@ -26,6 +27,7 @@ typedef struct bench_record {
     char policy[16], budget[32];  /* budget as given ("20%", "64"; "-" for full) */
     int budget_tokens;            /* resolved tokens per KV head (n_ctx for full) */
     int batch, depth, n_prompt, n_gen, reps, n_ctx, n_threads;
+    int shared_prompt;            /* pp_tps counts one sequence's prompt (the others were copied) */
     double pp_tps, pp_sd, pp_best;   /* prompt tokens/s summed over the batch: mean, sd, best */
     double tg_tps, tg_sd, tg_best;   /* generated tokens/s summed over the batch */
     double tg_p50_ms, tg_p99_ms;     /* latency of one decode step (one token for each sequence) */

@@ -23,6 +23,8 @@ static void bench_help(void) {
            "      --kv-memory SIZE    instead of -b: per policy the largest batch whose caches (at their peak,\n"
            "                          budget + prefill chunk for bounded policies) fit in SIZE (e.g. 1GiB);\n"
            "                          bounded policies prefill in chunks of 512 unless --prefill-chunk is given\n"
+           "      --shared-prompt     sequence 0 decodes the depth and prompt, the others copy it (hkv_seq_cp), like\n"
+           "                          llama-batched-bench -pps: decode steps are unchanged, prefill is paid once\n"
            "  -r, --reps N            timed repetitions, reported as mean +- sd and best (default 3)\n"
            "      --no-warmup         skip the untimed warm-up repetition\n"
            "  -t, --threads N         worker threads (default: all cores)\n"
@@ -96,6 +98,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o, int *bw_mib) {
                 return cli_error("--kv-memory: '%s' is not a size (e.g. 512MiB, 2GiB, 1.5G)", v);
         }
         else if (!strcmp(a, "--no-warmup")) o->warmup = 0;
+        else if (!strcmp(a, "--shared-prompt")) o->shared_prompt = 1;
         else if (!strcmp(a, "--json")) { VAL(); o->json_path = v; }
         else if (!strcmp(a, "--no-roofline")) o->roofline = 0;
         else if (!strcmp(a, "--bw-mib")) { VAL(); if (!cli_int(a, v, 1, 1 << 20, bw_mib)) return 1; }
@@ -186,12 +189,15 @@ typedef struct run_buf { int32_t *ctx_tok, *prompt, *toks; int *seqs; double *st
  * batched steps. Fills pp/tg seconds, the step latencies and the K/V bytes in use around generation. */
 static int run_once(hkv_context *c, const bench_opts *o, int batch, int depth, int n_vocab, run_buf *rb,
                     double *pp_s, double *tg_s, uint64_t *kv_used_avg) {
+    /* --shared-prompt: only sequence 0 is prefilled; the copies are part of the timed prompt phase */
+    int n_fill = o->shared_prompt ? 1 : batch;
     for (int s = 0; s < batch; s++) hkv_seq_reset(c, s);
-    for (int s = 0; s < batch && depth > 0; s++)
+    for (int s = 0; s < n_fill && depth > 0; s++)
         if (hkv_decode(c, s, rb->ctx_tok, depth)) return cli_error("%s", hkv_last_error(c));
     double t0 = hkv_time_sec();
     for (int s = 0; s < batch; s++) {
-        if (hkv_decode(c, s, rb->prompt, o->n_prompt)) return cli_error("%s", hkv_last_error(c));
+        if (s < n_fill && hkv_decode(c, s, rb->prompt, o->n_prompt)) return cli_error("%s", hkv_last_error(c));
+        if (s >= n_fill && hkv_seq_cp(c, 0, s)) return cli_error("%s", hkv_last_error(c));
         rb->seqs[s] = s;
         rb->toks[s] = hkv_argmax(hkv_get_logits(c, s, -1), n_vocab);
     }
@@ -220,6 +226,7 @@ int bench_measure(hkv_model *m, const bench_opts *o, const hkv_kv_config *kv, co
     memset(r, 0, sizeof *r);
     snprintf(r->policy, sizeof r->policy, "%s", kv->policy);
     snprintf(r->budget, sizeof r->budget, "%s", budget_str);
+    r->shared_prompt = o->shared_prompt;
     r->batch = batch; r->depth = depth; r->n_prompt = o->n_prompt; r->n_gen = o->n_gen; r->reps = o->reps;
     r->n_threads = o->n_threads > 0 ? o->n_threads : mach->n_cpus;
     hkv_context_params cp = ctx_params(o, kv, batch, depth);
@@ -248,7 +255,7 @@ int bench_measure(hkv_model *m, const bench_opts *o, const hkv_kv_config *kv, co
         rk.step_ms = k < 0 ? rb.step_ms + n_steps : rb.step_ms + (size_t)k * o->n_gen; /* warm-up: spare row */
         if ((rc = run_once(c, o, batch, depth, mi.n_vocab, &rk, &pp_s, &tg_s, &used))) break;
         if (k < 0) continue;
-        pp[k] = (double)o->n_prompt * batch / pp_s;
+        pp[k] = (double)o->n_prompt * (o->shared_prompt ? 1 : batch) / pp_s;
         tg[k] = o->n_gen ? (double)o->n_gen * batch / tg_s : 0;
         if (o->n_gen) bytes_per_s += ((double)mi.weight_bytes + (double)used) * o->n_gen / tg_s / o->reps;
     }
