@@ -248,6 +248,13 @@ typedef struct hkv_context_params {
     hkv_kv_config kv;
     const char *trace_path;  /* non-NULL: write JSON lines of kept positions per head after every step */
     int trace_scores;        /* 1: trace lines also carry the policy's score of each kept position */
+    int lazy_seqs;           /* 1: a sequence's K/V storage is allocated at its first decode (or hkv_seq_cp /
+                              * state load into it) and given back by hkv_seq_rm, so a context made for many
+                              * sequences holds K/V only for those in use (heavykv serve sizes one context per KV
+                              * config this way). Its capacity is then fixed at budget + prefill chunk slots per
+                              * head (`full`: n_ctx), so a step that mixes a prompt chunk with other sequences'
+                              * decode tokens never reallocates every sequence. Results are identical either way.
+                              * 0 (default): every sequence's storage is allocated by hkv_context_new. */
 } hkv_context_params;
 
 HKV_API hkv_context_params hkv_context_default_params(void);
@@ -306,7 +313,8 @@ HKV_API const float *hkv_get_logits(hkv_context *c, int seq, int i);
 HKV_API int hkv_n_past(const hkv_context *c, int seq);
 /* Forget a sequence (cache emptied, policy state reset, position 0). */
 HKV_API void hkv_seq_reset(hkv_context *c, int seq);
-/* hkv_seq_reset that reports a bad sequence id: the sequence's slots are free again. */
+/* hkv_seq_reset that reports a bad sequence id: the sequence's slots are free again (with lazy_seqs its K/V
+ * memory is freed). */
 HKV_API hkv_status hkv_seq_rm(hkv_context *c, int seq);
 /* dst becomes an exact copy of src: cache rows, positions, order lists, policy state, n_past and the last
  * logits, so both continue identically (fork a prompt). */
@@ -323,7 +331,8 @@ typedef struct hkv_kv_stats {
     int n_layer, n_head_kv, head_dim;
     int capacity;            /* slots per (layer, KV head) */
     hkv_budget budget;
-    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*2*row_bytes*n_seq */
+    uint64_t kv_bytes;       /* K+V storage: capacity*n_layer*n_head_kv*2*row_bytes*n_seq (lazy_seqs: times
+                                the sequences holding storage instead of n_seq) */
     uint64_t meta_bytes;     /* positions, order lists and policy state (documented constant per slot) */
     uint64_t evictions;      /* total over all layers/heads/sequences */
     int occupancy_min, occupancy_max; /* over all (layer, head) of seq 0 */

@@ -136,6 +136,7 @@ static int n_threads_of(const hkv_context_params *p, const hkv_model *m) {
  * (FlexGen's replace order evicts first, so single steps need only the budget). `full` never evicts. */
 static int capacity_for(const hkv_context *c, int k) {
     if (c->kv_ops->never_evicts) return c->n_ctx;
+    if (c->p.lazy_seqs) k = c->chunk; /* fixed at the prefill size: no resize of every sequence per chunk */
     long cap = (long)c->budget.total + (c->evict_first && k == 1 ? 0 : k);
     return cap > c->n_ctx ? c->n_ctx : (int)cap;
 }
@@ -274,8 +275,8 @@ hkv_status hkv_context_new(hkv_model *m, const hkv_context_params *pp, hkv_conte
         return HKV_ERR_NOMEM;
     }
     c->pool = hkv_pool_new(n_threads_of(&p, m));
-    st = c->pool ? kv_new(&c->kv, p.n_seq, hp->n_layer, hp->n_head_kv, hp->head_dim, capacity_for(c, 1), p.n_ctx,
-                          p.kv.type, p.kv.simulate, c->kv_ops, cfg, err, errlen)
+    st = c->pool ? kv_new_lazy(&c->kv, p.n_seq, hp->n_layer, hp->n_head_kv, hp->head_dim, capacity_for(c, 1), p.n_ctx,
+                               p.kv.type, p.kv.simulate, p.lazy_seqs != 0, c->kv_ops, cfg, err, errlen)
                  : HKV_ERR_NOMEM;
     hkv_free(cfg);
     if (!st && !alloc_scratch(c)) st = HKV_ERR_NOMEM;
@@ -531,6 +532,12 @@ static void output_rows(hkv_context *c, const int32_t *rows, int nr, float *out)
  * n_past, logits and the trace change only after every forward pass succeeded. */
 static hkv_status call_begin(hkv_context *c, int nt, int kmax) {
     hkv_status st = set_capacity(c, capacity_for(c, kmax));
+    /* lazy_seqs: a sequence gets its storage at its first decode (kept should the call fail: still empty) */
+    for (int i = 0; i < nt && !st; i++)
+        if (kv_seq_alloc(c->kv, c->seq_list[i])) {
+            snprintf(c->err, sizeof c->err, "out of memory for the K/V of sequence %d", c->seq_list[i]);
+            st = HKV_ERR_NOMEM;
+        }
     for (int i = 0; i < nt && !st; i++) {
         st = kv_snap_begin(c->kv, c->seq_list[i], c->seq_cnt[c->seq_list[i]]);
         if (st) {
@@ -734,15 +741,20 @@ void hkv_seq_reset(hkv_context *c, int seq) {
 
 hkv_status hkv_seq_rm(hkv_context *c, int seq) {
     hkv_status st = check_seq(c, seq);
-    if (!st) hkv_seq_reset(c, seq);
-    return st;
+    if (st) return st;
+    hkv_seq_reset(c, seq);
+    if (c->p.lazy_seqs) kv_seq_release(c->kv, seq); /* its K/V memory goes back */
+    return HKV_OK;
 }
 
 hkv_status hkv_seq_cp(hkv_context *c, int src, int dst) {
     hkv_status st = check_seq(c, src);
     if (st || (st = check_seq(c, dst)) || src == dst) return st;
     int V = c->m->hp.n_vocab;
-    kv_seq_copy(c->kv, src, dst);
+    if (kv_seq_copy(c->kv, src, dst)) {
+        snprintf(c->err, sizeof c->err, "out of memory for the K/V of sequence %d", dst);
+        return HKV_ERR_NOMEM;
+    }
     c->n_past[dst] = c->n_past[src];
     c->has_logits[dst] = c->has_logits[src];
     memcpy(c->logits_last + (size_t)dst * V, c->logits_last + (size_t)src * V, sizeof(float) * V);

@@ -13,10 +13,12 @@ static void *xcalloc(size_t n, size_t sz) { return hkv_calloc(n ? n : 1, sz); }
 /* Bytes held, documented in the README: K/V = 2 * capacity * row_bytes per (seq, layer, head); metadata =
  * per slot (position, order entry, free-stack entry [real drop only], policy state floats) + per head 16 bytes. */
 static void kv_account(kv_cache *kv) {
-    uint64_t heads = (uint64_t)kv->n_seq * kv->n_layer * kv->n_head_kv;
+    uint64_t n_alloc = 0; /* lazy caches: only sequences holding storage count */
+    for (int s = 0; s < kv->n_seq; s++) n_alloc += kv_seq_has_storage(kv, s);
+    uint64_t heads = n_alloc * kv->n_layer * kv->n_head_kv, all = (uint64_t)kv->n_seq * kv->n_layer * kv->n_head_kv;
     uint64_t per_slot = (kv->simulate ? 2 : 3) * sizeof(int32_t) + sizeof(float) * (uint64_t)kv->ops->state_floats;
     kv->kv_bytes = heads * 2 * (uint64_t)kv->capacity * kv->row_bytes;
-    kv->meta_bytes = heads * ((uint64_t)kv->capacity * per_slot + 2 * sizeof(int32_t) + sizeof(uint64_t));
+    kv->meta_bytes = heads * (uint64_t)kv->capacity * per_slot + all * (2 * sizeof(int32_t) + sizeof(uint64_t));
 }
 
 static void slots_free(kv_layer *L) {
@@ -41,18 +43,21 @@ static int slots_alloc(const kv_cache *kv, kv_layer *L, int cap) {
     return 0;
 }
 
+/* Lazy caches (kv->lazy) allocate the slot arrays of a sequence at its first write (kv_seq_alloc). */
 static int layer_alloc(kv_cache *kv, kv_layer *L) {
     L->n_live = xcalloc(kv->n_head_kv, sizeof(int32_t));
     L->n_free = xcalloc(kv->n_head_kv, sizeof(int32_t));
     L->evictions = xcalloc(kv->n_head_kv, sizeof(uint64_t));
-    return L->n_live && L->n_free && L->evictions && slots_alloc(kv, L, kv->capacity);
+    return L->n_live && L->n_free && L->evictions && (kv->lazy || slots_alloc(kv, L, kv->capacity));
 }
 
 static void layer_reset(kv_cache *kv, kv_layer *L) {
     for (int h = 0; h < kv->n_head_kv; h++) {
+        L->n_live[h] = 0;
+        L->n_free[h] = 0;
+        if (!L->pos) continue; /* lazy sequence without storage: empty, and nothing is free */
         int32_t *pos = L->pos + (size_t)h * kv->capacity;
         for (int s = 0; s < kv->capacity; s++) pos[s] = -1;
-        L->n_live[h] = 0;
         if (!kv->simulate) {
             /* free stack pops slot 0 first, so an unbounded run fills slots in position order */
             int32_t *fs = L->free_stack + (size_t)h * kv->capacity;
@@ -65,6 +70,13 @@ static void layer_reset(kv_cache *kv, kv_layer *L) {
 hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
                   hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg_layers,
                   char *err, size_t errlen) {
+    return kv_new_lazy(out, n_seq, n_layer, n_head_kv, head_dim, capacity, n_ctx, type, simulate, 0, ops, cfg_layers,
+                       err, errlen);
+}
+
+hkv_status kv_new_lazy(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
+                       hkv_kv_type type, int simulate, int lazy, const hkv_policy_ops *ops,
+                       const hkv_policy_cfg *cfg_layers, char *err, size_t errlen) {
     *out = NULL;
     kv_cache *kv = hkv_calloc(1, sizeof *kv);
     if (!kv) { snprintf(err, errlen, "out of memory allocating the KV cache"); return HKV_ERR_NOMEM; }
@@ -82,6 +94,7 @@ hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int hea
         return HKV_ERR_UNSUPPORTED;
     }
     kv->simulate = simulate;
+    kv->lazy = lazy;
     kv->ops = ops;
     kv->cfg = hkv_malloc(sizeof(hkv_policy_cfg) * (size_t)n_layer);
     if (kv->cfg) memcpy(kv->cfg, cfg_layers, sizeof(hkv_policy_cfg) * (size_t)n_layer);
@@ -132,11 +145,41 @@ void kv_seq_reset(kv_cache *kv, int seq) {
     kv->newest[seq] = -1;
 }
 
+hkv_status kv_seq_alloc(kv_cache *kv, int seq) {
+    if (kv_seq_has_storage(kv, seq)) return HKV_OK;
+    for (int l = 0; l < kv->n_layer; l++)
+        if (!slots_alloc(kv, kv_layer_of(kv, seq, l), kv->capacity)) {
+            kv_seq_release(kv, seq);
+            return HKV_ERR_NOMEM;
+        }
+    kv_seq_reset(kv, seq);
+    kv_account(kv);
+    return HKV_OK;
+}
+
+void kv_seq_release(kv_cache *kv, int seq) {
+    snap_free(&kv->snap[seq]); /* its undo record too (never active between calls) */
+    for (int l = 0; l < kv->n_layer; l++) {
+        kv_layer *L = kv_layer_of(kv, seq, l);
+        slots_free(L);
+        L->k = L->v = NULL;
+        L->pos = L->order = L->free_stack = NULL;
+        L->pstate = NULL;
+    }
+    kv_seq_reset(kv, seq);
+    kv_account(kv);
+}
+
 void kv_set_newest(kv_cache *kv, int seq, int32_t pos) { kv->newest[seq] = pos; }
 
 /* The policy's view of head h. newest = the newest position written to this head so far. */
 static hkv_head_view head_view(const kv_cache *kv, kv_layer *L, int h) {
     hkv_head_view v;
+    if (!L->order) { /* a lazy sequence without storage is empty */
+        memset(&v, 0, sizeof v);
+        v.newest = -1;
+        return v;
+    }
     size_t base = (size_t)h * kv->capacity;
     v.slots = L->order + base;
     v.pos = L->pos + base;
@@ -291,9 +334,10 @@ void kv_observe(kv_cache *kv, kv_layer *L, int h, const float *probs, int n_visi
 
 int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, int max) {
     kv_layer *L = &kv->layers[seq * kv->n_layer + layer];
-    const int32_t *order = L->order + (size_t)h * kv->capacity, *pos = L->pos + (size_t)h * kv->capacity;
     int n = L->n_live[h];
     if (n > max) return -n;
+    if (!n) return 0; /* also a lazy sequence without storage */
+    const int32_t *order = L->order + (size_t)h * kv->capacity, *pos = L->pos + (size_t)h * kv->capacity;
     for (int j = 0; j < n; j++) out[j] = pos[order[j]];
     return n;
 }
@@ -374,13 +418,15 @@ hkv_status kv_resize(kv_cache *kv, int capacity) {
     kv_layer *N = hkv_calloc((size_t)nl, sizeof *N);
     if (!N) return HKV_ERR_NOMEM;
     int ok = 1, done = 0;
-    for (; ok && done < nl; done++) ok = slots_alloc(kv, &N[done], capacity);
+    /* a lazy sequence without storage stays without (it is allocated at the new capacity when used) */
+    for (; ok && done < nl; done++) ok = !kv->layers[done].k || slots_alloc(kv, &N[done], capacity);
     if (!ok) {
         for (int i = 0; i < done - 1; i++) slots_free(&N[i]);
         hkv_free(N);
         return HKV_ERR_NOMEM;
     }
-    for (int i = 0; i < nl; i++) layer_move(kv, &kv->layers[i], &N[i], kv->capacity, capacity);
+    for (int i = 0; i < nl; i++)
+        if (kv->layers[i].k) layer_move(kv, &kv->layers[i], &N[i], kv->capacity, capacity);
     hkv_free(N);
     kv->capacity = capacity;
     kv_account(kv);
@@ -476,8 +522,13 @@ void kv_snap_restore(kv_cache *kv, int seq) {
     kv->newest[seq] = sn->newest;
 }
 
-void kv_seq_copy(kv_cache *kv, int src, int dst) {
-    if (src == dst) return;
+hkv_status kv_seq_copy(kv_cache *kv, int src, int dst) {
+    if (src == dst) return HKV_OK;
+    if (!kv_seq_has_storage(kv, src)) { /* lazy and empty: dst becomes empty too */
+        kv_seq_reset(kv, dst);
+        return HKV_OK;
+    }
+    if (kv_seq_alloc(kv, dst)) return HKV_ERR_NOMEM;
     size_t hc = (size_t)kv->n_head_kv * kv->capacity;
     int nh = kv->n_head_kv, sf = kv->ops->state_floats;
     for (int l = 0; l < kv->n_layer; l++) {
@@ -493,6 +544,7 @@ void kv_seq_copy(kv_cache *kv, int src, int dst) {
         memcpy(D->evictions, S->evictions, nh * sizeof(uint64_t));
     }
     kv->newest[dst] = kv->newest[src];
+    return HKV_OK;
 }
 
 /* Per (layer, head): int32 n_live, uint64 evictions, then n_live records in ascending position:
@@ -572,5 +624,6 @@ static hkv_status seq_read_pass(kv_cache *kv, int seq, const unsigned char *buf,
 hkv_status kv_seq_read(kv_cache *kv, int seq, const unsigned char *buf, size_t len, size_t *used, char *err, size_t errlen) {
     hkv_status st = seq_read_pass(kv, seq, buf, len, used, 0, err, errlen);
     if (st) return st;
+    if (kv_seq_alloc(kv, seq)) { snprintf(err, errlen, "out of memory for the sequence's K/V"); return HKV_ERR_NOMEM; }
     return seq_read_pass(kv, seq, buf, len, used, 1, err, errlen);
 }

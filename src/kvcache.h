@@ -49,6 +49,8 @@ typedef struct kv_cache {
     hkv_kv_type type;
     size_t row_bytes;          /* bytes per K or V row of head_dim elements (kvrow_bytes) */
     int simulate;
+    int lazy;                  /* 1: a sequence's slot arrays exist only between kv_seq_alloc and kv_seq_release
+                                * (hkv_context_params.lazy_seqs); its n_live/n_free/evictions always exist */
     const hkv_policy_ops *ops;
     hkv_policy_cfg *cfg;       /* [n_layer] the policy's view of each layer (budgets may differ per layer) */
     float *rope;               /* cache-position mode: [rope_len][head_dim] RoPE of cache index i (cos in the first
@@ -64,9 +66,19 @@ typedef struct kv_cache {
 hkv_status kv_new(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
                   hkv_kv_type type, int simulate, const hkv_policy_ops *ops, const hkv_policy_cfg *cfg_layers,
                   char *err, size_t errlen);
+/* kv_new with lazy = 1: no sequence has slot arrays until kv_seq_alloc. */
+hkv_status kv_new_lazy(kv_cache **out, int n_seq, int n_layer, int n_head_kv, int head_dim, int capacity, int n_ctx,
+                       hkv_kv_type type, int simulate, int lazy, const hkv_policy_ops *ops,
+                       const hkv_policy_cfg *cfg_layers, char *err, size_t errlen);
 void kv_free(kv_cache *kv);
 void kv_seq_reset(kv_cache *kv, int seq);
 static inline kv_layer *kv_layer_of(kv_cache *kv, int seq, int layer) { return &kv->layers[seq * kv->n_layer + layer]; }
+/* 1 when seq has its slot arrays (always, unless the cache is lazy). */
+static inline int kv_seq_has_storage(const kv_cache *kv, int seq) { return kv->layers[seq * kv->n_layer].k != NULL; }
+/* Lazy caches: give seq its slot arrays at the current capacity, empty (HKV_ERR_NOMEM changes nothing); no-op
+ * when it has them. kv_seq_release frees them and empties the sequence. */
+hkv_status kv_seq_alloc(kv_cache *kv, int seq);
+void kv_seq_release(kv_cache *kv, int seq);
 
 /* FlexGen order (h2o --h2o-order replace): before a decode step writes position `incoming`, evict if the head
  * is at budget (the incoming token counts as the newest for the policy's recent window). */
@@ -93,8 +105,9 @@ int kv_positions(const kv_cache *kv, int seq, int layer, int h, int32_t *out, in
 hkv_status kv_snap_begin(kv_cache *kv, int seq, int n_tok);
 void kv_snap_restore(kv_cache *kv, int seq);
 void kv_snap_end(kv_cache *kv, int seq);
-/* dst becomes an exact copy of src (rows, positions, order lists, policy state, eviction counts). */
-void kv_seq_copy(kv_cache *kv, int src, int dst);
+/* dst becomes an exact copy of src (rows, positions, order lists, policy state, eviction counts). Fails only
+ * (HKV_ERR_NOMEM, dst unchanged) when a lazy dst needs storage. */
+hkv_status kv_seq_copy(kv_cache *kv, int src, int dst);
 /* Serialize / deserialize one sequence (see context.c hkv_seq_state_save for the file layout). kv_seq_read
  * validates everything into a new layout before touching the cache; on error the sequence is unchanged. */
 hkv_status kv_seq_write(const kv_cache *kv, int seq, FILE *f);

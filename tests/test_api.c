@@ -10,7 +10,7 @@
 static hkv_model *M;
 static int V;
 
-typedef struct opts { const char *policy; int n_seq, replace, logits_all, chunk, budget, n_ctx; } opts;
+typedef struct opts { const char *policy; int n_seq, replace, logits_all, chunk, budget, n_ctx, lazy; } opts;
 
 static hkv_context *ctx(opts o) {
     hkv_context_params cp = hkv_context_default_params();
@@ -18,6 +18,7 @@ static hkv_context *ctx(opts o) {
     cp.n_ctx = o.n_ctx ? o.n_ctx : 256;
     cp.n_seq = o.n_seq ? o.n_seq : 1;
     cp.logits_all = o.logits_all;
+    cp.lazy_seqs = o.lazy;
     snprintf(cp.kv.policy, sizeof cp.kv.policy, "%s", o.policy);
     if (strcmp(o.policy, "full")) cp.kv.budget = (hkv_amount){(float)(o.budget ? o.budget : 16), 0, 1};
     cp.kv.replace_order = o.replace;
@@ -136,11 +137,19 @@ static void test_state(const char *policy, int replace) {
 
 /* One call of 4 sequences: seq 1 gets a prompt piece of np tokens, seqs 0, 2, 3 one decode token each; the
  * same tokens fed to a second context one sequence at a time must give the same logits bit for bit. */
-static void test_batch(const char *policy, int replace) {
-    opts o = {.policy = policy, .n_seq = 4, .chunk = 24, .replace = replace, .budget = 12};
+static void test_batch(const char *policy, int replace, int lazy) {
+    opts o = {.policy = policy, .n_seq = 4, .chunk = 24, .replace = replace, .budget = 12, .lazy = lazy};
     hkv_context *c = ctx(o);
     o.logits_all = 1;
+    o.lazy = 0; /* the reference allocates everything up front and resizes between chunks */
     hkv_context *r = ctx(o);
+    hkv_kv_stats ks;
+    hkv_get_kv_stats(c, &ks);
+    uint64_t per_seq = (uint64_t)ks.capacity * ks.n_layer * ks.n_head_kv * 2 * (uint64_t)ks.row_bytes;
+    if (lazy) { /* no sequence holds storage yet; the capacity is the prefill size for good */
+        CHECK(ks.kv_bytes == 0);
+        CHECK(!strcmp(policy, "full") ? ks.capacity == 256 : ks.capacity == 12 + 24);
+    }
     int32_t p[24];
     for (int s = 0; s < 4; s++) {
         if (s == 1) continue;
@@ -191,6 +200,31 @@ static void test_batch(const char *policy, int replace) {
     for (int s = 0; s < 4; s++) {
         int na = hkv_kv_positions(c, s, 1, 0, pa, 64), nb = hkv_kv_positions(r, s, 1, 0, pb, 64);
         CHECK(na == nb && !memcmp(pa, pb, sizeof(int32_t) * (size_t)na));
+    }
+    if (lazy) {
+        hkv_get_kv_stats(c, &ks);
+        CHECK(ks.kv_bytes == 4 * per_seq);
+        /* hkv_seq_rm gives a sequence's K/V back; a copy into it or a new decode allocates it again */
+        CHECK(hkv_seq_rm(c, 2) == HKV_OK);
+        hkv_get_kv_stats(c, &ks);
+        CHECK(ks.kv_bytes == 3 * per_seq && hkv_n_past(c, 2) == 0);
+        int32_t kp[64];
+        CHECK(hkv_kv_positions(c, 2, 0, 0, kp, 64) == 0 && hkv_kv_scores(c, 2, 0, 0, (float *)kp, 64) == 0);
+        CHECK(hkv_seq_cp(c, 2, 1) == HKV_OK && hkv_n_past(c, 1) == 0); /* copying an empty sequence */
+        hkv_get_kv_stats(c, &ks);
+        CHECK(ks.kv_bytes == 3 * per_seq);
+        CHECK(hkv_seq_cp(c, 0, 2) == HKV_OK && hkv_n_past(c, 2) == hkv_n_past(c, 0));
+        hkv_get_kv_stats(c, &ks);
+        CHECK(ks.kv_bytes == 4 * per_seq); /* seq 1 kept its storage (emptied), seq 2 got it back */
+        int32_t g0[8], g2[8];
+        CHECK(greedy(c, 0, 8, g0) && greedy(c, 2, 8, g2) && !memcmp(g0, g2, sizeof g0));
+        /* a fresh prompt in a released sequence equals the same prompt in the reference */
+        CHECK(hkv_seq_rm(c, 3) == HKV_OK);
+        hkv_seq_reset(r, 3);
+        int32_t fp[20], ga[8], gb[8];
+        prompt_tokens(fp, 20, 9);
+        CHECK(hkv_decode(c, 3, fp, 20) == HKV_OK && hkv_decode(r, 3, fp, 20) == HKV_OK);
+        CHECK(greedy(c, 3, 8, ga) && greedy(r, 3, 8, gb) && !memcmp(ga, gb, sizeof ga));
     }
     /* limits */
     int32_t many[64] = {0};
@@ -340,11 +374,14 @@ int main(void) {
     test_state("tova", 0);
     test_state("h2o", 1);
     test_state("snapkv", 0);
-    test_batch("h2o", 0);
-    test_batch("h2o", 1);
-    test_batch("full", 0);
-    test_batch("window", 0);
-    test_batch("snapkv", 0);
+    test_batch("h2o", 0, 0);
+    test_batch("h2o", 1, 0);
+    test_batch("full", 0, 0);
+    test_batch("window", 0, 0);
+    test_batch("snapkv", 0, 0);
+    test_batch("h2o", 0, 1);   /* lazy_seqs: same results, storage per sequence in use */
+    test_batch("h2o", 1, 1);
+    test_batch("full", 0, 1);
     test_failed_decode("h2o", 0);
     test_failed_decode("h2o", 1);
     test_failed_decode("full", 0);

@@ -68,6 +68,31 @@ static char *post(int port, const char *path, const char *json, int *st) {
     return out;
 }
 
+/* A metric's value from /metrics (-1 when absent). */
+static double metric(int port, const char *name) {
+    int fd = connect_to(port);
+    if (fd < 0) return -1;
+    const char *req = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req)) { close(fd); return -1; }
+    static char b[1 << 16];
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < sizeof b && (r = recv(fd, b + n, sizeof b - n - 1, 0)) > 0) n += (size_t)r;
+    close(fd);
+    b[n] = 0;
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(b, pat);
+    return p ? atof(p + strlen(pat)) : -1;
+}
+
+typedef struct call { int port; const char *json; char *resp; int st; pthread_t th; } call;
+static void *call_thread(void *a) {
+    call *c = a;
+    c->resp = post(c->port, "/v1/chat/completions", c->json, &c->st);
+    return NULL;
+}
+
 typedef struct running { hkv_server *s; pthread_t th; } running;
 static void *serve_thread(void *arg) { hkv_server_run(((running *)arg)->s); return NULL; }
 
@@ -157,7 +182,7 @@ int main(void) {
     p.port = 0;
     p.n_ctx = 256;
     p.n_threads = 1;
-    p.n_parallel = 2;
+    p.n_parallel = 4;
     running r;
     CHECKF(hkv_server_new(m, &p, &r.s, err, sizeof err) == HKV_OK, "%s", err);
     int port = hkv_server_port(r.s);
@@ -241,6 +266,41 @@ int main(void) {
            resp ? resp : "", p1);
     cJSON_Delete(j);
     free(resp);
+    /* 6. batching: 4 streams at once (admitted while the engine is paused) decode as one group, one
+     * hkv_decode_tokens call per step; each stream equals the same request alone, for `full` and for h2o (budget
+     * 12, evicting). The first is test 1's / test 3's request, whose text alone equals `heavykv run`. */
+    const char *users[4] = {"Say hello.", "Count to three.", "Name a colour.", "What is rain?"};
+    for (int pol = 0; pol < 2; pol++) {
+        char bodies[4][512], alone[4][4096], got[4096];
+        for (int i = 0; i < 4; i++) {
+            snprintf(bodies[i], sizeof bodies[i], "{\"messages\":[{\"role\":\"system\",\"content\":\"You are terse.\"},"
+                     "{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,\"temperature\":0,\"stream\":true%s}", users[i],
+                     pol ? 40 : 24, pol ? ",\"kv\":{\"policy\":\"h2o\",\"budget\":12}" : "");
+            resp = post(port, "/v1/chat/completions", bodies[i], &st);
+            stream_text(resp, alone[i], sizeof alone[i], &done, fin, sizeof fin, &role_first);
+            CHECKF(st == 200 && done && alone[i][0], "alone %d: %s", i, resp ? resp : "");
+            free(resp);
+        }
+        if (!pol) CHECKF(!strcmp(alone[0], plain), "full alone: %s vs %s", alone[0], plain);
+        hkv_server_pause(r.s, 1);
+        call c[4];
+        for (int i = 0; i < 4; i++) {
+            c[i] = (call){.port = port, .json = bodies[i]};
+            pthread_create(&c[i].th, NULL, call_thread, &c[i]);
+        }
+        for (int t = 0; t < 1000 && metric(port, "heavykv_slots_busy") != 4; t++) usleep(10000);
+        CHECK(metric(port, "heavykv_slots_busy") == 4);
+        hkv_server_pause(r.s, 0);
+        for (int i = 0; i < 4; i++) {
+            pthread_join(c[i].th, NULL);
+            stream_text(c[i].resp, got, sizeof got, &done, fin, sizeof fin, &role_first);
+            CHECKF(c[i].st == 200 && done && !strcmp(got, alone[i]),
+                   "%s stream %d batched differs from alone:\n  batched: %s\n  alone:   %s", pol ? "h2o" : "full", i, got, alone[i]);
+            free(c[i].resp);
+        }
+        CHECKF(metric(port, "heavykv_batch_sequences_max") == 4, "most sequences in one call: %g",
+               metric(port, "heavykv_batch_sequences_max"));
+    }
     /* 5. errors */
     const char *bad[] = {"{\"messages\":[]}", "{\"messages\":[{\"role\":\"robot\",\"content\":\"x\"}]}",
                          "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":3}",

@@ -1,9 +1,14 @@
 /* heavykv serve: slots, admission under the K/V memory limit, and the decode loop (see server.h).
  *
- * One engine step: (1) the oldest slot still prefilling decodes one chunk of its prompt (prefill_chunk
- * tokens); (2) every generating slot decodes its pending token and samples the next. So a running stream waits
- * at most one prompt chunk plus one token of every other slot between two of its tokens, however long a new
- * prompt is. Jobs whose client went away are dropped at the start of a step, which frees their slot.
+ * Batching: slots whose requests share a KV config (policy, budget and split, K/V type, ...) are the sequences
+ * of one multi-sequence context (a group, made with lazy_seqs so a sequence holds K/V only while a slot uses
+ * it). One engine step is one hkv_decode_tokens call per group holding the pending token of every generating
+ * slot of the group plus the prompt pieces chosen for the step: prefilling slots oldest first, each piece the
+ * next prefill_chunk tokens of its prompt, at most prefill_chunk prompt tokens per step. So a running stream
+ * waits at most one prompt chunk plus one batched token step between two of its tokens, however long a new
+ * prompt is, and the weights are read once per step for all sequences. A request with an odd config gets its
+ * own group. Jobs whose client went away are dropped at the start of a step, which frees their slot; a
+ * step already running is stopped by the abort callback when it is mostly the cancelled job's prompt piece.
  *
  * Prompt reuse (cache_prompt / conversation_id): a slot remembers the tokens it decoded (prompt plus generated
  * tokens fed back). A new job whose prompt starts with exactly those tokens, and that asks for the same KV
@@ -18,6 +23,8 @@
 #include <cjson/cJSON.h>
 #include <microhttpd.h>
 #include "server_int.h"
+
+static const char PING_PREFILL[] = ": prefilling\n\n"; /* SSE comment: clients ignore it */
 
 static const double HIST_BOUNDS[N_HIST] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 
@@ -101,7 +108,7 @@ int engine_submit(hkv_server *s, job *j, char *msg, size_t ml) {
     return st;
 }
 
-/* ---------------------------------------------------------------- slots */
+/* ---------------------------------------------------------------- slots and groups */
 
 static int kv_equal(const hkv_kv_config *a, const hkv_kv_config *b) {
 #define AMT_EQ(x, y) ((x).set == (y).set && (!(x).set || ((x).value == (y).value && (x).is_ratio == (y).is_ratio)))
@@ -109,44 +116,78 @@ static int kv_equal(const hkv_kv_config *a, const hkv_kv_config *b) {
            AMT_EQ(a->recent, b->recent) && AMT_EQ(a->sink, b->sink) && !strcmp(a->options, b->options) &&
            !strcmp(a->budget_layers, b->budget_layers) && a->custom == b->custom && a->custom_user == b->custom_user &&
            a->gqa_mean == b->gqa_mean && a->replace_order == b->replace_order && a->simulate == b->simulate &&
-           a->prefill_chunk == b->prefill_chunk && a->type == b->type;
+           a->prefill_chunk == b->prefill_chunk && a->type == b->type && a->positions_cache == b->positions_cache &&
+           a->allow_long_ctx == b->allow_long_ctx;
 #undef AMT_EQ
 }
 
-/* Frees a slot's context (its memory goes back to the pool). Lock held. */
-static void slot_drop_ctx(hkv_server *s, slot *sl) {
-    if (!sl->ctx) return;
-    hkv_kv_stats st;
-    hkv_get_kv_stats(sl->ctx, &st);
-    s->mt.evictions_done += st.evictions;
-    hkv_context_free(sl->ctx);
-    sl->ctx = NULL;
+static hkv_context *slot_ctx(hkv_server *s, const slot *sl) { return sl->g >= 0 ? s->groups[sl->g].ctx : NULL; }
+
+/* Every token a sequence decoded went into every (layer, head) once and leaves only by eviction, so its
+ * evictions are the positions it decoded minus the rows it keeps, summed over layers and heads. */
+static void seq_stats(hkv_context *c, int seq, int n_layer, int n_head_kv, int *occ_min, int *occ_max, uint64_t *evicted) {
+    int n_past = hkv_n_past(c, seq);
+    *occ_min = -1;
+    *occ_max = 0;
+    *evicted = 0;
+    for (int l = 0; l < n_layer; l++)
+        for (int h = 0; h < n_head_kv; h++) {
+            int n = -hkv_kv_positions(c, seq, l, h, NULL, 0); /* minus the count, or 0 when empty */
+            if (*occ_min < 0 || n < *occ_min) *occ_min = n;
+            if (n > *occ_max) *occ_max = n;
+            if (n_past > n) *evicted += (uint64_t)(n_past - n);
+        }
+    if (*occ_min < 0) *occ_min = 0;
+}
+
+/* Before a sequence is emptied: its evictions move to the server's total. Lock held. */
+static void count_evictions(hkv_server *s, slot *sl) {
+    hkv_context *c = slot_ctx(s, sl);
+    if (!c) return;
+    int a, b;
+    uint64_t e;
+    seq_stats(c, sl->seq, s->mi.n_layer, s->mi.n_head_kv, &a, &b, &e);
+    s->mt.evictions_done += e;
+    sl->view.evictions = 0;
+}
+
+/* Gives a slot's sequence back (its K/V memory is freed, the bytes return to the pool); a group left without
+ * sequences frees its context unless it has the server's default config (kept warm). Lock held. */
+static void slot_drop_seq(hkv_server *s, slot *sl) {
+    if (sl->g < 0) return;
+    group *g = &s->groups[sl->g];
+    count_evictions(s, sl);
+    if (g->ctx) hkv_seq_rm(g->ctx, sl->seq);
+    if (--g->n_used == 0 && g->ctx && !kv_equal(&g->kv, &s->p.kv)) {
+        hkv_context_free(g->ctx);
+        g->ctx = NULL;
+    }
+    sl->g = -1;
     s->reserved -= sl->reserved;
     sl->reserved = 0;
     sl->n_cached = 0;
     sl->conv[0] = 0;
+    int served = sl->view.n_served;
     memset(&sl->view, 0, sizeof sl->view);
+    sl->view.n_served = served;
 }
 
-static void slot_refresh_view(slot *sl) {
+static void slot_refresh_view(hkv_server *s, slot *sl) {
     slot_view *v = &sl->view;
     v->busy = sl->j != NULL;
     v->n_cached = sl->n_cached;
     v->reserved = sl->reserved;
-    if (!sl->ctx) return;
-    hkv_kv_stats st;
-    hkv_get_kv_stats(sl->ctx, &st);
-    v->n_past = hkv_n_past(sl->ctx, 0);
-    v->occupancy_min = st.occupancy_min;
-    v->occupancy_max = st.occupancy_max;
-    v->kv_bytes = st.kv_bytes;
-    v->evictions = st.evictions;
-    v->budget = st.budget;
+    hkv_context *c = slot_ctx(s, sl);
+    if (!c) return;
+    v->n_past = hkv_n_past(c, sl->seq);
+    seq_stats(c, sl->seq, s->mi.n_layer, s->mi.n_head_kv, &v->occupancy_min, &v->occupancy_max, &v->evictions);
+    /* lazy_seqs: a sequence holds budget + prefill chunk rows from its first decode until it is dropped,
+     * which is what was reserved for it (kv_bytes of F16 rows; other types are smaller) */
+    v->kv_bytes = v->n_past ? sl->reserved : 0;
+    v->budget = hkv_context_budget(c);
     snprintf(v->policy, sizeof v->policy, "%s", sl->kv.policy);
 }
 
-/* Which slot should run job j: one whose cache continues its prompt, else an idle one with no cache, else the
- * least recently used idle one. Lock held. */
 static slot *pick_slot(hkv_server *s, job *j, int *reuse) {
     const request *r = &j->req;
     slot *best = NULL, *empty = NULL, *lru = NULL;
@@ -154,9 +195,9 @@ static slot *pick_slot(hkv_server *s, job *j, int *reuse) {
     for (int i = 0; i < s->n_slots; i++) {
         slot *sl = &s->slots[i];
         if (sl->j) continue;
-        if (!sl->ctx || !sl->n_cached) { if (!empty) empty = sl; }
+        if (sl->g < 0 || !sl->n_cached) { if (!empty) empty = sl; }
         else if (!lru || sl->last_used < lru->last_used) lru = sl;
-        if (r->cache_prompt && sl->ctx && sl->n_cached > 0 && sl->n_cached < r->n_prompt &&
+        if (r->cache_prompt && sl->g >= 0 && sl->n_cached > 0 && sl->n_cached < r->n_prompt &&
             kv_equal(&sl->kv, &r->kv) && !memcmp(sl->cached, r->prompt, sizeof(int32_t) * (size_t)sl->n_cached)) {
             int conv = r->conv[0] && !strcmp(sl->conv, r->conv);
             if (!best || conv || sl->n_cached > *reuse) { best = sl; *reuse = sl->n_cached; }
@@ -166,20 +207,57 @@ static slot *pick_slot(hkv_server *s, job *j, int *reuse) {
     return empty ? empty : lru;
 }
 
-/* Makes room for `need` more reserved bytes by dropping idle cached contexts, least recently used first.
- * Returns 1 when it fits. Lock held. */
+/* Makes room for `need` more reserved bytes by dropping idle cached sequences, least recently used first
+ * (in group gi only when gi >= 0). Returns 1 when it fits. Lock held. */
+static int drop_lru(hkv_server *s, const slot *keep, int gi) {
+    slot *lru = NULL;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->j && sl->g >= 0 && sl != keep && (gi < 0 || sl->g == gi) && (!lru || sl->last_used < lru->last_used)) lru = sl;
+    }
+    if (!lru) return 0;
+    slot_drop_seq(s, lru);
+    return 1;
+}
+
 static int make_room(hkv_server *s, uint64_t need, const slot *keep) {
     if (!s->p.kv_memory) return 1;
-    while (s->reserved + need > s->p.kv_memory) {
-        slot *lru = NULL;
-        for (int i = 0; i < s->n_slots; i++) {
-            slot *sl = &s->slots[i];
-            if (!sl->j && sl->ctx && sl != keep && (!lru || sl->last_used < lru->last_used)) lru = sl;
-        }
-        if (!lru) return 0;
-        slot_drop_ctx(s, lru);
-    }
+    while (s->reserved + need > s->p.kv_memory)
+        if (!drop_lru(s, keep, -1)) return 0;
     return 1;
+}
+
+/* The group of config kv (made if none: its context is created by the engine at the first step that needs
+ * it), or -1. A group has as many sequences as sequences of its config fit in kv_memory. Lock held. */
+static int group_of(hkv_server *s, const request *r) {
+    int free_gi = -1, idle_gi = -1;
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        group *g = &s->groups[i];
+        if ((g->n_used || g->ctx) && kv_equal(&g->kv, &r->kv)) return i;
+        if (!g->n_used && !g->ctx && free_gi < 0) free_gi = i;
+        if (!g->n_used && g->ctx && idle_gi < 0) idle_gi = i;
+    }
+    if (free_gi < 0 && idle_gi >= 0) { /* the kept default context makes way */
+        hkv_context_free(s->groups[idle_gi].ctx);
+        s->groups[idle_gi].ctx = NULL;
+        free_gi = idle_gi;
+    }
+    if (free_gi < 0) return -1;
+    group *g = &s->groups[free_gi];
+    g->kv = r->kv;
+    uint64_t fit = s->p.kv_memory ? s->p.kv_memory / r->kv_bytes : (uint64_t)s->p.n_parallel;
+    g->n_seq = fit < 1 ? 1 : fit > (uint64_t)s->n_slots ? s->n_slots : (int)fit;
+    return free_gi;
+}
+
+/* A sequence of group gi no slot holds, or -1. Lock held. */
+static int free_seq(hkv_server *s, int gi) {
+    uint8_t used[MAX_SLOTS] = {0};
+    for (int i = 0; i < s->n_slots; i++)
+        if (s->slots[i].g == gi) used[s->slots[i].seq] = 1;
+    for (int q = 0; q < s->groups[gi].n_seq; q++)
+        if (!used[q]) return q;
+    return -1;
 }
 
 static void slot_release(hkv_server *s, slot *sl) {
@@ -187,9 +265,30 @@ static void slot_release(hkv_server *s, slot *sl) {
     sl->smp = NULL;
     if (sl->j) { sl->j->slot = -1; job_unref_locked(sl->j); }
     sl->j = NULL;
+    sl->piece = 0;
     sl->last_used = now_s();
-    slot_refresh_view(sl);
-    (void)s;
+    slot_refresh_view(s, sl);
+}
+
+/* Gives the slot a sequence for job j's config: the one it has when the config matches, else a free one of
+ * the config's group (after dropping idle cached sequences for memory or a sequence). 0: wait. Lock held. */
+static int slot_bind(hkv_server *s, slot *sl, const job *j) {
+    if (sl->g >= 0 && kv_equal(&sl->kv, &j->req.kv)) return 1; /* the slot's own sequence is reused as is */
+    slot_drop_seq(s, sl);
+    uint64_t need = j->req.kv_bytes;
+    if (!make_room(s, need, sl)) return 0; /* wait for a running sequence to finish */
+    int gi = group_of(s, &j->req);
+    if (gi < 0) return 0;
+    int q = free_seq(s, gi);
+    while (q < 0 && drop_lru(s, sl, gi)) q = free_seq(s, gi);
+    if (q < 0) return 0;
+    sl->g = gi;
+    sl->seq = q;
+    s->groups[gi].n_used++;
+    sl->kv = j->req.kv;
+    sl->reserved = need;
+    s->reserved += need;
+    return 1;
 }
 
 /* Moves queued jobs into slots while a slot and memory are free, oldest first. Lock held. */
@@ -201,21 +300,16 @@ static void admit(hkv_server *s) {
         if (!s->p.kv_memory && busy >= s->p.n_parallel) return;
         int reuse;
         slot *sl = pick_slot(s, j, &reuse);
-        if (!sl) return;
-        uint64_t need = j->req.kv_bytes;
-        int keep_ctx = sl->ctx && kv_equal(&sl->kv, &j->req.kv);
-        if (keep_ctx) need = 0; /* the slot's own context is reused as is */
-        else if (sl->ctx) slot_drop_ctx(s, sl);
-        if (!make_room(s, need, sl)) return; /* wait for a running sequence to finish */
+        if (!sl || !slot_bind(s, sl, j)) return;
         memmove(s->queue, s->queue + 1, sizeof(job *) * (size_t)--s->q_len);
         j->queued = 0;
         j->slot = (int)(sl - s->slots);
         sl->j = j; /* the engine's reference moves to the slot */
-        if (!sl->ctx) { sl->kv = j->req.kv; sl->reserved = need; s->reserved += need; }
         j->n_prompt_reused = reuse;
         sl->pos = reuse;
         if (!reuse) sl->n_cached = 0;
         sl->prefilled = 0;
+        sl->piece = 0;
         sl->n_gen = 0;
         sl->text.n = 0;
         if (sl->text.p) sl->text.p[0] = 0;
@@ -291,7 +385,7 @@ static void slot_fail(hkv_server *s, slot *sl, const char *msg) {
     cJSON *e = error_json(500, msg, NULL);
     pthread_mutex_lock(&s->mu);
     /* the sequence may be half-written: forget it */
-    if (sl->ctx) hkv_seq_reset(sl->ctx, 0);
+    if (slot_ctx(s, sl)) { count_evictions(s, sl); hkv_seq_reset(slot_ctx(s, sl), sl->seq); }
     sl->n_cached = 0;
     j->refs++;
     slot_release(s, sl);
@@ -340,7 +434,7 @@ static void note_token(hkv_server *s, job *j) {
  * token is never decoded. */
 static void slot_advance(hkv_server *s, slot *sl) {
     if (sl->n_gen >= sl->n_max) { slot_finish(s, sl, FIN_LENGTH, NULL); return; }
-    const float *lg = hkv_get_logits(sl->ctx, 0, -1);
+    const float *lg = hkv_get_logits(slot_ctx(s, sl), sl->seq, -1);
     if (!lg) { slot_fail(s, sl, "no logits after decoding"); return; }
     int32_t tok = hkv_sampler_sample(sl->smp, lg);
     if (tok < 0 || tok >= s->mi.n_vocab) { slot_fail(s, sl, "the sampler returned no valid token"); return; }
@@ -359,32 +453,72 @@ static void slot_advance(hkv_server *s, slot *sl) {
     sl->next = tok;
 }
 
-/* Sets up a newly admitted slot: context (made now if needed), sampler. 0 on failure (job answered). */
+/* Abort callback of every group context, called before each layer of a decode call (engine thread). A call
+ * is stopped when the server stops, or when a job with a prompt piece in the call was cancelled and the call
+ * holds nothing else or is in its first half of layers (past that, finishing is cheaper than redoing the
+ * others' tokens). Stopping is always safe: the library puts every sequence of the call back exactly, so the
+ * others decode the same tokens again at the next step. It also pings prefilling streams about once a second:
+ * writing is how a client that went away during a long prompt piece is noticed. */
+static int abort_cb(void *user) {
+    hkv_server *s = user;
+    int layer, stop, cancelled = 0, np = 0;
+    double t = now_s();
+    job *ping[MAX_SLOTS];
+    pthread_mutex_lock(&s->mu);
+    layer = s->cb_layer++;
+    stop = s->stopping;
+    for (int i = 0; i < s->b_nslot && s->b_in_call; i++) {
+        slot *sl = s->b_slot[i];
+        if (!sl->piece || !sl->j) continue;
+        if (sl->j->cancelled) cancelled = 1;
+        else if (sl->j->req.stream && t - sl->t0 >= 1.0 && t - s->cb_ping >= 1.0) { ping[np++] = sl->j; sl->j->refs++; }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (np) {
+        s->cb_ping = t;
+        for (int i = 0; i < np; i++) job_emit(s, ping[i], PING_PREFILL, strlen(PING_PREFILL), 0, 0);
+        pthread_mutex_lock(&s->mu);
+        for (int i = 0; i < np; i++) job_unref_locked(ping[i]);
+        pthread_mutex_unlock(&s->mu);
+    }
+    return stop || (cancelled && (!s->b_decode || 2 * layer < s->mi.n_layer));
+}
+
+/* A group's context, made at its first use. lazy_seqs: its n_seq sequences hold K/V only while in use, so
+ * the group costs what its running and cached sequences reserve (plus scratch and one logits row each). */
+static hkv_context *group_ctx(hkv_server *s, group *g, char *err, size_t errlen) {
+    if (g->ctx) return g->ctx;
+    hkv_context_params cp = hkv_context_default_params();
+    cp.n_ctx = s->n_ctx;
+    cp.n_seq = g->n_seq;
+    cp.n_threads = s->p.n_threads;
+    cp.ref_len = s->n_ctx;
+    cp.kv = g->kv;
+    cp.lazy_seqs = 1;
+    if (hkv_context_new(s->m, &cp, &g->ctx, err, errlen)) return NULL;
+    hkv_set_abort_callback(g->ctx, abort_cb, s);
+    return g->ctx;
+}
+
+/* Sets up a newly admitted slot: its group's context (made now if needed), sampler. 0 on failure (job
+ * answered). */
 static int slot_start(hkv_server *s, slot *sl) {
     job *j = sl->j;
     request *r = &j->req;
     char err[256];
-    if (!sl->ctx) {
-        hkv_context_params cp = hkv_context_default_params();
-        cp.n_ctx = s->n_ctx;
-        cp.n_seq = 1;
-        cp.n_threads = s->p.n_threads;
-        cp.ref_len = s->n_ctx;
-        cp.kv = r->kv;
-        if (hkv_context_new(s->m, &cp, &sl->ctx, err, sizeof err)) {
-            pthread_mutex_lock(&s->mu);
-            s->reserved -= sl->reserved;
-            sl->reserved = 0;
-            pthread_mutex_unlock(&s->mu);
-            slot_fail(s, sl, err);
-            return 0;
-        }
-        if (!sl->cached && !(sl->cached = malloc(sizeof(int32_t) * (size_t)s->n_ctx))) {
-            slot_fail(s, sl, "out of memory");
-            return 0;
-        }
+    hkv_context *c = group_ctx(s, &s->groups[sl->g], err, sizeof err);
+    if (!c) { slot_fail(s, sl, err); return 0; }
+    if (!sl->cached && !(sl->cached = malloc(sizeof(int32_t) * (size_t)s->n_ctx))) {
+        slot_fail(s, sl, "out of memory");
+        return 0;
     }
-    if (!sl->pos) { hkv_seq_reset(sl->ctx, 0); sl->n_cached = 0; }
+    if (!sl->pos) {
+        pthread_mutex_lock(&s->mu);
+        count_evictions(s, sl);
+        pthread_mutex_unlock(&s->mu);
+        hkv_seq_reset(c, sl->seq);
+        sl->n_cached = 0;
+    }
     if (hkv_sampler_new(&r->sp, s->mi.n_vocab, &sl->smp, err, sizeof err)) { slot_fail(s, sl, err); return 0; }
     for (int i = 0; i < r->n_prompt; i++) hkv_sampler_accept(sl->smp, r->prompt[i]);
     int room = s->n_ctx - r->n_prompt;
@@ -394,33 +528,115 @@ static int slot_start(hkv_server *s, slot *sl) {
     return 1;
 }
 
-static int decode_tokens(hkv_server *s, slot *sl, const int32_t *t, int n) {
-    (void)s;
-    hkv_status st = hkv_decode(sl->ctx, 0, t, n);
-    if (st) { slot_fail(s, sl, hkv_last_error(sl->ctx)); return 0; }
-    memcpy(sl->cached + sl->n_cached, t, sizeof(int32_t) * (size_t)n);
-    sl->n_cached += n;
-    return 1;
-}
-
-/* One prompt chunk of the oldest prefilling slot. */
-static void prefill_step(hkv_server *s) {
-    slot *sl = NULL;
-    for (int i = 0; i < s->n_slots; i++) {
-        slot *x = &s->slots[i];
-        if (x->j && !x->prefilled && (!sl || x->order < sl->order)) sl = x;
-    }
-    if (!sl) return;
-    if (!sl->smp && !slot_start(s, sl)) return;
-    request *r = &sl->j->req;
-    int n = r->n_prompt - sl->pos;
-    if (n > s->p.prefill_chunk) n = s->p.prefill_chunk;
-    if (!decode_tokens(s, sl, r->prompt + sl->pos, n)) return;
-    sl->pos += n;
-    if (sl->pos == r->n_prompt) {
+/* After the slot's k tokens at t were decoded: remember them, advance the prompt or sample the next token. */
+static void slot_after(hkv_server *s, slot *sl, const int32_t *t, int k) {
+    memcpy(sl->cached + sl->n_cached, t, sizeof(int32_t) * (size_t)k);
+    sl->n_cached += k;
+    if (sl->prefilled) { slot_advance(s, sl); return; }
+    sl->pos += k;
+    sl->piece = 0;
+    if (sl->pos == sl->j->req.n_prompt) {
         sl->prefilled = 1;
         slot_advance(s, sl);
     }
+}
+
+static void note_batch(hkv_server *s, int n_seqs, int n_tokens) {
+    pthread_mutex_lock(&s->mu);
+    metrics *mt = &s->mt;
+    mt->batch_calls++;
+    mt->batch_seqs += (uint64_t)n_seqs;
+    mt->batch_tokens += (uint64_t)n_tokens;
+    if (n_seqs > mt->batch_seqs_max) mt->batch_seqs_max = n_seqs;
+    int b = 0;
+    while (b < N_BATCH_HIST && n_seqs > (1 << b)) b++;
+    mt->batch_hist[b] += 1;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* One call for group gi: the pending token of each generating slot and the pieces chosen for this step. */
+static void group_step(hkv_server *s, int gi) {
+    group *g = &s->groups[gi];
+    int n = 0, nd = 0;
+    s->b_nslot = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->g != gi || !sl->j) continue;
+        if (sl->prefilled) {
+            sl->at = n;
+            s->b_tok[n] = sl->next;
+            s->b_seq[n] = sl->seq;
+            s->b_want[n++] = 1;
+            nd++;
+        } else if (sl->piece) {
+            const request *r = &sl->j->req;
+            sl->at = n;
+            for (int k = 0; k < sl->piece; k++) {
+                s->b_tok[n] = r->prompt[sl->pos + k];
+                s->b_seq[n] = sl->seq;
+                s->b_want[n++] = 0;
+            }
+            s->b_want[n - 1] = sl->pos + sl->piece == r->n_prompt; /* logits of a prompt's last token only */
+        } else continue;
+        s->b_slot[s->b_nslot++] = sl;
+    }
+    int ns = s->b_nslot;
+    if (!n) { s->b_nslot = 0; return; }
+    pthread_mutex_lock(&s->mu); /* published for the abort callback (which runs with the lock) */
+    s->b_decode = nd > 0;
+    s->cb_layer = 0;
+    s->b_in_call = 1;
+    pthread_mutex_unlock(&s->mu);
+    hkv_batch b = {n, s->b_tok, s->b_seq, s->b_want};
+    hkv_status st = hkv_decode_tokens(g->ctx, &b);
+    pthread_mutex_lock(&s->mu);
+    s->b_in_call = 0; /* the abort callback looks at the call in flight only */
+    pthread_mutex_unlock(&s->mu);
+    if (st == HKV_ERR_ABORTED) { /* nothing changed; cancelled jobs are dropped before the next step */
+        pthread_mutex_lock(&s->mu);
+        s->mt.aborted_steps++;
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < ns; i++) s->b_slot[i]->piece = 0;
+        return;
+    }
+    if (!st) note_batch(s, ns, n);
+    for (int i = 0; i < ns; i++) {
+        slot *sl = s->b_slot[i];
+        int k = sl->prefilled ? 1 : sl->piece;
+        if (st) { /* the call failed and changed nothing: each sequence alone, so a failure stays its own */
+            hkv_batch one = {k, s->b_tok + sl->at, s->b_seq + sl->at, s->b_want + sl->at};
+            if (hkv_decode_tokens(g->ctx, &one)) { sl->piece = 0; slot_fail(s, sl, hkv_last_error(g->ctx)); continue; }
+        }
+        slot_after(s, sl, s->b_tok + sl->at, k);
+    }
+}
+
+/* One engine step. Prompt pieces first: prefilling slots oldest first, each piece the next prefill_chunk
+ * tokens of its prompt (the boundaries `heavykv run --prefill-chunk` uses, which decide evictions), at most
+ * prefill_chunk prompt tokens per step in all; then one hkv_decode_tokens call per group with those pieces and
+ * the pending token of every generating slot of the group. */
+static void engine_step(hkv_server *s) {
+    slot *pf[MAX_SLOTS];
+    int npf = 0;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (!sl->j || sl->prefilled) continue;
+        int k = npf++;
+        while (k > 0 && pf[k - 1]->order > sl->order) { pf[k] = pf[k - 1]; k--; }
+        pf[k] = sl;
+    }
+    int left = s->p.prefill_chunk;
+    for (int i = 0; i < npf && left > 0; i++) {
+        slot *sl = pf[i];
+        int n = sl->j->req.n_prompt - sl->pos;
+        if (n > s->p.prefill_chunk) n = s->p.prefill_chunk;
+        if (n > left) continue;
+        if (!sl->smp && !slot_start(s, sl)) continue;
+        sl->piece = n;
+        left -= n;
+    }
+    for (int gi = 0; gi < MAX_SLOTS; gi++)
+        if (s->groups[gi].ctx && s->groups[gi].n_used) group_step(s, gi);
 }
 
 /* Drops jobs whose client went away, and with stopping, ends every job. Lock held. */
@@ -474,18 +690,26 @@ static void abort_all(hkv_server *s) {
         }
 }
 
-/* Queued streams get an SSE comment now and then: writing is how a client that went away is noticed. */
+/* Queued and prefilling streams get an SSE comment now and then: writing is how a client that went away is
+ * noticed (a suspended connection is not watched otherwise). */
 static void ping_queued(hkv_server *s, double *last) {
     double t = now_s();
     if (t - *last < 1.0) return;
     *last = t;
-    job *list[64];
-    int n = 0;
+    job *list[64 + MAX_SLOTS];
+    int n = 0, nq;
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < s->q_len && n < 64; i++)
         if (s->queue[i]->req.stream) { list[n++] = s->queue[i]; s->queue[i]->refs++; }
+    nq = n;
+    for (int i = 0; i < s->n_slots; i++) {
+        slot *sl = &s->slots[i];
+        if (sl->j && !sl->prefilled && sl->smp && sl->j->req.stream && t - sl->t0 >= 1.0) { list[n++] = sl->j; sl->j->refs++; }
+    }
     pthread_mutex_unlock(&s->mu);
-    for (int i = 0; i < n; i++) job_emit(s, list[i], ": waiting for a free slot\n\n", 27, 0, 0);
+    for (int i = 0; i < n; i++)
+        if (i < nq) job_emit(s, list[i], ": waiting for a free slot\n\n", 27, 0, 0);
+        else job_emit(s, list[i], PING_PREFILL, strlen(PING_PREFILL), 0, 0);
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < n; i++) job_unref_locked(list[i]);
     pthread_mutex_unlock(&s->mu);
@@ -501,7 +725,7 @@ void *engine_main(void *arg) {
         if (s->stopping) break;
         admit(s);
         reap(s, &active);
-        for (int i = 0; i < s->n_slots; i++) slot_refresh_view(&s->slots[i]);
+        for (int i = 0; i < s->n_slots; i++) slot_refresh_view(s, &s->slots[i]);
         if (!active || s->paused) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -517,19 +741,14 @@ void *engine_main(void *arg) {
             continue;
         }
         pthread_mutex_unlock(&s->mu);
-        prefill_step(s);
-        for (int i = 0; i < s->n_slots; i++) {
-            slot *sl = &s->slots[i];
-            if (!sl->j || !sl->prefilled || sl->j->cancelled) continue;
-            if (decode_tokens(s, sl, &sl->next, 1)) slot_advance(s, sl);
-        }
-        if (s->q_len) ping_queued(s, &last_ping);
+        engine_step(s);
+        ping_queued(s, &last_ping);
         pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     abort_all(s);
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->n_slots; i++) slot_refresh_view(&s->slots[i]);
+    for (int i = 0; i < s->n_slots; i++) slot_refresh_view(s, &s->slots[i]);
     s->engine_exited = 1;
     pthread_mutex_unlock(&s->mu);
     return NULL;

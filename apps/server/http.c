@@ -370,6 +370,22 @@ static void metrics_text(hkv_server *s, buf *b) {
     LINE("# HELP heavykv_slots_busy Sequences generating or prefilling.\n# TYPE heavykv_slots_busy gauge\nheavykv_slots_busy %d\n", busy);
     LINE("# HELP heavykv_slots_max Sequences of the default KV config that fit at once.\n# TYPE heavykv_slots_max gauge\n"
          "heavykv_slots_max %d\n", s->max_seqs);
+    /* batching: one decode call per KV-config group and engine step */
+    LINE("# HELP heavykv_batch_sequences Sequences decoded together in one call (one call per group and step).\n"
+         "# TYPE heavykv_batch_sequences histogram\n");
+    double cum = 0;
+    for (int i = 0; i < N_BATCH_HIST; i++) {
+        cum += m->batch_hist[i];
+        LINE("heavykv_batch_sequences_bucket{le=\"%d\"} %.0f\n", 1 << i, cum);
+    }
+    LINE("heavykv_batch_sequences_bucket{le=\"+Inf\"} %llu\nheavykv_batch_sequences_sum %llu\nheavykv_batch_sequences_count %llu\n",
+         (unsigned long long)m->batch_calls, (unsigned long long)m->batch_seqs, (unsigned long long)m->batch_calls);
+    LINE("# HELP heavykv_batch_sequences_max Most sequences decoded together in one call so far.\n"
+         "# TYPE heavykv_batch_sequences_max gauge\nheavykv_batch_sequences_max %d\n", m->batch_seqs_max);
+    LINE("# HELP heavykv_batch_tokens_total Tokens (prompt pieces and generated tokens) decoded in batched calls.\n"
+         "# TYPE heavykv_batch_tokens_total counter\nheavykv_batch_tokens_total %llu\n", (unsigned long long)m->batch_tokens);
+    LINE("# HELP heavykv_decode_aborted_total Decode calls stopped part-way (a cancelled prompt piece, or stop).\n"
+         "# TYPE heavykv_decode_aborted_total counter\nheavykv_decode_aborted_total %llu\n", (unsigned long long)m->aborted_steps);
     LINE("# HELP heavykv_connections_rejected_total Connections refused or closed at the connection limit.\n"
          "# TYPE heavykv_connections_rejected_total counter\nheavykv_connections_rejected_total %llu\n", (unsigned long long)m->rejected_conns);
     pthread_mutex_unlock(&s->mu);

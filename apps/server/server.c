@@ -74,6 +74,7 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     srv_alloc_install_cjson(); /* cJSON allocates through the server's shim (salloc.h) */
     hkv_server *s = srv_calloc(1, sizeof *s);
     if (!s) return fail(err, errlen, HKV_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < MAX_SLOTS; i++) s->slots[i].g = -1; /* no sequence yet */
     s->p = p;
     s->p.host = dup_opt(p.host);
     s->p.api_key = p.api_key && *p.api_key ? dup_opt(p.api_key) : NULL;
@@ -134,7 +135,15 @@ hkv_status hkv_server_new(hkv_model *m, const hkv_server_params *pp, hkv_server 
     } else s->max_seqs = s->n_slots = p.n_parallel;
     setup_chat(s);
     s->queue = srv_calloc((size_t)(s->p.n_queue + MAX_SLOTS + 1), sizeof *s->queue);
-    if (!s->queue) { hkv_server_free(s); return fail(err, errlen, HKV_ERR_NOMEM, "out of memory"); }
+    size_t bmax = (size_t)s->p.prefill_chunk + MAX_SLOTS; /* one step's batch: a chunk + one token per sequence */
+    s->b_tok = srv_malloc(sizeof(int32_t) * bmax);
+    s->b_seq = srv_malloc(sizeof(int) * bmax);
+    s->b_want = srv_malloc(bmax);
+    s->b_slot = srv_malloc(sizeof(slot *) * MAX_SLOTS);
+    if (!s->queue || !s->b_tok || !s->b_seq || !s->b_want || !s->b_slot) {
+        hkv_server_free(s);
+        return fail(err, errlen, HKV_ERR_NOMEM, "out of memory");
+    }
     if (pipe2(s->wake, O_CLOEXEC)) {
         st = fail(err, errlen, HKV_ERR_IO, "cannot create a pipe: %s", strerror(errno));
         hkv_server_free(s);
@@ -226,10 +235,14 @@ void hkv_server_free(hkv_server *s) {
     for (int i = 0; i < MAX_SLOTS; i++) {
         slot *sl = &s->slots[i];
         hkv_sampler_free(sl->smp);
-        hkv_context_free(sl->ctx);
         free(sl->cached);
         buf_free(&sl->text);
+        hkv_context_free(s->groups[i].ctx);
     }
+    free(s->b_tok);
+    free(s->b_seq);
+    free(s->b_want);
+    free(s->b_slot);
     while (s->q_len > 0) job_unref_locked(s->queue[--s->q_len]);
     if (s->wake[0] >= 0) close(s->wake[0]);
     if (s->wake[1] >= 0) close(s->wake[1]);

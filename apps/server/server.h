@@ -6,9 +6,11 @@
  * Shape: HTTP is libmicrohttpd (one internal polling thread, keep-alive, chunked bodies, HEAD); the engine
  * is one more thread that owns every hkv_context. A request is parsed, validated and tokenized on the HTTP
  * thread, becomes a job in a bounded FIFO, and the engine admits it into a slot when a slot and enough K/V
- * memory are free. Each slot is one sequence with its own context, so each request may choose its own KV
- * policy and budget (`"kv": {...}`). The engine loop does, per step, at most one prompt chunk of one slot
- * (prefill_chunk tokens) and then one token for every generating slot: a long prompt never freezes the
+ * memory are free. Each slot is one sequence; slots whose requests share a KV config are sequences of one
+ * multi-sequence context (a group), so each request may still choose its own KV policy and budget
+ * (`"kv": {...}`, a group of its own). The engine loop does, per step, one hkv_decode_tokens call per group
+ * with the next token of every generating slot and at most prefill_chunk prompt tokens (whole pieces, oldest
+ * request first): the weights are read once per step for all sequences, and a long prompt never freezes the
  * streams already running. Output is appended to the job under the server mutex; the HTTP side sends it
  * from a content-reader callback that suspends the connection while there is nothing to send, and the
  * engine resumes it (libmicrohttpd suspend/resume).
@@ -37,7 +39,7 @@ typedef struct hkv_server_params {
     int max_conns;           /* open connections at once (default 128); at the limit an idle one is closed */
     int max_conns_per_ip;    /* connections one client address may hold; 0: no per-address limit (default) */
     int n_ctx;               /* positions per sequence; 0: the model's default context */
-    int n_threads;           /* worker threads per sequence's context; <= 0: the model's setting */
+    int n_threads;           /* worker threads of each group's context; <= 0: the model's setting */
     int prefill_chunk;       /* prompt tokens decoded per engine step (default 64) */
     hkv_kv_config kv;        /* default policy and budget; percentages are of n_ctx */
     size_t max_body;         /* largest accepted request body in bytes (413 above; default 1 MiB) */

@@ -17,6 +17,7 @@
 #define MAX_STOP_LEN 256      /* bytes per stop string */
 #define MAX_SLOTS 256         /* slot structures; how many run is set by n_parallel or kv_memory */
 #define N_HIST 14             /* latency histogram buckets (+Inf is implied) */
+#define N_BATCH_HIST 8        /* sequences-per-call histogram buckets 1, 2, 4, ..., 128 (+Inf implied) */
 
 typedef struct buf { char *p; size_t n, cap; } buf; /* growable byte string, always NUL-terminated */
 int buf_add(buf *b, const char *s, size_t n);
@@ -76,11 +77,21 @@ typedef struct slot_view {    /* what /kv and /metrics show of a slot, refreshed
     int n_cached;             /* tokens of a kept conversation (0: none) */
 } slot_view;
 
+/* Slots whose requests share a KV config (kv_equal) decode together: their sequences live in one group's
+ * multi-sequence context and every engine step is one hkv_decode_tokens call per group. */
+typedef struct group {
+    hkv_context *ctx;         /* n_seq sequences, lazy_seqs (K/V only for sequences in use); NULL until needed */
+    hkv_kv_config kv;         /* the config every sequence of the group uses */
+    int n_seq;                /* sequences of this config that fit in kv_memory at once (n_parallel without it) */
+    int n_used;               /* slots holding one of its sequences (running or keeping a conversation) */
+} group;
+
 typedef struct slot {         /* one sequence; the engine thread owns everything but job/view */
     job *j;                   /* the job being served; NULL: idle */
-    hkv_context *ctx;         /* NULL until first use or after its memory was taken back */
-    hkv_kv_config kv;         /* config ctx was made with */
-    uint64_t reserved;        /* bytes counted against kv_memory while ctx exists */
+    int g, seq;               /* its sequence: group index and sequence in the group's context; g = -1: none
+                                 (never used, or its memory was taken back) */
+    hkv_kv_config kv;         /* the group's config */
+    uint64_t reserved;        /* bytes counted against kv_memory while the slot holds a sequence */
     int32_t *cached;          /* [n_ctx] tokens decoded into ctx, in order */
     int n_cached;
     char conv[64];            /* conversation id of the last job */
@@ -95,6 +106,8 @@ typedef struct slot {         /* one sequence; the engine thread owns everything
     hkv_utf8_stream us;
     double t0, t1;            /* prefill start, first token */
     uint64_t order;           /* admission order (prefill goes oldest first) */
+    int piece;                /* prompt tokens this step decodes (0: none) */
+    int at;                   /* index of its first token in the step's batch */
     slot_view view;
 } slot;
 
@@ -108,7 +121,12 @@ typedef struct metrics {
     double tps;               /* generated tokens per second, smoothed */
     double tps_t;             /* last update */
     uint64_t tps_tokens;      /* tokens since tps_t */
-    uint64_t evictions_done;  /* evictions of contexts already freed */
+    uint64_t evictions_done;  /* evictions of sequences already reset or freed */
+    /* batching: one hkv_decode_tokens call per group and engine step */
+    uint64_t batch_calls, batch_seqs, batch_tokens; /* calls, sequences and tokens in them */
+    int batch_seqs_max;       /* most sequences in one call */
+    double batch_hist[N_BATCH_HIST + 1]; /* sequences per call: <= 1, 2, 4, ..., 128, more */
+    uint64_t aborted_steps;   /* calls stopped by the abort callback (cancelled prefill, or stop) */
 } metrics;
 
 struct hkv_server {
@@ -143,6 +161,16 @@ struct hkv_server {
     int q_len;
     slot slots[MAX_SLOTS];
     int n_slots;              /* slots in use: n_parallel, or max over configs with kv_memory */
+    group groups[MAX_SLOTS];  /* at most one per slot (each slot may use its own config) */
+    /* one engine step's batch (engine thread only): [prefill_chunk + MAX_SLOTS] */
+    int32_t *b_tok;
+    int *b_seq;
+    int8_t *b_want;
+    slot **b_slot;            /* [MAX_SLOTS] slots in the call being decoded, for the abort callback */
+    int b_nslot, b_decode;    /* how many; 1: the call holds decode tokens of running streams */
+    int b_in_call;            /* 1 while hkv_decode_tokens runs the batch (b_in_call, b_decode, cb_layer: under mu) */
+    int cb_layer;             /* abort callback calls in the current call */
+    double cb_ping;           /* last time the abort callback pinged prefilling streams */
     uint64_t reserved;        /* bytes reserved by slots' contexts */
     uint64_t admit_order;
     metrics mt;
