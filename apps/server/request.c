@@ -49,6 +49,12 @@ static cJSON *whole_or_null(cJSON *j, long failures_before) {
     return NULL;
 }
 
+/* cJSON_AddItemToArray leaves the item with the caller when it fails (no array: an earlier allocation
+ * failed), and every caller here had dropped it: a leak per failure, found by test_server_alloc. */
+void json_array_add(cJSON *arr, cJSON *item) {
+    if (!cJSON_AddItemToArray(arr, item)) cJSON_Delete(item);
+}
+
 static cJSON *error_json_build(int status, const char *msg, const char *type);
 cJSON *error_json(int status, const char *msg, const char *type) {
     long f0 = srv_alloc_failures();
@@ -503,7 +509,7 @@ static cJSON *result_json_build(hkv_server *s, const job *jb, const slot *sl, co
     cJSON_AddStringToObject(j, "model", s->model_name);
     cJSON_AddStringToObject(j, "system_fingerprint", "heavykv-" HKV_VERSION_STRING);
     cJSON *ch = cJSON_AddArrayToObject(j, "choices"), *c0 = cJSON_CreateObject();
-    cJSON_AddItemToArray(ch, c0);
+    if (!cJSON_AddItemToArray(ch, c0)) { cJSON_Delete(c0); c0 = NULL; } /* the rest then adds nothing */
     cJSON_AddNumberToObject(c0, "index", 0);
     if (r->api == API_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c0, is_chunk ? "delta" : "message");
