@@ -35,7 +35,6 @@ struct hkv_context {
     float *k, *v;              /* [rows][n_head_kv*head_dim] */
     float *att;                /* [rows][n_head*head_dim] */
     float *hb, *hb2;           /* [rows][n_ff] */
-    hkv_matmul_ws mm;          /* matmul scratch for rows tokens of the widest input (n_embd, q dim, n_ff) */
     float *att_scratch;        /* [n_threads][attn_scratch_floats(group, scratch_cap, head_dim)] */
     float *att_ml;             /* [rows][n_head][2] softmax max and sum of each query row (attention.h) */
     attn_item_def *att_blocks; /* [rows] query blocks of one forward chunk */
@@ -71,7 +70,6 @@ static void ctx_free_buffers(hkv_context *c) {
     hkv_free(c->hb); hkv_free(c->hb2); hkv_free(c->att_scratch); hkv_free(c->att_ml); hkv_free(c->att_blocks); hkv_free(c->logits_last); hkv_free(c->logits_all); hkv_free(c->n_past);
     hkv_free(c->logits_batch); hkv_free(c->chunk_pos); hkv_free(c->chunk_seq); hkv_free(c->has_logits);
     hkv_free(c->seq_cnt); hkv_free(c->seq_list); hkv_free(c->batch_row);
-    hkv_matmul_ws_free(&c->mm);
 }
 
 void hkv_context_free(hkv_context *c) {
@@ -116,8 +114,8 @@ static int alloc_scratch(hkv_context *c) {
     c->has_logits = hkv_calloc((size_t)c->n_seq, 1);
     c->seq_cnt = hkv_calloc((size_t)c->n_seq, sizeof(int));
     c->seq_list = hkv_malloc(sizeof(int) * (size_t)c->n_seq);
-    /* every matmul of the forward pass fits: it never allocates, so it never changes path mid-decode */
-    if (!hkv_matmul_ws_init(&c->mm, hkv_pool_size(c->pool), c->rows, matmul_cols(hp))) return 0;
+    /* the matmuls' quantized activations for the largest matmul: none of the forward pass allocates them */
+    if (!hkv_pool_scratch(c->pool, hkv_matmul_acts_bytes(c->rows, matmul_cols(hp)))) return 0;
     return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch && c->att_ml && c->att_blocks &&
            c->logits_last && c->n_past && c->chunk_pos && c->chunk_seq && c->batch_row && c->has_logits &&
            c->seq_cnt && c->seq_list;
@@ -175,7 +173,7 @@ static uint64_t context_bytes(const hkv_context *c, const hkv_policy_ops *ops, i
     uint64_t rows = (uint64_t)c->chunk * (3 * (uint64_t)hp->n_embd + 2 * qd + 2 * kd + 2 * (uint64_t)hp->n_ff);
     uint64_t att = (uint64_t)(hp->n_head / hp->n_head_kv + 2) * cap * (uint64_t)n_threads;
     uint64_t logits = (uint64_t)c->n_seq * hp->n_vocab * 2 + (c->p.logits_all ? (uint64_t)c->chunk * hp->n_vocab : 0);
-    uint64_t mm = hkv_matmul_ws_bytes(n_threads, c->chunk + c->n_seq, matmul_cols(hp));
+    uint64_t mm = hkv_matmul_acts_bytes(c->chunk + c->n_seq, matmul_cols(hp)) * 3 / 2; /* pool scratch growth */
     return heads * cap * per_slot + sizeof(float) * (rows + att + logits) + mm;
 }
 
@@ -421,28 +419,36 @@ static hkv_status kv_write(hkv_context *c, fwd_batch *b) {
     return HKV_OK;
 }
 
+typedef struct { float *g; const float *u; size_t n_ff; } swiglu_job;
+
+/* SwiGLU of token t: g = silu(gate) * up, element by element (the same bits on any thread). */
+static void swiglu_token(void *v, int t, int thread) {
+    const swiglu_job *j = v;
+    float *g = j->g + (size_t)t * j->n_ff;
+    const float *u = j->u + (size_t)t * j->n_ff;
+    (void)thread;
+    for (size_t i = 0; i < j->n_ff; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {
     const hkv_hparams *hp = &c->m->hp;
     const hkv_layer_w *w = &c->m->layers[b->layer];
     int n = b->n, e = hp->n_embd, qd = hp->n_head * hp->head_dim, kd = hp->n_head_kv * hp->head_dim;
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->attn_norm, e, hp->rms_eps);
-    hkv_matmul(c->pool, &c->mm, c->q, w->wq.type, w->wq.data, c->xb, qd, e, n);
-    hkv_matmul(c->pool, &c->mm, c->k, w->wk.type, w->wk.data, c->xb, kd, e, n);
-    hkv_matmul(c->pool, &c->mm, c->v, w->wv.type, w->wv.data, c->xb, kd, e, n);
+    hkv_mm qkv[3] = {{c->q, w->wq.type, w->wq.data, qd}, {c->k, w->wk.type, w->wk.data, kd}, {c->v, w->wv.type, w->wv.data, kd}};
+    hkv_matmul_multi(c->pool, qkv, 3, c->xb, e, n);
     qk_prepare(c, w, b);
     hkv_status st = kv_write(c, b);
     if (st) return st;
     attention(c, b);
-    hkv_matmul(c->pool, &c->mm, c->xb2, w->wo.type, w->wo.data, c->att, e, qd, n);
+    hkv_matmul(c->pool, c->xb2, w->wo.type, w->wo.data, c->att, e, qd, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->ffn_norm, e, hp->rms_eps);
-    hkv_matmul(c->pool, &c->mm, c->hb, w->w_gate.type, w->w_gate.data, c->xb, hp->n_ff, e, n);
-    hkv_matmul(c->pool, &c->mm, c->hb2, w->w_up.type, w->w_up.data, c->xb, hp->n_ff, e, n);
-    for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; /* SwiGLU: silu(gate) * up */
-    }
-    hkv_matmul(c->pool, &c->mm, c->xb2, w->w_down.type, w->w_down.data, c->hb, e, hp->n_ff, n);
+    hkv_mm gate_up[2] = {{c->hb, w->w_gate.type, w->w_gate.data, hp->n_ff}, {c->hb2, w->w_up.type, w->w_up.data, hp->n_ff}};
+    hkv_matmul_multi(c->pool, gate_up, 2, c->xb, e, n);
+    swiglu_job sj = {c->hb, c->hb2, (size_t)hp->n_ff};
+    hkv_pool_run(n > 1 ? c->pool : NULL, swiglu_token, &sj, n); /* a prefill's expf work is split too */
+    hkv_matmul(c->pool, c->xb2, w->w_down.type, w->w_down.data, c->hb, e, hp->n_ff, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     return HKV_OK;
 }
@@ -452,7 +458,7 @@ static void output_logits(hkv_context *c, int r0, int nr, float *out) {
     const hkv_model *m = c->m;
     int e = m->hp.n_embd;
     for (int t = 0; t < nr; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)(r0 + t) * e, m->out_norm, e, m->hp.rms_eps);
-    hkv_matmul(c->pool, &c->mm, out, m->output.type, m->output.data, c->xb, m->hp.n_vocab, e, nr);
+    hkv_matmul(c->pool, out, m->output.type, m->output.data, c->xb, m->hp.n_vocab, e, nr);
 }
 
 static hkv_status forward_chunk(hkv_context *c, fwd_batch *b) {
@@ -520,7 +526,7 @@ static void output_rows(hkv_context *c, const int32_t *rows, int nr, float *out)
     const hkv_model *m = c->m;
     int e = m->hp.n_embd;
     for (int t = 0; t < nr; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)rows[t] * e, m->out_norm, e, m->hp.rms_eps);
-    hkv_matmul(c->pool, &c->mm, out, m->output.type, m->output.data, c->xb, m->hp.n_vocab, e, nr);
+    hkv_matmul(c->pool, out, m->output.type, m->output.data, c->xb, m->hp.n_vocab, e, nr);
 }
 
 /* A decode call in three steps, so that a failure leaves every sequence exactly as before the call:

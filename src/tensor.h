@@ -68,22 +68,17 @@ void hkv_pool_free(hkv_pool *p);
 int hkv_pool_size(const hkv_pool *p);
 /* Calls fn(arg, i) for i in [0, n) split across the pool's threads; returns when all are done. */
 void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *arg, int n);
-/* Scratch of hkv_matmul for calls of up to max_tok tokens of up to max_cols columns on a pool of up to n_threads
- * threads, allocated once by its owner (a context, with its other scratch). A matmul used to allocate its
- * scratch per call and, when that failed, fall back silently from the integer path to the float path, which
- * gives slightly different bits; now it cannot fail. */
-typedef struct hkv_matmul_ws {
-    int max_tok, max_cols, n_threads;
-    struct hkv_qx *qx;        /* [max_tok] integer path: the quantized activations */
-    uint8_t *u;               /* [max_tok * max_cols] their levels + 128 */
-    float *qd;                /* [10 * (max_tok * max_cols / 32 + 1)] their scales, sums and per-lane scales */
-    float *f;                 /* [n_threads][max_cols] float path: one dequantized row per thread */
-} hkv_matmul_ws;
-int hkv_matmul_ws_init(hkv_matmul_ws *ws, int n_threads, int max_tok, int max_cols); /* 0: out of memory */
-void hkv_matmul_ws_free(hkv_matmul_ws *ws);
-uint64_t hkv_matmul_ws_bytes(int n_threads, int max_tok, int max_cols);
-/* W: rows x cols of type (row-major, each row hkv_row_size(type, cols) bytes). ws must cover n_tok, cols and
- * the pool's threads: returns 0, or -1 without computing anything when it does not (a caller's bug). */
-int hkv_matmul(hkv_pool *p, hkv_matmul_ws *ws, float *out, int type, const void *W, const float *x, int rows, int cols,
-               int n_tok);
+/* A buffer of at least bytes owned by the pool (freed with it), valid until the next call;
+ * the matmul keeps its quantized activations there. NULL without a pool or on allocation failure. */
+void *hkv_pool_scratch(hkv_pool *p, size_t bytes);
+/* The pool scratch a matmul of n_tok tokens x cols columns uses for its quantized activations. A context
+ * reserves it for its largest matmul when it is created (hkv_pool_scratch), so no matmul of the forward pass
+ * allocates it: a failure there used to switch the integer path to the float path mid-decode (other bits). */
+size_t hkv_matmul_acts_bytes(int n_tok, int cols);
+/* W: rows x cols of type (row-major, each row hkv_row_size(type, cols) bytes). */
+void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok);
+/* Several matmuls over the same x[n_tok][cols] (q/k/v, gate/up) as one job: out_i = W_i x, each result
+ * bit-identical to hkv_matmul's; the activations are quantized once and the threads meet once. */
+typedef struct hkv_mm { float *out; int type; const void *W; int rows; } hkv_mm;
+void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, int cols, int n_tok);
 #endif

@@ -252,7 +252,8 @@ static hkv_status run_call(hkv_context *c, const script *s, int call) {
 }
 
 /* Returns how many injected failures were absorbed (the call succeeded with a fallback path). */
-static int sweep_decode(hkv_model *m, const char *policy, int n_threads) {
+/* strict: compare the logits after absorbed failures too (every fallback left must give the same bits). */
+static int sweep_decode(hkv_model *m, const char *policy, int n_threads, int strict) {
     hkv_model_info mi;
     hkv_model_get_info(m, &mi);
     script s;
@@ -297,7 +298,7 @@ static int sweep_decode(hkv_model *m, const char *policy, int n_threads) {
                 absorbed++;
             }
             const float *lg = hkv_get_logits(c, 0, -1);
-            if (!degraded && lg && memcmp(lg, ref + (size_t)k * mi.n_vocab, sizeof(float) * mi.n_vocab)) mismatches++;
+            if ((!degraded || strict) && lg && memcmp(lg, ref + (size_t)k * mi.n_vocab, sizeof(float) * mi.n_vocab)) mismatches++;
         }
         hkv_alloc_fail_at(0);
         hkv_context_free(c);
@@ -314,7 +315,8 @@ static int sweep_decode(hkv_model *m, const char *policy, int n_threads) {
 
 /* A Q8_0 copy of the model: its matmuls take the integer path, whose scratch (quantized activations) used to be
  * allocated per matmul and, on failure, silently replaced by the float path (other bits). Now the context
- * allocates it up front: with `full` (no batch hook) no failure may be absorbed, each is an error. */
+ * reserves it up front (the pool's scratch). With `full` (no batch hook) the only fallback left is the float
+ * path's row buffer (per-token dots, same bits), so every call must give the reference logits bit for bit. */
 static void sweep_decode_quantized(void) {
     char err[256], path[600];
     snprintf(path, sizeof path, "%s", tu_tmp("alloc_q8.gguf"));
@@ -322,7 +324,7 @@ static void sweep_decode_quantized(void) {
     CHECKF(st == HKV_OK, "%s", err);
     hkv_model *m;
     if (!st && (st = hkv_model_load(path, NULL, &m, err, sizeof err)) == HKV_OK) {
-        CHECK(sweep_decode(m, "full", 2) == 0);
+        sweep_decode(m, "full", 2, 1);
         hkv_model_free(m);
     }
     CHECKF(st == HKV_OK, "%s", err);
@@ -338,13 +340,13 @@ int main(void) {
     CHECKF(st == HKV_OK, "%s", err);
     if (st) return tu_done("test_alloc");
     sweep_context_new(m);
-    sweep_decode(m, "h2o", 2);
-    sweep_decode(m, "full", 2);
+    sweep_decode(m, "h2o", 2, 0);
+    sweep_decode(m, "full", 2, 0);
     /* every other policy of the table: its own allocations (batch hook, scratch) are on this thread with one
        worker thread, where the h2o/full sweeps above use two */
     for (int i = 0; hkv_policy_at(i); i++) {
         const char *name = hkv_policy_at(i)->name;
-        if (strcmp(name, "h2o") && strcmp(name, "full")) sweep_decode(m, name, 1);
+        if (strcmp(name, "h2o") && strcmp(name, "full")) sweep_decode(m, name, 1, 0);
     }
     hkv_model_free(m);
     sweep_decode_quantized();
