@@ -409,14 +409,24 @@ static hkv_status kv_write(hkv_context *c, fwd_batch *b) {
     return HKV_OK;
 }
 
+typedef struct { float *g; const float *u; size_t n_ff; } swiglu_job;
+
+/* SwiGLU of token t: g = silu(gate) * up, element by element (the same bits on any thread). */
+static void swiglu_token(void *v, int t, int thread) {
+    const swiglu_job *j = v;
+    float *g = j->g + (size_t)t * j->n_ff;
+    const float *u = j->u + (size_t)t * j->n_ff;
+    (void)thread;
+    for (size_t i = 0; i < j->n_ff; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {
     const hkv_hparams *hp = &c->m->hp;
     const hkv_layer_w *w = &c->m->layers[b->layer];
     int n = b->n, e = hp->n_embd, qd = hp->n_head * hp->head_dim, kd = hp->n_head_kv * hp->head_dim;
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->attn_norm, e, hp->rms_eps);
-    hkv_matmul(c->pool, c->q, w->wq.type, w->wq.data, c->xb, qd, e, n);
-    hkv_matmul(c->pool, c->k, w->wk.type, w->wk.data, c->xb, kd, e, n);
-    hkv_matmul(c->pool, c->v, w->wv.type, w->wv.data, c->xb, kd, e, n);
+    hkv_mm qkv[3] = {{c->q, w->wq.type, w->wq.data, qd}, {c->k, w->wk.type, w->wk.data, kd}, {c->v, w->wv.type, w->wv.data, kd}};
+    hkv_matmul_multi(c->pool, qkv, 3, c->xb, e, n);
     qk_prepare(c, w, b);
     hkv_status st = kv_write(c, b);
     if (st) return st;
@@ -424,12 +434,10 @@ static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {
     hkv_matmul(c->pool, c->xb2, w->wo.type, w->wo.data, c->att, e, qd, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     for (int t = 0; t < n; t++) hkv_rmsnorm(c->xb + (size_t)t * e, c->x + (size_t)t * e, w->ffn_norm, e, hp->rms_eps);
-    hkv_matmul(c->pool, c->hb, w->w_gate.type, w->w_gate.data, c->xb, hp->n_ff, e, n);
-    hkv_matmul(c->pool, c->hb2, w->w_up.type, w->w_up.data, c->xb, hp->n_ff, e, n);
-    for (size_t i = 0; i < (size_t)n * hp->n_ff; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; /* SwiGLU: silu(gate) * up */
-    }
+    hkv_mm gate_up[2] = {{c->hb, w->w_gate.type, w->w_gate.data, hp->n_ff}, {c->hb2, w->w_up.type, w->w_up.data, hp->n_ff}};
+    hkv_matmul_multi(c->pool, gate_up, 2, c->xb, e, n);
+    swiglu_job sj = {c->hb, c->hb2, (size_t)hp->n_ff};
+    hkv_pool_run(n > 1 ? c->pool : NULL, swiglu_token, &sj, n); /* a prefill's expf work is split too */
     hkv_matmul(c->pool, c->xb2, w->w_down.type, w->w_down.data, c->hb, e, hp->n_ff, n);
     for (size_t i = 0; i < (size_t)n * e; i++) c->x[i] += c->xb2[i];
     return HKV_OK;

@@ -39,7 +39,11 @@ typedef struct hkv_qx {
 
 /* out[t] = sum_i row[i] * x[t][i] for t < nx (1..HKV_QX_MAX_TOK); n a multiple of the type's block. */
 typedef void (*hkv_qdot_fn)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n);
+/* Two rows at once (row and row + stride bytes), so that each loaded activation chunk serves both rows:
+ * out[t] = row 0 . x[t], out[nx + t] = row 1 . x[t], each exactly what qdot gives for that row. */
+typedef void (*hkv_qdot2_fn)(const void *row, size_t stride, const hkv_qx *x, int nx, float *out, int64_t n);
 
+typedef void (*hkv_quantize_qx_fn)(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n);
 typedef float (*hkv_dot_fn)(const void *row, const float *x, int64_t n);
 typedef void (*hkv_dequant_fn)(const void *src, float *dst, int64_t n);
 
@@ -51,18 +55,24 @@ typedef struct hkv_kernel_set {
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     hkv_qdot_fn qdot[HKV_TYPE_COUNT];         /* integer path per quantized type; NULL: scalar reference */
+    hkv_qdot2_fn qdot2[HKV_TYPE_COUNT];       /* two-row form of qdot; NULL: qdot row by row */
+    hkv_quantize_qx_fn quantize_qx;           /* hkv_quantize_qx_ref's exact bits; NULL: the reference */
 } hkv_kernel_set;
 
 /* Scalar dequantizer of one type (NULL for unsupported types); SIMD files may reuse them. */
 hkv_dequant_fn hkv_dequant_ref_fn(int type);
 
 /* Quantizes n floats (a multiple of 32) for the integer path into u[n], d[n / 32], s[n / 32], dl[n / 4]. A
- * block holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. */
+ * block holding inf or NaN gets d = s = NaN and q = 0, so every dot with it is NaN. _ref is the scalar
+ * definition; hkv_quantize_qx runs this CPU's kernel, which gives the same bits (tests compare). */
+void hkv_quantize_qx_ref(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n);
 void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n);
 /* Scalar reference of the integer path (the definition above); NULL for float and unsupported types. */
 hkv_qdot_fn hkv_qdot_ref_fn(int type);
 /* Fastest integer-path kernel for type on this CPU (the reference when SIMD is off); NULL as above. */
 hkv_qdot_fn hkv_qdot_fn_get(int type);
+/* Two-row kernel of this CPU's set for type, or NULL (then the caller runs hkv_qdot_fn_get row by row). */
+hkv_qdot2_fn hkv_qdot2_fn_get(int type);
 
 #if defined(__x86_64__)
 /* Fills every entry of ks; only call when the CPU supports AVX2, FMA and F16C. */

@@ -8,6 +8,8 @@
  * bit-identical to the scalar and AVX2 kernels. */
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <float.h>
+#include <math.h>
 #include <string.h>
 #include "kernels.h"
 
@@ -39,19 +41,24 @@ QX_INLINE __m512 two_scales(float a, float b) {
     return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(a)), _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
-/* One entry point per type; the switch picks the unrolled copy for nx. */
+/* Entry points per type, one row and two rows; the switch picks the unrolled copy for nx. */
+#define QDOT_CASES(NAME, ROW, STRIDE, R)                                                       \
+        switch (nx) {                                                                          \
+        case 1: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 1, out, n); break;                      \
+        case 2: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 2, out, n); break;                      \
+        case 3: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 3, out, n); break;                      \
+        case 4: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 4, out, n); break;                      \
+        case 5: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 5, out, n); break;                      \
+        case 6: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 6, out, n); break;                      \
+        case 7: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 7, out, n); break;                      \
+        default: QV(qdot_##NAME##_n)(ROW, STRIDE, R, x, 8, out, n); break;                     \
+        }
 #define QDOT_ENTRY(NAME)                                                                       \
     QV_ENTRY void QV(qdot_##NAME)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) { \
-        switch (nx) {                                                                          \
-        case 1: QV(qdot_##NAME##_n)(row, x, 1, out, n); break;                                 \
-        case 2: QV(qdot_##NAME##_n)(row, x, 2, out, n); break;                                 \
-        case 3: QV(qdot_##NAME##_n)(row, x, 3, out, n); break;                                 \
-        case 4: QV(qdot_##NAME##_n)(row, x, 4, out, n); break;                                 \
-        case 5: QV(qdot_##NAME##_n)(row, x, 5, out, n); break;                                 \
-        case 6: QV(qdot_##NAME##_n)(row, x, 6, out, n); break;                                 \
-        case 7: QV(qdot_##NAME##_n)(row, x, 7, out, n); break;                                 \
-        default: QV(qdot_##NAME##_n)(row, x, 8, out, n); break;                                \
-        }                                                                                      \
+        QDOT_CASES(NAME, (const uint8_t *)row, 0, 1)                                           \
+    }                                                                                          \
+    QV_ENTRY void QV(qdot2_##NAME)(const void *row, size_t stride, const hkv_qx *x, int nx, float *out, int64_t n) { \
+        QDOT_CASES(NAME, (const uint8_t *)row, stride, 2)                                      \
     }
 
 /* AVX-512BW copy: maddubs */
@@ -72,11 +79,40 @@ QX_INLINE __m512 two_scales(float a, float b) {
 #define QV_ENTRY static __attribute__((target("avx512vnni")))
 #include "kernels_avx512_qdot.h"
 
+/* hkv_quantize_qx_ref with 16 lanes: the same absmax (max is exact in any order), the same f32 products
+ * x * (1 / d), and cvtps rounds to nearest even like lrintf in the default rounding mode. */
+static void quantize_qx_avx512(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
+    const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(128);
+    for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++) {
+        __m512 x0 = _mm512_loadu_ps(x + 32 * b), x1 = _mm512_loadu_ps(x + 32 * b + 16);
+        __m512 a0 = _mm512_abs_ps(x0), a1 = _mm512_abs_ps(x1);
+        /* !(a <= FLT_MAX): inf or NaN */
+        int bad = (_mm512_cmp_ps_mask(a0, fmax, _CMP_NLE_UQ) | _mm512_cmp_ps_mask(a1, fmax, _CMP_NLE_UQ)) != 0;
+        float amax = bad ? 0.0f : _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
+        if (bad || amax < 1e-30f) { /* as the reference: tiny blocks count as zero */
+            memset(u + 32 * b, 128, 32);
+            d[b] = s[b] = bad ? NAN : 0.0f;
+        } else {
+            float db = amax / 127.0f;
+            __m512 id = _mm512_set1_ps(1.0f / db);
+            __m512i q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x0, id)), lo), hi);
+            __m512i q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(x1, id)), lo), hi);
+            _mm_storeu_si128((__m128i *)(u + 32 * b), _mm512_cvtepi32_epi8(_mm512_add_epi32(q0, off)));
+            _mm_storeu_si128((__m128i *)(u + 32 * b + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(q1, off)));
+            d[b] = db;
+            s[b] = db * (float)_mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        }
+        _mm256_storeu_ps(dl + 8 * b, _mm256_set1_ps(d[b]));
+    }
+}
+
 void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni) {
     hkv_kernels_avx2_init(ks);
     ks->name = vnni ? "avx512vnni" : "avx512";
     ks->features = vnni ? "avx512f avx512bw avx512vl avx512vnni avx2 fma f16c" : "avx512f avx512bw avx512vl avx2 fma f16c";
-#define SETQ(T, NAME) (ks->qdot[T] = vnni ? qdot_##NAME##_vnni : qdot_##NAME##_bw)
+#define SETQ(T, NAME) (ks->qdot[T] = vnni ? qdot_##NAME##_vnni : qdot_##NAME##_bw, \
+                       ks->qdot2[T] = vnni ? qdot2_##NAME##_vnni : qdot2_##NAME##_bw)
     SETQ(HKV_TYPE_Q8_0, q8_0);
     SETQ(HKV_TYPE_Q4_0, q4_0);
     SETQ(HKV_TYPE_Q5_0, q5_0);
@@ -84,6 +120,7 @@ void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni) {
     SETQ(HKV_TYPE_Q5_K, q5_k);
     SETQ(HKV_TYPE_Q6_K, q6_k);
 #undef SETQ
+    ks->quantize_qx = quantize_qx_avx512;
 }
 #else
 /* Not x86-64: no SIMD kernels, tensor.c uses the scalar code. ISO C needs at least one declaration. */

@@ -5,21 +5,28 @@
  * Lane l of a zmm = 4 consecutive bytes = elements 4l..4l+3 of a 64-element chunk: lanes 0..7 lie in
  * activation block 2k, lanes 8..15 in block 2k+1. Each loaded weight chunk serves all nx tokens. */
 
-/* Exact p[l] = sum of 4 products w * (u - 128) for each token, then acc += (float)p * (fw * xd). The lane
- * mask is 0xffff, or 0x00ff for the half chunk that ends a row with an odd number of 32-blocks. wpos: every
- * level is in 0..127 (Q4_K / Q5_K), so w can be the unsigned operand against the signed q = u - 128. */
-QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx, int64_t k, __mmask16 lanes,
-                      int wpos) {
+/* Exact p[l] = sum of 4 products w * (u - 128) for each token, then acc += (float)p * (fw * xd), for R
+ * weight rows (1 or 2: register blocking, each loaded activation chunk serves every row; each row's
+ * operations are exactly those of R = 1). The lane mask is 0xffff, or 0x00ff for the half chunk that ends
+ * a row with an odd number of 32-blocks. wpos: every level is in 0..127 (Q4_K / Q5_K), so w can be the
+ * unsigned operand against the signed q = u - 128. */
+QV_FN void QV(qchunk)(__m512 acc[][HKV_QX_MAX_TOK], int R, const __m512i *w, const __m512 *fw, const hkv_qx *x,
+                      int nx, int64_t k, __mmask16 lanes, int wpos) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
 #if QV_VNNI
     /* few tokens and w >= 0: q = u ^ 0x80 per token (1 op each); otherwise dpbusd(u, w) = sum (q + 128) w
      * with each token's sum started at -128 * sum(w), computed once per weight chunk (2 ops) */
     int signed_q = wpos && nx <= 2;
-    __m512i nc = _mm512_setzero_si512();
-    if (!signed_q) nc = _mm512_sub_epi32(nc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w));
+    __m512i nc[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int r = 0; r < R; r++)
+        if (!signed_q) nc[r] = _mm512_sub_epi32(nc[r], _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias, w[r]));
 #else
-    __m512i aw = wpos ? w : _mm512_abs_epi8(w);
-    __mmask64 neg = wpos ? 0 : _mm512_movepi8_mask(w);
+    __m512i aw[2];
+    __mmask64 neg[2] = {0, 0};
+    for (int r = 0; r < R; r++) {
+        aw[r] = wpos ? w[r] : _mm512_abs_epi8(w[r]);
+        neg[r] = wpos ? 0 : _mm512_movepi8_mask(w[r]);
+    }
     const __m512i ones = _mm512_set1_epi16(1);
 #endif
     for (int t = 0; t < nx; t++) {
@@ -33,35 +40,53 @@ QV_FN void QV(qchunk)(__m512 *acc, __m512i w, __m512 fw, const hkv_qx *x, int nx
             xd = _mm512_maskz_loadu_ps(0x00ff, x[t].dl + 16 * k);
         }
 #if QV_VNNI
-        __m512i p = signed_q ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_xor_si512(u, bias))
-                             : _mm512_dpbusd_epi32(nc, u, w);
+        __m512i qs = signed_q ? _mm512_xor_si512(u, bias) : u;
 #else
-        /* sign(q, w) * |w| = q * w; |q| <= 127 and |w| <= 128 keep maddubs' int16 pairs from saturating */
         __m512i q = _mm512_xor_si512(u, bias);
-        if (!wpos) q = _mm512_mask_sub_epi8(q, neg, _mm512_setzero_si512(), q);
-        __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, q), ones);
 #endif
-        acc[t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(fw, xd), acc[t], lanes);
+        for (int r = 0; r < R; r++) {
+#if QV_VNNI
+            __m512i p = signed_q ? _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[r], qs) : _mm512_dpbusd_epi32(nc[r], u, w[r]);
+#else
+            /* sign(q, w) * |w| = q * w; |q| <= 127 and |w| <= 128 keep maddubs' int16 pairs from saturating */
+            __m512i qr = wpos ? q : _mm512_mask_sub_epi8(q, neg[r], _mm512_setzero_si512(), q);
+            __m512i p = _mm512_madd_epi16(_mm512_maddubs_epi16(aw[r], qr), ones);
+#endif
+            acc[r][t] = _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(fw[r], xd), acc[r][t], lanes);
+        }
     }
 }
 
-QV_FN void QV(qdot_q8_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q8_0 *b = row;
-    __m512 acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+QV_FN void QV(zero_acc)(__m512 acc[][HKV_QX_MAX_TOK], int R, int nx) {
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) acc[r][t] = _mm512_setzero_ps();
+}
+
+QV_FN void QV(qdot_q8_0_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    __m512 acc[2][HKV_QX_MAX_TOK];
+    QV(zero_acc)(acc, R, nx);
+    __m512i w[2];
+    __m512 fw[2];
     int64_t nb = n / QK8_0, k = 0;
     for (; 2 * k + 1 < nb; k++) {
-        const block_q8_0 *b0 = b + 2 * k, *b1 = b0 + 1;
-        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)),
-                                       _mm256_loadu_si256((const __m256i *)b1->qs), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(b0->d), h2f(b1->d)), x, nx, k, 0xffff, 0);
+        for (int r = 0; r < R; r++) {
+            const block_q8_0 *b0 = (const block_q8_0 *)(row + r * stride) + 2 * k, *b1 = b0 + 1;
+            w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)),
+                                      _mm256_loadu_si256((const __m256i *)b1->qs), 1);
+            fw[r] = two_scales(h2f(b0->d), h2f(b1->d));
+        }
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
     }
     if (2 * k < nb) {
-        __m512i w = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[2 * k].qs));
-        w = _mm512_inserti64x4(w, _mm256_setzero_si256(), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(b[2 * k].d), 0.0f), x, nx, k, 0x00ff, 0);
+        for (int r = 0; r < R; r++) {
+            const block_q8_0 *b0 = (const block_q8_0 *)(row + r * stride) + 2 * k;
+            w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)), _mm256_setzero_si256(), 1);
+            fw[r] = two_scales(h2f(b0->d), 0.0f);
+        }
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0);
     }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]);
 }
 
 /* Q4_0 / Q5_0 (has_qh): 32 levels of one block as bytes, offset removed. */
@@ -76,108 +101,149 @@ QX_INLINE __m256i QV(lv32)(const uint8_t *blk, int has_qh) {
     return _mm256_sub_epi8(v, _mm256_set1_epi8(16));
 }
 
-QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out, int64_t n) {
-    __m512 acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t stride, int R, size_t bsize, int has_qh, const hkv_qx *x, int nx,
+                         float *out, int64_t n) {
+    __m512 acc[2][HKV_QX_MAX_TOK];
+    QV(zero_acc)(acc, R, nx);
+    __m512i w[2];
+    __m512 fw[2];
     int64_t nb = n / 32, k = 0;
     for (; 2 * k + 1 < nb; k++) {
-        const uint8_t *b0 = row + (size_t)(2 * k) * bsize, *b1 = b0 + bsize;
-        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), QV(lv32)(b1, has_qh), 1);
-        /* d is the first field of both block layouts */
-        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1)), x, nx, k, 0xffff, 0);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *b0 = row + r * stride + (size_t)(2 * k) * bsize, *b1 = b0 + bsize;
+            w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), QV(lv32)(b1, has_qh), 1);
+            /* d is the first field of both block layouts */
+            fw[r] = two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1));
+        }
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
     }
     if (2 * k < nb) {
-        const uint8_t *b0 = row + (size_t)(2 * k) * bsize;
-        __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), _mm256_setzero_si256(), 1);
-        QV(qchunk)(acc, w, two_scales(h2f(*(const uint16_t *)b0), 0.0f), x, nx, k, 0x00ff, 0);
+        for (int r = 0; r < R; r++) {
+            const uint8_t *b0 = row + r * stride + (size_t)(2 * k) * bsize;
+            w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), _mm256_setzero_si256(), 1);
+            fw[r] = two_scales(h2f(*(const uint16_t *)b0), 0.0f);
+        }
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0);
     }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]);
 }
 
-QV_FN void QV(qdot_q4_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_x0_n)(row, sizeof(block_q4_0), 0, x, nx, out, n);
+QV_FN void QV(qdot_q4_0_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_x0_n)(row, stride, R, sizeof(block_q4_0), 0, x, nx, out, n);
 }
 
-QV_FN void QV(qdot_q5_0_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_x0_n)(row, sizeof(block_q5_0), 1, x, nx, out, n);
+QV_FN void QV(qdot_q5_0_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_x0_n)(row, stride, R, sizeof(block_q5_0), 1, x, nx, out, n);
 }
 
 /* Q4_K (has_qh 0) / Q5_K super-blocks: chunk c = the low nibbles of qs[32c..32c+31] (group 2c) then the high
  * nibbles (group 2c+1), which is element order. */
-QV_FN void QV(qdot_k45_n)(const uint8_t *blocks, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out,
-                          int64_t n) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), b16 = _mm256_set1_epi8(16);
-    __m512 acc[HKV_QX_MAX_TOK];
-    __m256 macc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) { acc[t] = _mm512_setzero_ps(); macc[t] = _mm256_setzero_ps(); }
+QV_FN void QV(qdot_k45_n)(const uint8_t *row, size_t stride, int R, size_t bsize, int has_qh, const hkv_qx *x, int nx,
+                          float *out, int64_t n) {
+    const __m512i m4z = _mm512_set1_epi8(0x0f), b16z = _mm512_set1_epi8(16);
+    const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 acc[2][HKV_QX_MAX_TOK];
+    __m256 macc[2][HKV_QX_MAX_TOK];
+    QV(zero_acc)(acc, R, nx);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) macc[r][t] = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q4_K *b4 = (const block_q4_K *)(blocks + (size_t)i * bsize);
-        const block_q5_K *b5 = (const block_q5_K *)b4;
-        const uint8_t *qs = has_qh ? b5->qs : b4->qs;
-        /* the 8 six-bit scales and mins of k_scale_min, four at a time in 32-bit words */
-        uint32_t w0, w1, w2;
-        memcpy(&w0, b4->scales, 4); memcpy(&w1, b4->scales + 4, 4); memcpy(&w2, b4->scales + 8, 4);
-        uint64_t sc8 = (uint64_t)(w0 & 0x3f3f3f3fu) | (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 6 & 0x03030303u) << 4)) << 32;
-        uint64_t m8 = (uint64_t)(w1 & 0x3f3f3f3fu) | (uint64_t)((w2 >> 4 & 0x0f0f0f0fu) | ((w1 >> 6 & 0x03030303u) << 4)) << 32;
-        __m256 d = _mm256_set1_ps(h2f(b4->d)), dmin = _mm256_set1_ps(h2f(b4->dmin)); /* same offsets in both layouts */
-        __m512 scf = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)))));
-        __m256 mf = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8))));
-        __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (has_qh) { /* bit 2c / 2c+1 of qh[l] is the 5th bit of element l of the two groups */
-                lo = _mm256_mask_add_epi8(lo, _mm256_test_epi8_mask(vqh, _mm256_set1_epi8((char)(1 << (2 * c)))), lo, b16);
-                hi = _mm256_mask_add_epi8(hi, _mm256_test_epi8_mask(vqh, _mm256_set1_epi8((char)(2 << (2 * c)))), hi, b16);
-            }
-            __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-            /* lanes 0..7: d * scale of group 2c, lanes 8..15: of group 2c+1 */
-            __m512 fw = _mm512_permutexvar_ps(_mm512_set_epi32(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1,
-                                                               2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c, 2 * c,
-                                                               2 * c, 2 * c), scf);
-            QV(qchunk)(acc, w, fw, x, nx, 4 * i + c, 0xffff, 1);
+        const uint8_t *qs[2];
+        __m512 scf[2];
+        __m256i vqh[2];
+        for (int r = 0; r < R; r++) {
+            const block_q4_K *b4 = (const block_q4_K *)(row + r * stride + (size_t)i * bsize);
+            const block_q5_K *b5 = (const block_q5_K *)b4;
+            qs[r] = has_qh ? b5->qs : b4->qs;
+            /* the 8 six-bit scales and mins of k_scale_min, four at a time in 32-bit words */
+            uint32_t w0, w1, w2;
+            memcpy(&w0, b4->scales, 4); memcpy(&w1, b4->scales + 4, 4); memcpy(&w2, b4->scales + 8, 4);
+            uint64_t sc8 = (uint64_t)(w0 & 0x3f3f3f3fu) | (uint64_t)((w2 & 0x0f0f0f0fu) | ((w0 >> 6 & 0x03030303u) << 4)) << 32;
+            uint64_t m8 = (uint64_t)(w1 & 0x3f3f3f3fu) | (uint64_t)((w2 >> 4 & 0x0f0f0f0fu) | ((w1 >> 6 & 0x03030303u) << 4)) << 32;
+            __m256 d = _mm256_set1_ps(h2f(b4->d)), dmin = _mm256_set1_ps(h2f(b4->dmin)); /* same offsets in both layouts */
+            scf[r] = _mm512_castps256_ps512(_mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc8)))));
+            __m256 mf = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)m8))));
+            vqh[r] = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+            for (int t = 0; t < nx; t++) macc[r][t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[r][t]);
         }
-        for (int t = 0; t < nx; t++) macc[t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[t]);
+        /* chunks 2cc and 2cc+1 from one 64-byte load: their low nibbles in lo, high nibbles in hi; chunk 2cc
+         * is the lower halves of both (128-bit lanes 0, 1), chunk 2cc+1 the upper halves */
+        for (int cc = 0; cc < 2; cc++) {
+            __m512i w[2][2];
+            __m512 fw[2][2];
+            for (int r = 0; r < R; r++) {
+                __m512i q = _mm512_loadu_si512(qs[r] + 64 * cc);
+                __m512i lo = _mm512_and_si512(q, m4z), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4z);
+                if (has_qh) { /* bit 2c / 2c+1 of qh[l] is the 5th bit of element l of the two groups of chunk c */
+                    __m512i vq2 = _mm512_broadcast_i64x4(vqh[r]);
+                    __m512i blo = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * cc))), _mm256_set1_epi8((char)(4 << (4 * cc))), 1);
+                    __m512i bhi = _mm512_inserti64x4(_mm512_set1_epi8((char)(2 << (4 * cc))), _mm256_set1_epi8((char)(8 << (4 * cc))), 1);
+                    lo = _mm512_mask_add_epi8(lo, _mm512_test_epi8_mask(vq2, blo), lo, b16z);
+                    hi = _mm512_mask_add_epi8(hi, _mm512_test_epi8_mask(vq2, bhi), hi, b16z);
+                }
+                w[0][r] = _mm512_shuffle_i64x2(lo, hi, 0x44);
+                w[1][r] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+                /* lanes 0..7: d * scale of group 2c, lanes 8..15: of group 2c+1 */
+                fw[0][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc)), scf[r]);
+                fw[1][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc + 2)), scf[r]);
+            }
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * cc, 0xffff, 1);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * cc + 1, 0xffff, 1);
+        }
     }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]) - hsum8(macc[t]);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]) - hsum8(macc[r][t]);
 }
 
-QV_FN void QV(qdot_q4_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_k45_n)(row, sizeof(block_q4_K), 0, x, nx, out, n);
+QV_FN void QV(qdot_q4_k_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k45_n)(row, stride, R, sizeof(block_q4_K), 0, x, nx, out, n);
 }
 
-QV_FN void QV(qdot_q5_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_k45_n)(row, sizeof(block_q5_K), 1, x, nx, out, n);
+QV_FN void QV(qdot_q5_k_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k45_n)(row, stride, R, sizeof(block_q5_K), 1, x, nx, out, n);
 }
 
 /* Q6_K chunk c (half h = c / 2, groups 2(c % 2) and 2(c % 2) + 1): low nibbles from ql[64h..64h+31] and
- * ql[64h+32..64h+63] shifted by 4 (c % 2), high bits from qh[32h..32h+31]; one int8 scale per 16 elements. */
-QV_FN void QV(qdot_q6_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q6_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
+ * ql[64h+32..64h+63] shifted by 4 (c % 2), high bits from qh[32h..32h+31] shifted by 4 (c % 2) and
+ * 4 (c % 2) + 2; one int8 scale per 16 elements. */
+QV_FN void QV(qdot_q6_k_n)(const uint8_t *row, size_t stride, int R, const hkv_qx *x, int nx, float *out, int64_t n) {
+    const __m512i m4z = _mm512_set1_epi8(0x0f), m2z = _mm512_set1_epi8(3), c32z = _mm512_set1_epi8(32);
+    /* per 16-bit word: shift 0 / 4 in the lower half (elements of group 2(c % 2)), 2 / 6 in the upper */
+    const __m512i sh02 = _mm512_inserti64x4(_mm512_set1_epi16(0), _mm256_set1_epi16(2), 1);
+    const __m512i sh46 = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(6), 1);
     const __m512i quad = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    __m512 acc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t] = _mm512_setzero_ps();
+    __m512 acc[2][HKV_QX_MAX_TOK];
+    QV(zero_acc)(acc, R, nx);
     for (int64_t i = 0; i < n / QK_K; i++) {
-        __m512 d = _mm512_set1_ps(h2f(b[i].d));
-        for (int c = 0; c < 4; c++) {
-            int h = c / 2, s = 4 * (c % 2);
-            const uint8_t *ql = b[i].ql + 64 * h;
-            __m128i sh = _mm_cvtsi32_si128(s), sh2 = _mm_cvtsi32_si128(s + 2);
-            __m256i l0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)ql), sh), m4);
-            __m256i l1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)), sh), m4);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m2), 4);
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh2), m2), 4);
-            __m256i w0 = _mm256_sub_epi8(_mm256_or_si256(l0, h0), c32), w1 = _mm256_sub_epi8(_mm256_or_si256(l1, h1), c32);
-            int32_t s4;
-            memcpy(&s4, b[i].scales + 4 * c, 4);
-            __m512 sc = _mm512_castps128_ps512(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4))));
-            __m512 fw = _mm512_mul_ps(d, _mm512_permutexvar_ps(quad, sc));
-            QV(qchunk)(acc, _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1), fw, x, nx, 4 * i + c, 0xffff, 0);
+        __m512 scf[2];
+        for (int r = 0; r < R; r++) { /* the 16 scales times d, once per super-block */
+            const block_q6_K *b = (const block_q6_K *)(row + r * stride) + i;
+            scf[r] = _mm512_mul_ps(_mm512_set1_ps(h2f(b->d)),
+                                   _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales))));
+        }
+        /* half h holds chunks 2h (shift 0) and 2h+1 (shift 4): one 64-byte load of ql gives both rows of
+         * low nibbles in element order; qh is broadcast to both 256-bit halves, shifted by s / s + 2 */
+        for (int h = 0; h < 2; h++) {
+            __m512i w[2][2];
+            __m512 fw[2][2];
+            for (int r = 0; r < R; r++) {
+                const block_q6_K *b = (const block_q6_K *)(row + r * stride) + i;
+                __m512i L = _mm512_loadu_si512(b->ql + 64 * h);
+                __m512i Q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+                for (int e = 0; e < 2; e++) {
+                    __m512i l = _mm512_and_si512(e ? _mm512_srli_epi16(L, 4) : L, m4z);
+                    __m512i hb = _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi16(Q, e ? sh46 : sh02), m2z), 4);
+                    w[e][r] = _mm512_sub_epi8(_mm512_or_si512(l, hb), c32z);
+                    fw[e][r] = _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(4 * (2 * h + e))), scf[r]);
+                }
+            }
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * h, 0xffff, 0);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * h + 1, 0xffff, 0);
         }
     }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]);
 }
 
 QDOT_ENTRY(q8_0)

@@ -519,7 +519,7 @@ static void quantize_qx_block(const float *x, uint8_t *u, float *d, float *s) {
     *s = db * (float)sum;
 }
 
-void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
+void hkv_quantize_qx_ref(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
     for (int64_t b = 0; b < n / HKV_QX_BLOCK; b++) {
         quantize_qx_block(x + HKV_QX_BLOCK * b, u + HKV_QX_BLOCK * b, d + b, s + b);
         for (int l = 0; l < HKV_QX_BLOCK / 4; l++) dl[HKV_QX_BLOCK / 4 * b + l] = d[b];
@@ -783,4 +783,16 @@ hkv_qdot_fn hkv_qdot_fn_get(int type) {
     const hkv_kernel_set *ks = simd();
     if (type < 0 || type >= HKV_TYPE_COUNT) return NULL;
     return ks && ks->qdot[type] ? ks->qdot[type] : hkv_qdot_ref_fn(type);
+}
+
+hkv_qdot2_fn hkv_qdot2_fn_get(int type) {
+    const hkv_kernel_set *ks = simd();
+    if (type < 0 || type >= HKV_TYPE_COUNT || !ks) return NULL;
+    return ks->qdot2[type];
+}
+
+void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    if (ks && ks->quantize_qx) ks->quantize_qx(x, u, d, s, dl, n);
+    else hkv_quantize_qx_ref(x, u, d, s, dl, n);
 }

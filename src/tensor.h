@@ -68,6 +68,13 @@ void hkv_pool_free(hkv_pool *p);
 int hkv_pool_size(const hkv_pool *p);
 /* Calls fn(arg, i) for i in [0, n) split across the pool's threads; returns when all are done. */
 void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *arg, int n);
+/* A buffer of at least bytes owned by the pool (freed with it), valid until the next call;
+ * the matmul keeps its quantized activations there. NULL without a pool or on allocation failure. */
+void *hkv_pool_scratch(hkv_pool *p, size_t bytes);
 /* W: rows x cols of type (row-major, each row hkv_row_size(type, cols) bytes). */
 void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok);
+/* Several matmuls over the same x[n_tok][cols] (q/k/v, gate/up) as one job: out_i = W_i x, each result
+ * bit-identical to hkv_matmul's; the activations are quantized once and the threads meet once. */
+typedef struct hkv_mm { float *out; int type; const void *W; int rows; } hkv_mm;
+void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, int cols, int n_tok);
 #endif

@@ -16,7 +16,44 @@
 #include "tensor.h"
 #include "kernels.h"
 
-#define SPIN_ITERS 20000
+/* How long an idle thread polls before sleeping: longer than the gap between two matmuls of a decode step
+ * (norms, rope, attention of one token), so the workers of a running decode never go through the kernel,
+ * whose wake-up costs tens of microseconds; short enough that an idle pool sleeps almost at once. */
+#define SPIN_SEC 300e-6
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Polls until *v != old (returns 1) or SPIN_SEC have passed (returns 0); the clock is read every 256 polls. */
+static int spin_while_u64(const atomic_uint_fast64_t *v, uint_fast64_t old, const atomic_int *stop) {
+    double t_end = 0;
+    for (unsigned s = 1;; s++) {
+        if (atomic_load_explicit(v, memory_order_acquire) != old || atomic_load_explicit(stop, memory_order_relaxed)) return 1;
+        if ((s & 255) == 0) {
+            double now = hkv_time_sec();
+            if (t_end == 0) t_end = now + SPIN_SEC;
+            else if (now > t_end) return 0;
+        }
+        cpu_relax();
+    }
+}
+
+/* Polls until *v <= 0 (returns 1) or SPIN_SEC have passed (returns 0). */
+static int spin_while_pos(const atomic_int *v) {
+    double t_end = 0;
+    for (unsigned s = 1;; s++) {
+        if (atomic_load_explicit(v, memory_order_acquire) <= 0) return 1;
+        if ((s & 255) == 0) {
+            double now = hkv_time_sec();
+            if (t_end == 0) t_end = now + SPIN_SEC;
+            else if (now > t_end) return 0;
+        }
+        cpu_relax();
+    }
+}
 
 struct hkv_pool {
     int n_threads;                 /* total, including the calling thread */
@@ -31,6 +68,9 @@ struct hkv_pool {
     void (*fn)(void *arg, int i, int thread);
     void *arg;
     int n;
+    size_t block_bytes;            /* matmul row-block budget from the detected L2 (l2_block_bytes) */
+    void *scratch;                 /* hkv_pool_scratch: the matmul's quantized activations, kept between calls */
+    size_t scratch_cap;            /* its bytes */
 };
 
 typedef struct { hkv_pool *p; int thread; } worker_arg;
@@ -49,9 +89,8 @@ static void *worker_main(void *v) {
     hkv_pool *p = wa.p;
     uint_fast64_t seen = 0;
     for (;;) {
+        spin_while_u64(&p->generation, seen, &p->stop);
         uint_fast64_t g = atomic_load_explicit(&p->generation, memory_order_acquire);
-        for (int s = 0; g == seen && s < SPIN_ITERS && !atomic_load(&p->stop); s++)
-            g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g == seen) {
             pthread_mutex_lock(&p->mu);
             while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
@@ -69,10 +108,23 @@ static void *worker_main(void *v) {
     }
 }
 
+/* Bytes of weight rows one block may hold when several token groups revisit it: a quarter of the per-core
+ * L2 (sysconf; 256 KiB when unknown), so the block stays in L2 while the token groups' activations stream
+ * through it (half of L2 measured no better and worse with many tokens). */
+static size_t l2_block_bytes(void) {
+    long l2 = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    if (l2 < ((long)64 << 10) || l2 > ((long)64 << 20)) return (size_t)256 << 10;
+    return (size_t)l2 / 4;
+}
+
 hkv_pool *hkv_pool_new(int n_threads) {
     hkv_pool *p = hkv_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads < 1 ? 1 : n_threads;
+    p->block_bytes = l2_block_bytes(); /* once: sysconf may run CPUID, which traps in a VM */
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->start_cv, NULL);
     pthread_cond_init(&p->done_cv, NULL);
@@ -102,6 +154,7 @@ void hkv_pool_free(hkv_pool *p) {
         for (int t = 1; t < p->n_threads; t++) pthread_join(p->workers[t - 1], NULL);
         hkv_free(p->workers);
     }
+    hkv_free(p->scratch);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start_cv);
     pthread_cond_destroy(&p->done_cv);
@@ -109,6 +162,20 @@ void hkv_pool_free(hkv_pool *p) {
 }
 
 int hkv_pool_size(const hkv_pool *p) { return p ? p->n_threads : 1; }
+
+void *hkv_pool_scratch(hkv_pool *p, size_t bytes) {
+    if (!p) return NULL;
+    if (bytes > p->scratch_cap) {
+        /* grow by at least half: prefill chunks of varying length do not reallocate every time */
+        size_t cap = bytes + bytes / 2;
+        void *b = hkv_malloc(cap);
+        if (!b) return NULL;
+        hkv_free(p->scratch);
+        p->scratch = b;
+        p->scratch_cap = cap;
+    }
+    return p->scratch;
+}
 
 void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *arg, int n) {
     if (n <= 0) return;
@@ -126,8 +193,7 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
     pthread_cond_broadcast(&p->start_cv);
     pthread_mutex_unlock(&p->mu);
     run_share(p, 0);
-    for (int s = 0; s < SPIN_ITERS && atomic_load_explicit(&p->pending, memory_order_acquire) > 0; s++) {}
-    if (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    if (!spin_while_pos(&p->pending)) {
         pthread_mutex_lock(&p->mu);
         while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done_cv, &p->mu);
         pthread_mutex_unlock(&p->mu);
@@ -139,61 +205,87 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
  * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx, int8
  * blocks of 32) and every weight row is read once per group of up to HKV_QX_MAX_TOK tokens. Float
  * weights (F32/F16/BF16) keep the float path. Either way a (row, token) result is computed by the same
- * operations whatever the thread count, the row blocking or n_tok (see kernels.h). */
+ * operations whatever the thread count, the row blocking, the row pairing or n_tok (see kernels.h).
+ *
+ * hkv_matmul_multi runs several matrices that read the same activations (q/k/v, gate/up) as one pool job:
+ * the activations are quantized once and the threads meet once instead of once per matrix, which is
+ * most of the per-matmul overhead when a decode step does ~7 small matmuls per layer. */
 
 /* Below this many multiply-adds the pool's hand-off costs more than the work: run on the caller. */
 #define MATMUL_INLINE_MACS (1 << 17)
+#define MATMUL_MAX_MULTI 4
 
 typedef struct {
-    float *out;
+    float *out;           /* [n_tok][rows] */
     int type;
-    const uint8_t *W;
+    const uint8_t *W;     /* rows x row_bytes */
     size_t row_bytes;
-    const float *x;
-    int rows, cols, n_tok, block_rows;
-    float *scratch;       /* float path: [n_threads][cols] dequantized row, used when n_tok >= 4 */
+    int rows, block_rows;
+    int first_block;      /* index of this matrix's first block in the job */
     hkv_qdot_fn qdot;     /* integer path kernel, NULL: float path */
+    hkv_qdot2_fn qdot2;   /* the same for two rows at once (register blocking); NULL: qdot twice */
+} matmul_mat;
+
+typedef struct {
+    matmul_mat m[MATMUL_MAX_MULTI];
+    int n_mat, n_blocks;
+    const float *x;       /* [n_tok][cols] */
+    int cols, n_tok;
+    float *scratch;       /* float path: [n_threads][cols] dequantized row, used when n_tok >= 4 */
     hkv_qx *qx;           /* integer path: [n_tok] quantized activations */
     uint8_t *u;           /* [n_tok][cols] their levels + 128 */
     float *qd, *qs;       /* [n_tok][cols / 32] their scales and scaled sums */
     float *ql;            /* [n_tok][cols / 4] their per-lane scales */
+    void *own_acts;       /* the activations' buffer when the pool's scratch was not used (freed at the end) */
 } matmul_job;
 
 /* Float path: one block of rows, all tokens. With several tokens each row is dequantized once into the
  * thread's scratch and reused; hkv_dot gives the same bits as dot_f32 over the dequantized row. */
-static void matmul_block_f(const matmul_job *j, int r0, int r1, int thread) {
+static void matmul_block_f(const matmul_job *j, const matmul_mat *m, int r0, int r1, int thread) {
     float *tmp = j->scratch ? j->scratch + (size_t)thread * (size_t)j->cols : NULL;
     for (int r = r0; r < r1; r++) {
-        const void *row = j->W + (size_t)r * j->row_bytes;
+        const void *row = m->W + (size_t)r * m->row_bytes;
         if (tmp) {
-            hkv_dequant_row(j->type, row, tmp, j->cols);
+            hkv_dequant_row(m->type, row, tmp, j->cols);
             for (int t = 0; t < j->n_tok; t++)
-                j->out[(size_t)t * j->rows + r] = hkv_dot_f32(tmp, j->x + (size_t)t * j->cols, j->cols);
+                m->out[(size_t)t * m->rows + r] = hkv_dot_f32(tmp, j->x + (size_t)t * j->cols, j->cols);
         } else {
             for (int t = 0; t < j->n_tok; t++)
-                j->out[(size_t)t * j->rows + r] = hkv_dot(j->type, row, j->x + (size_t)t * j->cols, j->cols);
+                m->out[(size_t)t * m->rows + r] = hkv_dot(m->type, row, j->x + (size_t)t * j->cols, j->cols);
         }
     }
 }
 
-/* Integer path: token groups outside, rows inside, so a group's activations stay in L1 while the block's
- * rows (a few KiB each) stay in L2 across groups. */
-static void matmul_block_q(const matmul_job *j, int r0, int r1) {
+/* Integer path: token groups outside, rows inside (two at a time), so a group's activations stay in L1
+ * while the block's rows stay in L2 across groups. */
+static void matmul_block_q(const matmul_job *j, const matmul_mat *m, int r0, int r1) {
     for (int t0 = 0; t0 < j->n_tok; t0 += HKV_QX_MAX_TOK) {
         int nx = j->n_tok - t0 < HKV_QX_MAX_TOK ? j->n_tok - t0 : HKV_QX_MAX_TOK;
-        float o[HKV_QX_MAX_TOK];
-        for (int r = r0; r < r1; r++) {
-            j->qdot(j->W + (size_t)r * j->row_bytes, j->qx + t0, nx, o, j->cols);
-            for (int k = 0; k < nx; k++) j->out[(size_t)(t0 + k) * j->rows + r] = o[k];
+        float o[2 * HKV_QX_MAX_TOK];
+        int r = r0;
+        if (m->qdot2)
+            for (; r + 1 < r1; r += 2) {
+                m->qdot2(m->W + (size_t)r * m->row_bytes, m->row_bytes, j->qx + t0, nx, o, j->cols);
+                for (int k = 0; k < nx; k++) {
+                    m->out[(size_t)(t0 + k) * m->rows + r] = o[k];
+                    m->out[(size_t)(t0 + k) * m->rows + r + 1] = o[nx + k];
+                }
+            }
+        for (; r < r1; r++) {
+            m->qdot(m->W + (size_t)r * m->row_bytes, j->qx + t0, nx, o, j->cols);
+            for (int k = 0; k < nx; k++) m->out[(size_t)(t0 + k) * m->rows + r] = o[k];
         }
     }
 }
 
 static void matmul_block(void *v, int blk, int thread) {
     const matmul_job *j = v;
-    int r0 = blk * j->block_rows, r1 = r0 + j->block_rows < j->rows ? r0 + j->block_rows : j->rows;
-    if (j->qdot) matmul_block_q(j, r0, r1);
-    else matmul_block_f(j, r0, r1, thread);
+    int i = 0;
+    while (i + 1 < j->n_mat && blk >= j->m[i + 1].first_block) i++;
+    const matmul_mat *m = &j->m[i];
+    int r0 = (blk - m->first_block) * m->block_rows, r1 = r0 + m->block_rows < m->rows ? r0 + m->block_rows : m->rows;
+    if (m->qdot) matmul_block_q(j, m, r0, r1);
+    else matmul_block_f(j, m, r0, r1, thread);
 }
 
 static void quantize_token(void *v, int t, int thread) {
@@ -205,43 +297,88 @@ static void quantize_token(void *v, int t, int thread) {
     j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl};
 }
 
-/* Allocates and fills the quantized activations; 0 on allocation failure. */
+/* Fills the quantized activations, in the pool's scratch (allocated once, so a step does not allocate and
+ * fault in fresh pages per matmul; j->own_acts when there is no pool); 0 on allocation failure. */
 static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
-    j->qx = hkv_malloc((size_t)j->n_tok * sizeof *j->qx);
-    j->u = hkv_malloc(n);
-    j->qd = hkv_malloc(10 * nb * sizeof *j->qd); /* d, s: nb each; per-lane scales: 8 nb */
-    if (!j->qx || !j->u || !j->qd) return 0;
+    size_t qd_bytes = 10 * nb * sizeof *j->qd; /* d, s: nb each; per-lane scales: 8 nb */
+    size_t qx_bytes = ((size_t)j->n_tok * sizeof *j->qx + 63) / 64 * 64, u_bytes = (n + 63) / 64 * 64;
+    uint8_t *buf = p ? hkv_pool_scratch(p, qd_bytes + qx_bytes + u_bytes) : NULL;
+    if (!buf) buf = j->own_acts = hkv_malloc(qd_bytes + qx_bytes + u_bytes);
+    if (!buf) return 0;
+    j->qd = (float *)buf;
+    j->qx = (hkv_qx *)(buf + qd_bytes);
+    j->u = buf + qd_bytes + qx_bytes;
     j->qs = j->qd + nb;
     j->ql = j->qd + 2 * nb;
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
     return 1;
 }
 
-void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok) {
-    size_t row_bytes = hkv_row_size(type, cols);
-    if (rows <= 0 || n_tok <= 0 || row_bytes == 0 || !hkv_type_supported(type)) return;
-    int nt = hkv_pool_size(p);
-    double macs = (double)rows * cols * n_tok;
+/* Rows per block of one matrix: about 8 blocks per thread for load balance (at least 4 rows each), no
+ * more than the L2 share when token groups revisit the block, and a block count that is a multiple of the
+ * thread count so that equal threads finish together; one block for a tiny matmul. */
+static int block_rows_for(int rows, size_t row_bytes, int n_tok, int nt, int split, int integer, size_t block_bytes) {
+    if (!split) return rows;
+    int br = rows / (nt * 8);
+    if (integer && n_tok > HKV_QX_MAX_TOK && (size_t)br * row_bytes > block_bytes) br = (int)(block_bytes / row_bytes);
+    if (br < 4) br = 4;
+    int nb = (rows + br - 1) / br;
+    nb = (nb + nt - 1) / nt * nt;
+    br = (rows + nb - 1) / nb;
+    br = (br + 1) & ~1; /* even: rows go to the two-row kernel in pairs */
+    return br < 4 ? 4 : br;
+}
+
+void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, int cols, int n_tok) {
+    if (n_mm > MATMUL_MAX_MULTI) { /* never needed by the forward pass; still correct */
+        hkv_matmul_multi(p, mm, MATMUL_MAX_MULTI, x, cols, n_tok);
+        hkv_matmul_multi(p, mm + MATMUL_MAX_MULTI, n_mm - MATMUL_MAX_MULTI, x, cols, n_tok);
+        return;
+    }
+    if (n_tok <= 0 || cols <= 0) return;
+    matmul_job j;
+    memset(&j, 0, sizeof j);
+    j.x = x;
+    j.cols = cols;
+    j.n_tok = n_tok;
+    int nt = hkv_pool_size(p), any_q = 0, any_f = 0;
+    double macs = 0;
+    for (int i = 0; i < n_mm; i++) {
+        size_t row_bytes = hkv_row_size(mm[i].type, cols);
+        if (mm[i].rows <= 0 || row_bytes == 0 || !hkv_type_supported(mm[i].type)) continue;
+        matmul_mat *m = &j.m[j.n_mat++];
+        *m = (matmul_mat){mm[i].out, mm[i].type, mm[i].W, row_bytes, mm[i].rows, 0, 0,
+                          hkv_qdot_fn_get(mm[i].type), hkv_qdot2_fn_get(mm[i].type)};
+        if (m->qdot) any_q = 1;
+        else any_f = 1;
+        macs += (double)mm[i].rows * cols * n_tok;
+    }
+    if (j.n_mat == 0) return;
     int parallel = macs >= MATMUL_INLINE_MACS && nt > 1;
-    matmul_job j = {out, type, W, row_bytes, x, rows, cols, n_tok, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    j.qdot = hkv_qdot_fn_get(type);
     /* On allocation failure the float path runs instead: still correct, slightly different bits. */
-    if (j.qdot && !quantize_acts(p, &j, parallel && n_tok > 1)) j.qdot = NULL;
-    if (!j.qdot && n_tok >= 4 && type != HKV_TYPE_F32)
+    if (any_q && !quantize_acts(p, &j, parallel && n_tok > 1)) {
+        for (int i = 0; i < j.n_mat; i++) j.m[i].qdot = NULL, j.m[i].qdot2 = NULL;
+        any_f = 1;
+    }
+    if (any_f && n_tok >= 4)
         j.scratch = hkv_malloc((size_t)nt * (size_t)cols * sizeof(float)); /* on failure: per-token dots */
-    /* ~8 blocks per thread for load balance, at least 4 rows each; one block for a tiny matmul. A block
-     * that several token groups revisit is kept within ~256 KiB so that it stays in L2. */
-    j.block_rows = macs >= MATMUL_INLINE_MACS ? rows / (nt * 8) : rows;
-    if (j.qdot && n_tok > HKV_QX_MAX_TOK && (size_t)j.block_rows * row_bytes > ((size_t)256 << 10))
-        j.block_rows = (int)(((size_t)256 << 10) / row_bytes);
-    if (j.block_rows < 4) j.block_rows = 4;
-    int n_blocks = (rows + j.block_rows - 1) / j.block_rows;
-    hkv_pool_run(parallel ? p : NULL, matmul_block, &j, n_blocks);
+    for (int i = 0; i < j.n_mat; i++) {
+        matmul_mat *m = &j.m[i];
+        int split = macs >= MATMUL_INLINE_MACS;
+        m->block_rows = block_rows_for(m->rows, m->row_bytes, n_tok, parallel ? nt : 1, split, m->qdot != NULL,
+                                       p ? p->block_bytes : (size_t)256 << 10);
+        m->first_block = j.n_blocks;
+        j.n_blocks += (m->rows + m->block_rows - 1) / m->block_rows;
+    }
+    hkv_pool_run(parallel ? p : NULL, matmul_block, &j, j.n_blocks);
     hkv_free(j.scratch);
-    hkv_free(j.qx);
-    hkv_free(j.u);
-    hkv_free(j.qd);
+    hkv_free(j.own_acts);
+}
+
+void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok) {
+    hkv_mm m = {out, type, W, rows};
+    hkv_matmul_multi(p, &m, 1, x, cols, n_tok);
 }
 
 double hkv_time_sec(void) {

@@ -364,7 +364,7 @@ static void qx_make(qx_buf *b, const float *x, int nx, int64_t n) {
     b->s = b->d + nx * n / 32;
     b->dl = b->d + 2 * nx * n / 32;
     for (int t = 0; t < nx; t++) {
-        hkv_quantize_qx(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4, n);
+        hkv_quantize_qx_ref(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4, n);
         b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4};
     }
 }
@@ -428,6 +428,41 @@ static int simd_sets(hkv_kernel_set *sets) {
     return n;
 }
 
+/* Every kernel set's activation quantizer equals the scalar reference bit for bit: random blocks of many
+ * scales, exact rounding ties, zero / tiny / inf / NaN blocks, values at the clamp. */
+static void test_quantize_qx_sets(void) {
+    hkv_kernel_set sets[4];
+    int n_sets = simd_sets(sets), bad = 0, checked = 0;
+    enum { N = 4096 };
+    float *x = malloc(N * sizeof(float));
+    uint8_t *u0 = malloc(N), *u1 = malloc(N);
+    float *f0 = malloc(10 * N / 32 * sizeof(float)), *f1 = malloc(10 * N / 32 * sizeof(float));
+    for (int rep = 0; rep < 4; rep++) {
+        for (int b = 0; b < N / 32; b++) {
+            float scale = (float)pow(10.0, (double)(b % 13) - 6.0);
+            for (int j = 0; j < 32; j++) x[32 * b + j] = scale * rng_normal();
+            if (b % 7 == 1) /* amax 127: levels are x itself, so k + 0.5 is an exact tie */
+                for (int j = 0; j < 32; j++) x[32 * b + j] = j == 0 ? 127.0f : (float)((j * 37 + rep) % 253 - 126) + 0.5f * (j & 1);
+            if (b % 11 == 2) memset(x + 32 * b, 0, 32 * sizeof(float));
+            if (b % 11 == 3) x[32 * b + 5] = 1e-35f * (float)(rep + 1);
+        }
+        if (rep >= 2) { x[32 * 9 + 3] = NAN; x[32 * 20 + 31] = -INFINITY; x[32 * 40] = INFINITY; }
+        hkv_quantize_qx_ref(x, u0, f0, f0 + N / 32, f0 + 2 * N / 32, N);
+        for (int si = 0; si < n_sets; si++) {
+            if (!sets[si].quantize_qx) continue;
+            memset(u1, 0, N);
+            memset(f1, 0, 10 * N / 32 * sizeof(float));
+            sets[si].quantize_qx(x, u1, f1, f1 + N / 32, f1 + 2 * N / 32, N);
+            bad += memcmp(u0, u1, N) != 0 || memcmp(f0, f1, 10 * N / 32 * sizeof(float)) != 0;
+            checked++;
+        }
+    }
+    CHECKF(bad == 0, "%d of %d SIMD activation quantizations differ from the reference", bad, checked);
+    hkv_quantize_qx(x, u1, f1, f1 + N / 32, f1 + 2 * N / 32, N); /* the dispatched one, too */
+    CHECK(memcmp(u0, u1, N) == 0 && memcmp(f0, f1, 10 * N / 32 * sizeof(float)) == 0);
+    free(x); free(u0); free(u1); free(f0); free(f1);
+}
+
 /* Every kernel set's qdot equals the scalar reference bit for bit, for every nx and every token position
  * in the group; and the reference is within the stated bound of the exact dot with float activations:
  *   |qdot - sum w x| <= sum_i |w_i| * 0.51 * d_x(block of i)  +  1e-5 * sum_i |w_i x_i|
@@ -441,8 +476,8 @@ static void test_qdot(void) {
     const int64_t maxn = 4864;
     float *w = malloc(maxn * sizeof(float)), *wd = malloc(maxn * sizeof(float));
     float *x = malloc(HKV_QX_MAX_TOK * maxn * sizeof(float));
-    uint8_t *row = malloc(maxn * 2);
-    int cases = 0, bad_bits = 0, bad_nx = 0, bad_bound = 0;
+    uint8_t *row = malloc(maxn * 4);
+    int cases = 0, bad_bits = 0, bad_nx = 0, bad_bound = 0, bad_two = 0, n_two = 0;
     for (int ti = 0; ti < N_QDOT_TYPES; ti++) {
         int t = QDOT_TYPES[ti];
         hkv_qdot_fn ref = hkv_qdot_ref_fn(t);
@@ -454,6 +489,10 @@ static void test_qdot(void) {
                 fill_normal(w, n, rep == 2 ? 1e-3f : 1.0f);
                 fill_normal(x, HKV_QX_MAX_TOK * n, rep == 1 ? 50.0f : 1.0f);
                 if (rep == 2) for (int64_t i = 0; i < n; i += 7) x[i] *= 1000.0f; /* outliers in some blocks */
+                size_t rb = hkv_row_size(t, n);
+                uint8_t *row2 = row + rb; /* a second row right after the first, as in a matrix */
+                for (int64_t i = 0; i < n; i++) wd[i] = -0.5f * w[(i * 7) % n] + (rep == 2 ? 1e-4f : 0.1f);
+                hkv_quantize_row(t, wd, row2, n);
                 hkv_quantize_row(t, w, row, n);
                 hkv_dequant_row_ref(t, row, wd, n);
                 qx_buf b;
@@ -469,6 +508,8 @@ static void test_qdot(void) {
                     }
                     bad_bound += fabs(one[k] - exact) > qerr + 1e-5 * mag;
                 }
+                float two[HKV_QX_MAX_TOK], o2[2 * HKV_QX_MAX_TOK];
+                for (int k = 0; k < HKV_QX_MAX_TOK; k++) ref(row2, &b.x[k], 1, &two[k], n);
                 for (int nx = 1; nx <= HKV_QX_MAX_TOK; nx++)
                     for (int t0 = 0; t0 + nx <= HKV_QX_MAX_TOK; t0++) {
                         ref(row, b.x + t0, nx, o, n);
@@ -476,6 +517,12 @@ static void test_qdot(void) {
                         for (int si = 0; si < n_sets; si++) {
                             sets[si].qdot[t](row, b.x + t0, nx, o, n);
                             bad_bits += memcmp(o, one + t0, (size_t)nx * sizeof(float)) != 0;
+                            if (!sets[si].qdot2[t]) continue;
+                            /* two-row kernel: each row exactly as qdot alone */
+                            sets[si].qdot2[t](row, rb, b.x + t0, nx, o2, n);
+                            bad_two += memcmp(o2, one + t0, (size_t)nx * sizeof(float)) != 0 ||
+                                       memcmp(o2 + nx, two + t0, (size_t)nx * sizeof(float)) != 0;
+                            n_two++;
                         }
                     }
                 qx_free(&b);
@@ -487,7 +534,8 @@ static void test_qdot(void) {
     CHECKF(bad_bound == 0, "%d integer-path dots outside the error bound", bad_bound);
     CHECKF(bad_nx == 0, "%d reference results depend on the token group", bad_nx);
     CHECKF(bad_bits == 0, "%d SIMD integer dots differ from the scalar reference (%d sets)", bad_bits, n_sets);
-    fprintf(stderr, "integer path: %d SIMD kernel sets checked against the reference\n", n_sets);
+    CHECKF(bad_two == 0, "%d of %d two-row SIMD results differ from the scalar reference", bad_two, n_two);
+    fprintf(stderr, "integer path: %d SIMD kernel sets checked against the reference, %d two-row results\n", n_sets, n_two);
     free(w); free(wd); free(x); free(row);
 }
 
@@ -542,9 +590,53 @@ static void test_matmul_shape(int rows, int cols, int max_tok) {
     free(wf); free(x); free(W); free(naive); free(simd_out);
 }
 
+/* hkv_matmul_multi: matrices of mixed types (integer and float path) sharing x give exactly what
+ * hkv_matmul gives for each, for any thread count and n_tok, with SIMD and scalar kernels. */
+static void test_matmul_multi(void) {
+    enum { COLS = 512, MAXTOK = 19, NM = 4 };
+    const int types[NM] = {HKV_TYPE_Q4_K, HKV_TYPE_Q6_K, HKV_TYPE_F16, HKV_TYPE_Q8_0};
+    const int rows[NM] = {301, 64, 9, 130};
+    float *wf = malloc((size_t)301 * COLS * sizeof(float)), *x = malloc((size_t)MAXTOK * COLS * sizeof(float));
+    uint8_t *W[NM];
+    float *sep[NM], *mul[NM];
+    fill_normal(wf, (int64_t)301 * COLS, 0.5f);
+    fill_normal(x, (int64_t)MAXTOK * COLS, 1.0f);
+    for (int i = 0; i < NM; i++) {
+        size_t rb = hkv_row_size(types[i], COLS);
+        W[i] = malloc(rb * (size_t)rows[i]);
+        for (int r = 0; r < rows[i]; r++) hkv_quantize_row(types[i], wf + (size_t)(r * 3 % 301) * COLS, W[i] + r * rb, COLS);
+        sep[i] = malloc((size_t)rows[i] * MAXTOK * sizeof(float));
+        mul[i] = malloc((size_t)rows[i] * MAXTOK * sizeof(float));
+    }
+    int bad = 0, runs = 0;
+    for (int nt = 1; nt <= 3; nt++) {
+        hkv_pool *p = hkv_pool_new(nt);
+        for (int scalar = 0; scalar < 2; scalar++) {
+            hkv_kernels_force_scalar(scalar);
+            for (int n_tok = 1; n_tok <= MAXTOK; n_tok += 6) {
+                hkv_mm mm[NM];
+                for (int i = 0; i < NM; i++) {
+                    hkv_matmul(p, sep[i], types[i], W[i], x, rows[i], COLS, n_tok);
+                    mm[i] = (hkv_mm){mul[i], types[i], W[i], rows[i]};
+                }
+                hkv_matmul_multi(p, mm, NM, x, COLS, n_tok);
+                for (int i = 0; i < NM; i++) bad += memcmp(sep[i], mul[i], (size_t)rows[i] * n_tok * sizeof(float)) != 0;
+                runs++;
+            }
+        }
+        hkv_pool_free(p);
+    }
+    hkv_kernels_force_scalar(0);
+    CHECK(runs == 3 * 2 * 4);
+    CHECKF(bad == 0, "%d multi-matmul outputs differ from separate matmuls", bad);
+    for (int i = 0; i < NM; i++) { free(W[i]); free(sep[i]); free(mul[i]); }
+    free(wf); free(x);
+}
+
 static void test_matmul(void) {
-    test_matmul_shape(301, 512, 9);  /* pooled; token groups of 8 and 1 */
+    test_matmul_shape(301, 512, 9);  /* pooled; token groups of 8 and 1; odd rows: a pair kernel tail */
     test_matmul_shape(5, 64, 3);     /* below the inline threshold */
+    test_matmul_multi();
 }
 
 static void test_dispatch(void) {
@@ -574,6 +666,7 @@ int main(void) {
     hkv_kernels_force_scalar(0);
     test_pool();
     test_quantize_qx();
+    test_quantize_qx_sets();
     test_qdot();
     test_matmul();
     return tu_done("test_tensor");
