@@ -381,8 +381,9 @@ HKV_API int32_t hkv_argmax(const float *logits, int n);
 
 /* ---------------------------------------------------------------- standalone tokenizer
  * A tokenizer without a model: from a Hugging Face tokenizer.json (tokenizer_config.json next to it is read
- * too) or from the tokenizer.* keys of a .gguf file (the weights are not loaded). Same contracts as the
- * model-bound hkv_tokenize / hkv_token_to_piece / hkv_detokenize above. Read-only after loading: may be
+ * too; one that is present but not valid JSON is an error) or from the tokenizer.* keys of a .gguf file (the
+ * weights are not loaded). Same contracts as the model-bound hkv_tokenize / hkv_token_to_piece /
+ * hkv_detokenize above. Read-only after loading: may be
  * shared by threads. */
 typedef struct hkv_tokenizer hkv_tokenizer;
 HKV_API hkv_status hkv_tokenizer_load(const char *path, hkv_tokenizer **out, char *err, size_t errlen);

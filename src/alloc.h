@@ -4,7 +4,9 @@
  * Test hook (the library's only mutable global state, and it is thread-local): hkv_alloc_fail_at(n) arms a
  * counter on the calling thread; the n-th allocation made by that thread from then on returns NULL (that one
  * only), later ones succeed again. Allocations made by other threads are not counted (the worker pool's
- * threads allocate only scratch whose failure has a fallback: the policies' batch hook, matmul buffers).
+ * threads allocate only scratch whose failure has a fallback: the policies' batch hook; the matmuls'
+ * quantized activations are reserved with the context, and their float-path row buffer falls back to
+ * per-token dots with the same bits).
  * hkv_alloc_fail_at(0) disarms and resets the count. Never used outside tests. */
 #ifndef HKV_ALLOC_H
 #define HKV_ALLOC_H

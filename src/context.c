@@ -82,6 +82,13 @@ void hkv_context_free(hkv_context *c) {
     hkv_free(c);
 }
 
+/* The widest input of any matmul of the forward pass (wq/wk/wv/gate/up and the output: n_embd; wo: the
+ * attention output; down: n_ff). */
+static int matmul_cols(const hkv_hparams *hp) {
+    int qd = hp->n_head * hp->head_dim, w = hp->n_embd > qd ? hp->n_embd : qd;
+    return w > hp->n_ff ? w : hp->n_ff;
+}
+
 static int alloc_scratch(hkv_context *c) {
     const hkv_hparams *hp = &c->m->hp;
     size_t n = (size_t)c->rows, qd = (size_t)hp->n_head * hp->head_dim, kd = (size_t)hp->n_head_kv * hp->head_dim;
@@ -108,6 +115,8 @@ static int alloc_scratch(hkv_context *c) {
     c->has_logits = hkv_calloc((size_t)c->n_seq, 1);
     c->seq_cnt = hkv_calloc((size_t)c->n_seq, sizeof(int));
     c->seq_list = hkv_malloc(sizeof(int) * (size_t)c->n_seq);
+    /* the matmuls' quantized activations for the largest matmul: none of the forward pass allocates them */
+    if (!hkv_pool_scratch(c->pool, hkv_matmul_acts_bytes(c->rows, matmul_cols(hp)))) return 0;
     return c->x && c->xb && c->xb2 && c->q && c->att && c->k && c->v && c->hb && c->hb2 && c->att_scratch && c->att_ml && c->att_blocks &&
            c->logits_last && c->n_past && c->chunk_pos && c->chunk_seq && c->batch_row && c->has_logits &&
            c->seq_cnt && c->seq_list;
@@ -166,7 +175,8 @@ static uint64_t context_bytes(const hkv_context *c, const hkv_policy_ops *ops, i
     uint64_t rows = (uint64_t)c->chunk * (3 * (uint64_t)hp->n_embd + 2 * qd + 2 * kd + 2 * (uint64_t)hp->n_ff);
     uint64_t att = (uint64_t)(hp->n_head / hp->n_head_kv + 2) * cap * (uint64_t)n_threads;
     uint64_t logits = (uint64_t)c->n_seq * hp->n_vocab * 2 + (c->p.logits_all ? (uint64_t)c->chunk * hp->n_vocab : 0);
-    return heads * cap * per_slot + sizeof(float) * (rows + att + logits);
+    uint64_t mm = hkv_matmul_acts_bytes(c->chunk + c->n_seq, matmul_cols(hp)) * 3 / 2; /* pool scratch growth */
+    return heads * cap * per_slot + sizeof(float) * (rows + att + logits) + mm;
 }
 
 static uint64_t physical_memory(void) {

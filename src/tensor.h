@@ -71,6 +71,10 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
 /* A buffer of at least bytes owned by the pool (freed with it), valid until the next call;
  * the matmul keeps its quantized activations there. NULL without a pool or on allocation failure. */
 void *hkv_pool_scratch(hkv_pool *p, size_t bytes);
+/* The pool scratch a matmul of n_tok tokens x cols columns uses for its quantized activations. A context
+ * reserves it for its largest matmul when it is created (hkv_pool_scratch), so no matmul of the forward pass
+ * allocates it: a failure there used to switch the integer path to the float path mid-decode (other bits). */
+size_t hkv_matmul_acts_bytes(int n_tok, int cols);
 /* W: rows x cols of type (row-major, each row hkv_row_size(type, cols) bytes). */
 void hkv_matmul(hkv_pool *p, float *out, int type, const void *W, const float *x, int rows, int cols, int n_tok);
 /* Several matmuls over the same x[n_tok][cols] (q/k/v, gate/up) as one job: out_i = W_i x, each result

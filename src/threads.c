@@ -299,10 +299,16 @@ static void quantize_token(void *v, int t, int thread) {
 
 /* Fills the quantized activations, in the pool's scratch (allocated once, so a step does not allocate and
  * fault in fresh pages per matmul; j->own_acts when there is no pool); 0 on allocation failure. */
+size_t hkv_matmul_acts_bytes(int n_tok, int cols) {
+    size_t n = (size_t)n_tok * (size_t)cols, nb = n / HKV_QX_BLOCK;
+    return 10 * nb * sizeof(float) + ((size_t)n_tok * sizeof(hkv_qx) + 63) / 64 * 64 + (n + 63) / 64 * 64;
+}
+
 static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
     size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
     size_t qd_bytes = 10 * nb * sizeof *j->qd; /* d, s: nb each; per-lane scales: 8 nb */
     size_t qx_bytes = ((size_t)j->n_tok * sizeof *j->qx + 63) / 64 * 64, u_bytes = (n + 63) / 64 * 64;
+    /* same total as hkv_matmul_acts_bytes, which a context reserves up front */
     uint8_t *buf = p ? hkv_pool_scratch(p, qd_bytes + qx_bytes + u_bytes) : NULL;
     if (!buf) buf = j->own_acts = hkv_malloc(qd_bytes + qx_bytes + u_bytes);
     if (!buf) return 0;

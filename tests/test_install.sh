@@ -53,7 +53,7 @@ echo "ok: examples/simple.c (static library)"
 mkdir -p "$tmp/pkg"
 cp "$src/examples/simple.c" "$tmp/pkg/"
 cat >"$tmp/pkg/CMakeLists.txt" <<'CM'
-cmake_minimum_required(VERSION 3.16)
+cmake_minimum_required(VERSION 3.18)
 project(uses_heavykv C)
 find_package(heavykv 0.2 REQUIRED)
 add_executable(simple simple.c)
@@ -71,7 +71,7 @@ echo "ok: find_package(heavykv) + heavykv::heavykv"
 mkdir -p "$tmp/sub"
 cp "$src/examples/simple.c" "$tmp/sub/"
 cat >"$tmp/sub/CMakeLists.txt" <<CM
-cmake_minimum_required(VERSION 3.16)
+cmake_minimum_required(VERSION 3.18)
 project(embeds_heavykv C)
 set(HKV_BUILD_SHARED OFF CACHE BOOL "" FORCE)
 add_subdirectory("$src" heavykv)

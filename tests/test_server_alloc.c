@@ -11,6 +11,7 @@
  * silently missing field and never a 400 that blames the client; nothing may leak (LeakSanitizer in the ASan
  * build); afterwards the same request succeeds. The engine thread's own allocations are not swept here (the
  * hooks are thread-local; the decode's library allocations are swept by test_alloc). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cjson/cJSON.h>
@@ -109,12 +110,51 @@ static void sweep(hkv_server *s, const req_case *rc, hook h) {
     free(body);
 }
 
+/* Not an injection, but the server's memory arithmetic: the bytes a sequence reserves (seq_bytes, what
+ * --kv-memory admission counts) must follow the context's largest layer budget, which a per-layer schedule
+ * (PyramidKV's default pyramid) puts above the average. Same budget: snapkv (uniform) vs pyramidkv. */
+static uint64_t seq_bytes_of(hkv_model *m, const char *policy, int budget, int chunk, int *top) {
+    hkv_server_params p = hkv_server_default_params();
+    p.port = 0;
+    p.n_ctx = 256;
+    p.prefill_chunk = chunk;
+    snprintf(p.kv.policy, sizeof p.kv.policy, "%s", policy);
+    p.kv.budget = (hkv_amount){budget, 0, 1};
+    hkv_server *s;
+    char err[256];
+    hkv_status st = hkv_server_new(m, &p, &s, err, sizeof err);
+    CHECKF(st == HKV_OK, "%s: %s", policy, err);
+    if (st) return 0;
+    hkv_server_info info;
+    hkv_server_get_info(s, &info);
+    hkv_model_info mi;
+    hkv_model_get_info(m, &mi);
+    hkv_budget lb[64];
+    hkv_kv_config kv = p.kv;
+    kv.prefill_chunk = chunk;
+    CHECK(mi.n_layer <= 64 && hkv_layer_budgets(&kv, p.n_ctx, p.n_ctx, mi.n_layer, lb, err, sizeof err) == HKV_OK);
+    *top = 0;
+    for (int l = 0; l < mi.n_layer && l < 64; l++) if (lb[l].total > *top) *top = lb[l].total;
+    hkv_server_free(s);
+    return info.seq_bytes;
+}
+
+static void test_pyramid_sizing(hkv_model *m) {
+    int chunk = 16, top_u, top_p;
+    uint64_t uni = seq_bytes_of(m, "snapkv", 64, chunk, &top_u), pyr = seq_bytes_of(m, "pyramidkv", 64, chunk, &top_p);
+    printf("seq_bytes at budget 64: snapkv %llu (largest layer %d), pyramidkv %llu (largest layer %d)\n",
+           (unsigned long long)uni, top_u, (unsigned long long)pyr, top_p);
+    CHECK(top_u == 64 && top_p > 64);
+    CHECK(pyr * (uint64_t)(top_u + chunk) == uni * (uint64_t)(top_p + chunk));
+}
+
 int main(void) {
     hkv_model *m;
     char err[256];
     hkv_status st = hkv_model_load(tu_model(), NULL, &m, err, sizeof err);
     CHECKF(st == HKV_OK, "%s", err);
     if (st) return tu_done("test_server_alloc");
+    test_pyramid_sizing(m);
     hkv_server_params p = hkv_server_default_params();
     p.port = 0;
     p.n_ctx = 256;

@@ -275,7 +275,7 @@ int main(void) {
         for (int i = 0; i < 4; i++) {
             snprintf(bodies[i], sizeof bodies[i], "{\"messages\":[{\"role\":\"system\",\"content\":\"You are terse.\"},"
                      "{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,\"temperature\":0,\"stream\":true%s}", users[i],
-                     pol ? 40 : 24, pol ? ",\"kv\":{\"policy\":\"h2o\",\"budget\":12}" : "");
+                     24, pol ? ",\"kv\":{\"policy\":\"h2o\",\"budget\":12}" : "");
             resp = post(port, "/v1/chat/completions", bodies[i], &st);
             stream_text(resp, alone[i], sizeof alone[i], &done, fin, sizeof fin, &role_first);
             CHECKF(st == 200 && done && alone[i][0], "alone %d: %s", i, resp ? resp : "");

@@ -299,7 +299,7 @@ static cJSON *kv_json(hkv_server *s) {
         cJSON_AddNumberToObject(o, "evicted", (double)v->evictions);
         cJSON_AddNumberToObject(o, "requests", v->n_served);
         cJSON_AddNumberToObject(o, "cached_tokens", v->n_cached);
-        cJSON_AddItemToArray(arr, o);
+        json_array_add(arr, o);
     }
     pthread_mutex_unlock(&s->mu);
     return j;
@@ -411,7 +411,7 @@ static void do_tokenize(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
     if (n < 0) { srv_free(toks); cJSON_Delete(o); reply_error(s, c, rc, 500, "tokenization failed"); return; }
     cJSON *r = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(r, "tokens");
     for (int i = 0; i < n; i++) {
-        if (!cJSON_IsTrue(wp)) { cJSON_AddItemToArray(arr, cJSON_CreateNumber(toks[i])); continue; }
+        if (!cJSON_IsTrue(wp)) { json_array_add(arr, cJSON_CreateNumber(toks[i])); continue; }
         char piece[256], esc[1100];
         int k = hkv_token_to_piece(s->m, toks[i], piece, sizeof piece - 1);
         piece[k > 0 ? k : 0] = 0;
@@ -425,7 +425,7 @@ static void do_tokenize(hkv_server *s, struct MHD_Connection *c, rctx *rc) {
         }
         esc[o2] = 0;
         cJSON_AddStringToObject(e, "piece", esc);
-        cJSON_AddItemToArray(arr, e);
+        json_array_add(arr, e);
     }
     free(toks);
     cJSON_Delete(o);
@@ -668,7 +668,7 @@ static void dispatch(hkv_server *s, struct MHD_Connection *c, rctx *rc, const ch
     case R_MODELS: {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "object", "list");
-        cJSON_AddItemToArray(cJSON_AddArrayToObject(j, "data"), model_object(s));
+        json_array_add(cJSON_AddArrayToObject(j, "data"), model_object(s));
         reply_json(s, c, rc, 200, j);
         break;
     }

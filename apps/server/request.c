@@ -49,6 +49,12 @@ static cJSON *whole_or_null(cJSON *j, long failures_before) {
     return NULL;
 }
 
+/* cJSON_AddItemToArray leaves the item with the caller when it fails (no array: an earlier allocation
+ * failed), and every caller here had dropped it: a leak per failure, found by test_server_alloc. */
+void json_array_add(cJSON *arr, cJSON *item) {
+    if (!cJSON_AddItemToArray(arr, item)) cJSON_Delete(item);
+}
+
 static cJSON *error_json_build(int status, const char *msg, const char *type);
 cJSON *error_json(int status, const char *msg, const char *type) {
     long f0 = srv_alloc_failures();
@@ -172,7 +178,19 @@ int resolve_kv(hkv_server *s, const hkv_kv_config *kv, hkv_budget *b, uint64_t *
     const hkv_policy_ops *ops = kv->custom ? kv->custom : hkv_policy_find(kv->policy);
     if ((ops && ops->never_evicts) || kv->simulate) rows = s->n_ctx;
     else {
-        long r = (long)b->total + s->p.prefill_chunk;
+        /* a context gives every layer the slots of its largest layer budget: with a per-layer schedule
+         * (PyramidKV's default "pyramid", or kv.budget_layers) that is above the average budget b->total */
+        int top = b->total, nl = s->mi.n_layer > 0 ? s->mi.n_layer : 1;
+        hkv_budget *lb = srv_malloc(sizeof *lb * (size_t)nl);
+        if (!lb) { snprintf(msg, ml, "out of memory"); return 500; }
+        if (hkv_layer_budgets(kv, s->n_ctx, s->n_ctx, nl, lb, err, sizeof err)) {
+            srv_free(lb);
+            snprintf(msg, ml, "invalid per-layer KV budgets: %s", err);
+            return 400;
+        }
+        for (int l = 0; l < nl; l++) if (lb[l].total > top) top = lb[l].total;
+        srv_free(lb);
+        long r = (long)top + s->p.prefill_chunk;
         rows = r > s->n_ctx ? s->n_ctx : (int)r;
     }
     uint64_t elt = kv->type == HKV_KV_F32 ? 4 : 2;
@@ -491,7 +509,7 @@ static cJSON *result_json_build(hkv_server *s, const job *jb, const slot *sl, co
     cJSON_AddStringToObject(j, "model", s->model_name);
     cJSON_AddStringToObject(j, "system_fingerprint", "heavykv-" HKV_VERSION_STRING);
     cJSON *ch = cJSON_AddArrayToObject(j, "choices"), *c0 = cJSON_CreateObject();
-    cJSON_AddItemToArray(ch, c0);
+    if (!cJSON_AddItemToArray(ch, c0)) { cJSON_Delete(c0); c0 = NULL; } /* the rest then adds nothing */
     cJSON_AddNumberToObject(c0, "index", 0);
     if (r->api == API_CHAT) {
         cJSON *m = cJSON_AddObjectToObject(c0, is_chunk ? "delta" : "message");

@@ -196,6 +196,7 @@ const char *error_body_nomem(void);
 struct cJSON *result_json(hkv_server *s, const job *j, const slot *sl, const char *text, int fin, const char *word,
                           int is_chunk, int first_chunk);
 char *json_print(struct cJSON *j); /* takes j; malloc'ed text or NULL */
+void json_array_add(struct cJSON *arr, struct cJSON *item); /* takes item: deleted when it cannot be added */
 /* parse_request into a new job (refs 1, slot -1, not linked). NULL: *status and msg say why. */
 job *job_create(hkv_server *s, api_kind api, const char *body, size_t n, int *status, char *msg, size_t ml);
 
