@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "attention.h"
+#include "kvrow.h"
 #include "kvcache.h"
 #include "model.h"
 
@@ -427,13 +428,21 @@ static hkv_status kv_write(hkv_context *c, fwd_batch *b) {
 
 typedef struct { float *g; const float *u; size_t n_ff; } swiglu_job;
 
-/* SwiGLU of token t: g = silu(gate) * up, element by element (the same bits on any thread). */
+/* SwiGLU of token t: g = silu(gate) * up = gate / (1 + exp(-gate)) * up, element by element (the same bits
+ * on any thread), with the kernel set's vector exp on pieces that stay in L1 (libm's expf was ~2% of a
+ * prefill). exp(-g) overflows to inf for g < -88.7, giving g / inf = -0, silu's limit. */
+#define SWIGLU_PIECE 256
 static void swiglu_token(void *v, int t, int thread) {
     const swiglu_job *j = v;
-    float *g = j->g + (size_t)t * j->n_ff;
+    float *g = j->g + (size_t)t * j->n_ff, e[SWIGLU_PIECE];
     const float *u = j->u + (size_t)t * j->n_ff;
     (void)thread;
-    for (size_t i = 0; i < j->n_ff; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (size_t i0 = 0; i0 < j->n_ff; i0 += SWIGLU_PIECE) {
+        int n = j->n_ff - i0 < SWIGLU_PIECE ? (int)(j->n_ff - i0) : SWIGLU_PIECE;
+        for (int i = 0; i < n; i++) e[i] = -g[i0 + i];
+        kvrow_exp(e, e, n);
+        for (int i = 0; i < n; i++) g[i0 + i] = g[i0 + i] / (1.0f + e[i]) * u[i0 + i];
+    }
 }
 
 static hkv_status layer_forward(hkv_context *c, fwd_batch *b) {

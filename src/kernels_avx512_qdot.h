@@ -73,7 +73,7 @@ QV_FN void QV(qdot_q8_0_n)(const uint8_t *row, size_t stride, int R, const hkv_q
             const block_q8_0 *b0 = (const block_q8_0 *)(row + r * stride) + 2 * k, *b1 = b0 + 1;
             w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)),
                                       _mm256_loadu_si256((const __m256i *)b1->qs), 1);
-            fw[r] = two_scales(h2f(b0->d), h2f(b1->d));
+            fw[r] = pair_scales(b0, (int)(sizeof(block_q8_0) / 2));
         }
         QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
     }
@@ -113,7 +113,7 @@ QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t stride, int R, size_t bsize,
             const uint8_t *b0 = row + r * stride + (size_t)(2 * k) * bsize, *b1 = b0 + bsize;
             w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), QV(lv32)(b1, has_qh), 1);
             /* d is the first field of both block layouts */
-            fw[r] = two_scales(h2f(*(const uint16_t *)b0), h2f(*(const uint16_t *)b1));
+            fw[r] = pair_scales(b0, (int)(bsize / 2));
         }
         QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
     }

@@ -188,6 +188,21 @@ static atomic_int g_force_avx2; /* test hook, see kvrow_force_avx2 */
 
 void kvrow_force_avx2(int on) { atomic_store(&g_force_avx2, on ? 1 : 0); }
 
+void kvrow_exp(const float *x, float *y, int n) {
+#if defined(__x86_64__)
+    const char *name = hkv_kernel_name();
+    if (!strncmp(name, "avx512", 6) && !atomic_load(&g_force_avx2)) {
+        kvrow_exp_avx512(x, y, n);
+        return;
+    }
+    if (strcmp(name, "scalar") != 0) {
+        kvrow_exp_avx2(x, y, n);
+        return;
+    }
+#endif
+    for (int i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
 kvrow_kernels kvrow_kernels_get(int type, int hd) {
 #if defined(__x86_64__)
     /* hkv_kernel_name() is "scalar" when the CPU lacks AVX2/FMA/F16C, HEAVYKV_NO_SIMD is set or a test forced

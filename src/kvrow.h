@@ -62,6 +62,11 @@ kvrow_kernels kvrow_kernels_get(int type, int hd);
 /* The scalar reference kernels (tests compare against them). */
 kvrow_kernels kvrow_kernels_ref(int type, int hd);
 
+/* y[i] = exp(x[i]) for i < n (y may alias x) with the vector exp of the set kvrow_kernels_get would use
+ * (expf when scalar): the SwiGLU of the feed-forward layers uses it, so its bits follow the kernel set like
+ * the attention's softmax, and do not depend on the thread count. */
+void kvrow_exp(const float *x, float *y, int n);
+
 /* Test hook (like hkv_kernels_force_scalar): 1 makes kvrow_kernels_get skip the AVX-512 set, so tests can run
  * attention on the AVX2 kernels of an AVX-512 machine. Process-wide; 0 restores the default. */
 void kvrow_force_avx2(int on);
