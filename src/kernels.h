@@ -42,6 +42,10 @@ typedef void (*hkv_qdot_fn)(const void *row, const hkv_qx *x, int nx, float *out
 /* Two rows at once (row and row + stride bytes), so that each loaded activation chunk serves both rows:
  * out[t] = row 0 . x[t], out[nx + t] = row 1 . x[t], each exactly what qdot gives for that row. */
 typedef void (*hkv_qdot2_fn)(const void *row, size_t stride, const hkv_qx *x, int nx, float *out, int64_t n);
+/* One token against nrows consecutive rows (row + r * stride): out[r] = what qdot gives for row r and x[0].
+ * A decode's matmul block in one call, so one row's final sum overlaps the next row's loads instead of
+ * waiting for a return per row (the per-row call was ~5% of a one-thread Qwen2.5-0.5B decode). */
+typedef void (*hkv_qdotr_fn)(const void *row, size_t stride, int nrows, const hkv_qx *x, float *out, int64_t n);
 
 typedef void (*hkv_quantize_qx_fn)(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n);
 typedef float (*hkv_dot_fn)(const void *row, const float *x, int64_t n);
@@ -56,6 +60,7 @@ typedef struct hkv_kernel_set {
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
     hkv_qdot_fn qdot[HKV_TYPE_COUNT];         /* integer path per quantized type; NULL: scalar reference */
     hkv_qdot2_fn qdot2[HKV_TYPE_COUNT];       /* two-row form of qdot; NULL: qdot row by row */
+    hkv_qdotr_fn qdotr[HKV_TYPE_COUNT];       /* one token, many rows; NULL: qdot row by row */
     hkv_quantize_qx_fn quantize_qx;           /* hkv_quantize_qx_ref's exact bits; NULL: the reference */
 } hkv_kernel_set;
 
@@ -73,6 +78,8 @@ hkv_qdot_fn hkv_qdot_ref_fn(int type);
 hkv_qdot_fn hkv_qdot_fn_get(int type);
 /* Two-row kernel of this CPU's set for type, or NULL (then the caller runs hkv_qdot_fn_get row by row). */
 hkv_qdot2_fn hkv_qdot2_fn_get(int type);
+/* Many-rows one-token kernel of this CPU's set for type, or NULL (then qdot row by row). */
+hkv_qdotr_fn hkv_qdotr_fn_get(int type);
 
 #if defined(__x86_64__)
 /* Fills every entry of ks; only call when the CPU supports AVX2, FMA and F16C. */

@@ -69,6 +69,9 @@ QX_INLINE __m512 pair_scales(const void *p, int w) {
     }                                                                                          \
     QV_ENTRY void QV(qdot2_##NAME)(const void *row, size_t stride, const hkv_qx *x, int nx, float *out, int64_t n) { \
         QDOT_CASES(NAME, (const uint8_t *)row, stride, 2)                                      \
+    }                                                                                          \
+    QV_ENTRY void QV(qdotr_##NAME)(const void *row, size_t stride, int nrows, const hkv_qx *x, float *out, int64_t n) { \
+        for (int r = 0; r < nrows; r++) QV(qdot_##NAME##_n)((const uint8_t *)row + (size_t)r * stride, 0, 1, x, 1, out + r, n); \
     }
 
 /* AVX-512BW copy: maddubs */
@@ -122,7 +125,8 @@ void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni) {
     ks->name = vnni ? "avx512vnni" : "avx512";
     ks->features = vnni ? "avx512f avx512bw avx512vl avx512vnni avx2 fma f16c" : "avx512f avx512bw avx512vl avx2 fma f16c";
 #define SETQ(T, NAME) (ks->qdot[T] = vnni ? qdot_##NAME##_vnni : qdot_##NAME##_bw, \
-                       ks->qdot2[T] = vnni ? qdot2_##NAME##_vnni : qdot2_##NAME##_bw)
+                       ks->qdot2[T] = vnni ? qdot2_##NAME##_vnni : qdot2_##NAME##_bw, \
+                       ks->qdotr[T] = vnni ? qdotr_##NAME##_vnni : qdotr_##NAME##_bw)
     SETQ(HKV_TYPE_Q8_0, q8_0);
     SETQ(HKV_TYPE_Q4_0, q4_0);
     SETQ(HKV_TYPE_Q5_0, q5_0);

@@ -791,6 +791,12 @@ hkv_qdot2_fn hkv_qdot2_fn_get(int type) {
     return ks->qdot2[type];
 }
 
+hkv_qdotr_fn hkv_qdotr_fn_get(int type) {
+    const hkv_kernel_set *ks = simd();
+    if (type < 0 || type >= HKV_TYPE_COUNT || !ks) return NULL;
+    return ks->qdotr[type];
+}
+
 void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
     const hkv_kernel_set *ks = simd();
     if (ks && ks->quantize_qx) ks->quantize_qx(x, u, d, s, dl, n);

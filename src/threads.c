@@ -224,6 +224,7 @@ typedef struct {
     int first_block;      /* index of this matrix's first block in the job */
     hkv_qdot_fn qdot;     /* integer path kernel, NULL: float path */
     hkv_qdot2_fn qdot2;   /* the same for two rows at once (register blocking); NULL: qdot twice */
+    hkv_qdotr_fn qdotr;   /* one token, a whole block of rows per call; NULL: qdot per row */
 } matmul_mat;
 
 typedef struct {
@@ -259,6 +260,10 @@ static void matmul_block_f(const matmul_job *j, const matmul_mat *m, int r0, int
 /* Integer path: token groups outside, rows inside (two at a time), so a group's activations stay in L1
  * while the block's rows stay in L2 across groups. */
 static void matmul_block_q(const matmul_job *j, const matmul_mat *m, int r0, int r1) {
+    if (j->n_tok == 1 && m->qdotr) { /* decode: out is [rows] */
+        m->qdotr(m->W + (size_t)r0 * m->row_bytes, m->row_bytes, r1 - r0, j->qx, m->out + r0, j->cols);
+        return;
+    }
     for (int t0 = 0; t0 < j->n_tok; t0 += HKV_QX_MAX_TOK) {
         int nx = j->n_tok - t0 < HKV_QX_MAX_TOK ? j->n_tok - t0 : HKV_QX_MAX_TOK;
         float o[2 * HKV_QX_MAX_TOK];
@@ -357,7 +362,7 @@ void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, i
         if (mm[i].rows <= 0 || row_bytes == 0 || !hkv_type_supported(mm[i].type)) continue;
         matmul_mat *m = &j.m[j.n_mat++];
         *m = (matmul_mat){mm[i].out, mm[i].type, mm[i].W, row_bytes, mm[i].rows, 0, 0,
-                          hkv_qdot_fn_get(mm[i].type), hkv_qdot2_fn_get(mm[i].type)};
+                          hkv_qdot_fn_get(mm[i].type), hkv_qdot2_fn_get(mm[i].type), hkv_qdotr_fn_get(mm[i].type)};
         if (m->qdot) any_q = 1;
         else any_f = 1;
         macs += (double)mm[i].rows * cols * n_tok;
@@ -366,7 +371,7 @@ void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, i
     int parallel = macs >= MATMUL_INLINE_MACS && nt > 1;
     /* On allocation failure the float path runs instead: still correct, slightly different bits. */
     if (any_q && !quantize_acts(p, &j, parallel && n_tok > 1)) {
-        for (int i = 0; i < j.n_mat; i++) j.m[i].qdot = NULL, j.m[i].qdot2 = NULL;
+        for (int i = 0; i < j.n_mat; i++) j.m[i].qdot = NULL, j.m[i].qdot2 = NULL, j.m[i].qdotr = NULL;
         any_f = 1;
     }
     if (any_f && n_tok >= 4)

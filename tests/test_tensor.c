@@ -477,7 +477,7 @@ static void test_qdot(void) {
     float *w = malloc(maxn * sizeof(float)), *wd = malloc(maxn * sizeof(float));
     float *x = malloc(HKV_QX_MAX_TOK * maxn * sizeof(float));
     uint8_t *row = malloc(maxn * 4);
-    int cases = 0, bad_bits = 0, bad_nx = 0, bad_bound = 0, bad_two = 0, n_two = 0;
+    int cases = 0, bad_bits = 0, bad_nx = 0, bad_bound = 0, bad_two = 0, n_two = 0, bad_rows = 0, n_rows = 0;
     for (int ti = 0; ti < N_QDOT_TYPES; ti++) {
         int t = QDOT_TYPES[ti];
         hkv_qdot_fn ref = hkv_qdot_ref_fn(t);
@@ -517,6 +517,12 @@ static void test_qdot(void) {
                         for (int si = 0; si < n_sets; si++) {
                             sets[si].qdot[t](row, b.x + t0, nx, o, n);
                             bad_bits += memcmp(o, one + t0, (size_t)nx * sizeof(float)) != 0;
+                            if (nx == 1 && t0 == 0 && sets[si].qdotr[t]) { /* many rows, one token */
+                                float orr[2];
+                                sets[si].qdotr[t](row, rb, 2, b.x, orr, n);
+                                bad_rows += memcmp(&orr[0], &one[0], sizeof(float)) != 0 || memcmp(&orr[1], &two[0], sizeof(float)) != 0;
+                                n_rows++;
+                            }
                             if (!sets[si].qdot2[t]) continue;
                             /* two-row kernel: each row exactly as qdot alone */
                             sets[si].qdot2[t](row, rb, b.x + t0, nx, o2, n);
@@ -535,7 +541,9 @@ static void test_qdot(void) {
     CHECKF(bad_nx == 0, "%d reference results depend on the token group", bad_nx);
     CHECKF(bad_bits == 0, "%d SIMD integer dots differ from the scalar reference (%d sets)", bad_bits, n_sets);
     CHECKF(bad_two == 0, "%d of %d two-row SIMD results differ from the scalar reference", bad_two, n_two);
-    fprintf(stderr, "integer path: %d SIMD kernel sets checked against the reference, %d two-row results\n", n_sets, n_two);
+    CHECKF(bad_rows == 0, "%d of %d many-row one-token SIMD results differ from the scalar reference", bad_rows, n_rows);
+    fprintf(stderr, "integer path: %d SIMD kernel sets checked against the reference, %d two-row results, %d many-row calls\n",
+            n_sets, n_two, n_rows);
     free(w); free(wd); free(x); free(row);
 }
 
