@@ -37,7 +37,9 @@ typedef struct hkv_qx {
     const float *dl;    /* [n / 4] d of each 4-element lane (d[i / 8]): one vector load per chunk (AVX-512) */
 } hkv_qx;
 
-/* out[t] = sum_i row[i] * x[t][i] for t < nx (1..HKV_QX_MAX_TOK); n a multiple of the type's block. */
+/* out[t] = sum_i row[i] * x[t][i] for t < nx (1..HKV_QX_MAX_TOK); n a multiple of the type's block. The nx
+ * tokens' arrays are consecutive, x[t].u = x[0].u + t * n and x[t].dl = x[0].dl + t * n / 4 (the matmul's
+ * layout), so a kernel may address them from x[0] alone. */
 typedef void (*hkv_qdot_fn)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n);
 /* Two rows at once (row and row + stride bytes), so that each loaded activation chunk serves both rows:
  * out[t] = row 0 . x[t], out[nx + t] = row 1 . x[t], each exactly what qdot gives for that row. */

@@ -11,7 +11,11 @@
  * a row with an odd number of 32-blocks. wpos: every level is in 0..127 (Q4_K / Q5_K), so w can be the
  * unsigned operand against the signed q = u - 128. */
 QV_FN void QV(qchunk)(__m512 acc[][HKV_QX_MAX_TOK], int R, const __m512i *w, const __m512 *fw, const hkv_qx *x,
-                      int nx, int64_t k, __mmask16 lanes, int wpos) {
+                      int nx, int64_t k, __mmask16 lanes, int wpos, int64_t n) {
+    /* the tokens are consecutive (kernels.h): one base pointer each for u and dl instead of 2 nx pointers,
+     * which left no registers for the accumulators (8-token kernels spilled them every chunk) */
+    const uint8_t *u0 = x[0].u + 64 * k;
+    const float *l0 = x[0].dl + 16 * k;
     const __m512i bias = _mm512_set1_epi8((char)0x80);
 #if QV_VNNI
     /* few tokens and w >= 0: q = u ^ 0x80 per token (1 op each); otherwise dpbusd(u, w) = sum (q + 128) w
@@ -33,11 +37,11 @@ QV_FN void QV(qchunk)(__m512 acc[][HKV_QX_MAX_TOK], int R, const __m512i *w, con
         __m512 xd;
         __m512i u;
         if (lanes == 0xffff) {
-            u = _mm512_loadu_si512(x[t].u + 64 * k);
-            xd = _mm512_loadu_ps(x[t].dl + 16 * k);
+            u = _mm512_loadu_si512(u0 + t * n);
+            xd = _mm512_loadu_ps(l0 + t * (n / 4));
         } else { /* nothing past the row's end is read */
-            u = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, x[t].u + 64 * k);
-            xd = _mm512_maskz_loadu_ps(0x00ff, x[t].dl + 16 * k);
+            u = _mm512_maskz_loadu_epi8((__mmask64)0xffffffffu, u0 + t * n);
+            xd = _mm512_maskz_loadu_ps(0x00ff, l0 + t * (n / 4));
         }
 #if QV_VNNI
         __m512i qs = signed_q ? _mm512_xor_si512(u, bias) : u;
@@ -75,7 +79,7 @@ QV_FN void QV(qdot_q8_0_n)(const uint8_t *row, size_t stride, int R, const hkv_q
                                       _mm256_loadu_si256((const __m256i *)b1->qs), 1);
             fw[r] = pair_scales(b0, (int)(sizeof(block_q8_0) / 2));
         }
-        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0, n);
     }
     if (2 * k < nb) {
         for (int r = 0; r < R; r++) {
@@ -83,7 +87,7 @@ QV_FN void QV(qdot_q8_0_n)(const uint8_t *row, size_t stride, int R, const hkv_q
             w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b0->qs)), _mm256_setzero_si256(), 1);
             fw[r] = two_scales(h2f(b0->d), 0.0f);
         }
-        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0);
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0, n);
     }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]);
@@ -115,7 +119,7 @@ QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t stride, int R, size_t bsize,
             /* d is the first field of both block layouts */
             fw[r] = pair_scales(b0, (int)(bsize / 2));
         }
-        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0);
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0xffff, 0, n);
     }
     if (2 * k < nb) {
         for (int r = 0; r < R; r++) {
@@ -123,7 +127,7 @@ QV_FN void QV(qdot_x0_n)(const uint8_t *row, size_t stride, int R, size_t bsize,
             w[r] = _mm512_inserti64x4(_mm512_castsi256_si512(QV(lv32)(b0, has_qh)), _mm256_setzero_si256(), 1);
             fw[r] = two_scales(h2f(*(const uint16_t *)b0), 0.0f);
         }
-        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0);
+        QV(qchunk)(acc, R, w, fw, x, nx, k, 0x00ff, 0, n);
     }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < nx; t++) out[r * nx + t] = hsum16(acc[r][t]);
@@ -188,8 +192,8 @@ QV_FN void QV(qdot_k45_n)(const uint8_t *row, size_t stride, int R, size_t bsize
                 fw[0][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc)), scf[r]);
                 fw[1][r] = _mm512_permutexvar_ps(_mm512_add_epi32(pair, _mm512_set1_epi32(4 * cc + 2)), scf[r]);
             }
-            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * cc, 0xffff, 1);
-            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * cc + 1, 0xffff, 1);
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * cc, 0xffff, 1, n);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * cc + 1, 0xffff, 1, n);
         }
     }
     for (int r = 0; r < R; r++)
@@ -238,8 +242,8 @@ QV_FN void QV(qdot_q6_k_n)(const uint8_t *row, size_t stride, int R, const hkv_q
                     fw[e][r] = _mm512_permutexvar_ps(_mm512_add_epi32(quad, _mm512_set1_epi32(4 * (2 * h + e))), scf[r]);
                 }
             }
-            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * h, 0xffff, 0);
-            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * h + 1, 0xffff, 0);
+            QV(qchunk)(acc, R, w[0], fw[0], x, nx, 4 * i + 2 * h, 0xffff, 0, n);
+            QV(qchunk)(acc, R, w[1], fw[1], x, nx, 4 * i + 2 * h + 1, 0xffff, 0, n);
         }
     }
     for (int r = 0; r < R; r++)
