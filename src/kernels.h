@@ -39,9 +39,9 @@
  * Sums are the tree a[i] + a[i + half] down to one lane.
  * The int32 p is exact in every kernel (VNNI: dpbusd(u, w) minus 128 * sum(w) folded into the accumulator;
  * AVX2 / AVX-512BW: maddubs(|w|, sign(q, w)), which cannot saturate with |q| <= 127), as are isum and mi,
- * so every set produces
- * the same bits as the reference (tests compare): results do not depend on the CPU's kernel set, on the
- * thread count or on how many tokens a call handles. */
+ * and the float steps are the reference's lane by lane, so every set produces the same bits as the
+ * reference (tests compare): results do not depend on the CPU's kernel set, on the thread count or on how
+ * many tokens a call handles. */
 #ifndef HKV_KERNELS_H
 #define HKV_KERNELS_H
 #include <stdint.h>
