@@ -8,6 +8,7 @@
  * tail. Hence dot(type, row, x) == dot_f32(dequant(row), x) bit for bit (the contract in kernels.h). */
 #if defined(__x86_64__)
 #include <immintrin.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include "kernels.h"
@@ -317,6 +318,50 @@ QX_INLINE __m256i lv32(const uint8_t *blk, int type) {
 #define QV_ENTRY static __attribute__((target("avxvnni")))
 #include "kernels_avx2_qdot.h"
 
+/* hkv_quantize_qk_ref with 8 lanes: the same absmax and f32 products; cvtps rounds to nearest even like
+ * lrintf. Each 16-block is two vectors of levels, whose sum is bs. */
+static void quantize_qk_avx2(const float *x, int8_t *q, float *d, int16_t *bs, int64_t n) {
+    const __m256 fmax = _mm256_set1_ps(FLT_MAX), sgn = _mm256_set1_ps(-0.0f);
+    const __m256i lo = _mm256_set1_epi32(-127), hi = _mm256_set1_epi32(127);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, q += QK_K, bs += 16) {
+        __m256 m = _mm256_setzero_ps();
+        int bad = 0;
+        for (int g = 0; g < 32; g++) {
+            __m256 a = _mm256_andnot_ps(sgn, _mm256_loadu_ps(x + 8 * g));
+            bad |= _mm256_movemask_ps(_mm256_cmp_ps(a, fmax, _CMP_NLE_UQ)); /* !(a <= FLT_MAX): inf or NaN */
+            m = _mm256_max_ps(m, a);
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_shuffle_ps(h, h, 1));
+        float amax = bad ? 0.0f : _mm_cvtss_f32(h);
+        if (bad || amax < 1e-30f) {
+            memset(q, 0, QK_K);
+            memset(bs, 0, 16 * sizeof *bs);
+            d[i] = bad ? NAN : 0.0f;
+            continue;
+        }
+        float db = amax / 127.0f;
+        __m256 id = _mm256_set1_ps(1.0f / db);
+        for (int g = 0; g < 8; g++) { /* 32 levels: four vectors of 8, packed to bytes in element order */
+            __m256i v[4];
+            for (int k = 0; k < 4; k++)
+                v[k] = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 32 * g + 8 * k), id)), lo), hi);
+            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+            _mm256_storeu_si256((__m256i *)(q + 32 * g), _mm256_permutevar8x32_epi32(p, order));
+            for (int k = 0; k < 2; k++) {
+                __m256i s = _mm256_add_epi32(v[2 * k], v[2 * k + 1]);
+                __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+                t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+                bs[2 * g + k] = (int16_t)_mm_cvtsi128_si32(t);
+            }
+        }
+        d[i] = db;
+    }
+}
+
 static void set_qdot(hkv_kernel_set *ks, int vnni) {
 #define SETQ(T, NAME) (ks->qdot[T] = vnni ? qdot_##NAME##_vnni : qdot_##NAME##_mb)
     SETQ(HKV_TYPE_Q8_0, q8_0);
@@ -356,6 +401,7 @@ void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
 #undef SETQ
 #undef SET
     set_qdot(ks, 0);
+    ks->quantize_qk = quantize_qk_avx2;
 }
 #else
 /* Not x86-64: no SIMD kernels, tensor.c uses the scalar code. ISO C needs at least one declaration. */

@@ -68,76 +68,113 @@ QV_FN void QV(qdot_q5_0_n)(const void *row, const hkv_qx *x, int nx, float *out,
     QV(qdot_x0_n)(row, sizeof(block_q5_0), HKV_TYPE_Q5_0, x, nx, out, n);
 }
 
-/* Q4_K (has_qh 0) / Q5_K super-blocks: chunk c = low nibbles of qs[32c..32c+31] (group 2c), then the high
- * nibbles (group 2c+1). */
-QV_FN void QV(qdot_k45_n)(const uint8_t *blocks, size_t bsize, int has_qh, const hkv_qx *x, int nx, float *out,
-                          int64_t n) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    qacc acc[HKV_QX_MAX_TOK];
-    __m256 macc[HKV_QX_MAX_TOK];
-    for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = macc[t] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QK_K; i++) {
-        const block_q4_K *b4 = (const block_q4_K *)(blocks + (size_t)i * bsize);
-        const block_q5_K *b5 = (const block_q5_K *)b4;
-        const uint8_t *qs = has_qh ? b5->qs : b4->qs;
-        float d = h2f(b4->d), dmin = h2f(b4->dmin);  /* same offsets in both layouts */
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) k_scale_min(j, b4->scales, &sc[j], &m[j]);
-        __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            if (has_qh) {
-                __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c)), one);
-                __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c + 1)), one);
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
-            }
-            QV(qchunk)(acc, lo, hi, _mm256_set1_ps(d * (float)sc[2 * c]), _mm256_set1_ps(d * (float)sc[2 * c + 1]), x,
-                       nx, 4 * i + c, 1);
+/* ---- K-quant types: the super-block format of kernels.h. A decoded super-block: w[2c + h] = the 32 unsigned
+ * levels of chunk c, half h (lanes 8h..8h+7), sc[2c + h] = the int16 scale of each maddubs pair, coef = the 16
+ * block-sum coefficients, d / dm = the float factors of isum / mi. */
+typedef struct { __m256i w[8], sc[8], coef; float d, dm; } QV(ksb);
+
+/* isum in int32 (maddubs pairs <= 2 * 63 * 127, times the int16 scale), then one cvt + fma per half and the
+ * block-sum term on lanes 0..7 (kernels.h). */
+QV_FN void QV(ksb_dot)(qacc *acc, const QV(ksb) *k, const hkv_qx *x, int nx, int64_t i) {
+    for (int t = 0; t < nx; t++) {
+        const int8_t *q = x[t].qk + QK_K * i;
+        __m256i is[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int j = 0; j < 8; j++) {
+            __m256i p = _mm256_maddubs_epi16(k->w[j], _mm256_loadu_si256((const __m256i *)(q + 32 * j)));
+#if QV_VNNI
+            is[j & 1] = _mm256_dpwssd_avx_epi32(is[j & 1], p, k->sc[j]);
+#else
+            is[j & 1] = _mm256_add_epi32(is[j & 1], _mm256_madd_epi16(p, k->sc[j]));
+#endif
         }
-        __m256 mf = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m)));
-        for (int t = 0; t < nx; t++) macc[t] = _mm256_fmadd_ps(mf, _mm256_loadu_ps(x[t].s + 8 * i), macc[t]);
+        float dk = x[t].dk[i];
+        __m256 fd = _mm256_set1_ps(k->d * dk);
+        __m256 mi = _mm256_cvtepi32_ps(_mm256_madd_epi16(k->coef, _mm256_loadu_si256((const __m256i *)(x[t].bk + 16 * i))));
+        acc[t].lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[0]), fd, acc[t].lo);
+        acc[t].hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[1]), fd, acc[t].hi);
+        acc[t].lo = _mm256_fnmadd_ps(mi, _mm256_set1_ps(k->dm * dk), acc[t].lo);
     }
-    for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]) - hsum8(macc[t]);
 }
 
-QV_FN void QV(qdot_q4_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_k45_n)(row, sizeof(block_q4_K), 0, x, nx, out, n);
-}
-
-QV_FN void QV(qdot_q5_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    QV(qdot_k45_n)(row, sizeof(block_q5_K), 1, x, nx, out, n);
+/* Q4_K (has_qh 0) / Q5_K: chunk c = low nibbles of qs[32c..32c+31] (sub-block 2c), then the high nibbles
+ * (sub-block 2c+1). */
+QV_FN void QV(k45_decode)(QV(ksb) *k, const uint8_t *blk, int has_qh) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    const block_q4_K *b4 = (const block_q4_K *)blk;
+    const block_q5_K *b5 = (const block_q5_K *)blk;
+    const uint8_t *qs = has_qh ? b5->qs : b4->qs;
+    k->d = h2f(b4->d); /* d, dmin: same offsets in both layouts */
+    k->dm = h2f(b4->dmin);
+    int sc[8], m[8];
+    for (int j = 0; j < 8; j++) k_scale_min(j, b4->scales, &sc[j], &m[j]);
+    k->coef = _mm256_setr_epi16((short)m[0], (short)m[0], (short)m[1], (short)m[1], (short)m[2], (short)m[2], (short)m[3],
+                                (short)m[3], (short)m[4], (short)m[4], (short)m[5], (short)m[5], (short)m[6], (short)m[6],
+                                (short)m[7], (short)m[7]);
+    __m256i vqh = has_qh ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (has_qh) {
+            __m256i h0 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c)), one);
+            __m256i h1 = _mm256_and_si256(_mm256_srl_epi16(vqh, _mm_cvtsi32_si128(2 * c + 1)), one);
+            lo = _mm256_or_si256(lo, _mm256_slli_epi16(h0, 4));
+            hi = _mm256_or_si256(hi, _mm256_slli_epi16(h1, 4));
+        }
+        k->w[2 * c] = lo;
+        k->w[2 * c + 1] = hi;
+        k->sc[2 * c] = _mm256_set1_epi16((short)sc[2 * c]);
+        k->sc[2 * c + 1] = _mm256_set1_epi16((short)sc[2 * c + 1]);
+    }
 }
 
 /* Q6_K chunk c (half h = c / 2, groups 2(c % 2), 2(c % 2) + 1); one int8 scale per 16 elements = 4 lanes. */
-QV_FN void QV(qdot_q6_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
-    const block_q6_K *b = row;
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3), c32 = _mm256_set1_epi8(32);
-    const __m256i i01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), i23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+QV_FN void QV(q6k_decode)(QV(ksb) *k, const uint8_t *blk) {
+    const block_q6_K *b = (const block_q6_K *)blk;
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(3);
+    k->d = k->dm = h2f(b->d);
+    k->coef = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales)), 5); /* 32 sc */
+    for (int c = 0; c < 4; c++) {
+        int h = c / 2, s = 4 * (c % 2);
+        const uint8_t *ql = b->ql + 64 * h;
+        __m128i sh = _mm_cvtsi32_si128(s), sh2 = _mm_cvtsi32_si128(s + 2);
+        __m256i l0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)ql), sh), m4);
+        __m256i l1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)), sh), m4);
+        __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m2), 4);
+        __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh2), m2), 4);
+        k->w[2 * c] = _mm256_or_si256(l0, h0);
+        k->w[2 * c + 1] = _mm256_or_si256(l1, h1);
+        const int8_t *g = b->scales + 4 * c;
+        k->sc[2 * c] = _mm256_set_m128i(_mm_set1_epi16(g[1]), _mm_set1_epi16(g[0]));
+        k->sc[2 * c + 1] = _mm256_set_m128i(_mm_set1_epi16(g[3]), _mm_set1_epi16(g[2]));
+    }
+}
+
+/* kind: 0 Q4_K, 1 Q5_K, 2 Q6_K */
+QV_FN void QV(qdot_k_n)(const uint8_t *row, int kind, const hkv_qx *x, int nx, float *out, int64_t n) {
+    size_t bsize = kind == 0 ? sizeof(block_q4_K) : kind == 1 ? sizeof(block_q5_K) : sizeof(block_q6_K);
     qacc acc[HKV_QX_MAX_TOK];
     for (int t = 0; t < nx; t++) acc[t].lo = acc[t].hi = _mm256_setzero_ps();
+    QV(ksb) k;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        __m256 d = _mm256_set1_ps(h2f(b[i].d));
-        for (int c = 0; c < 4; c++) {
-            int h = c / 2, s = 4 * (c % 2);
-            const uint8_t *ql = b[i].ql + 64 * h;
-            __m128i sh = _mm_cvtsi32_si128(s), sh2 = _mm_cvtsi32_si128(s + 2);
-            __m256i l0 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)ql), sh), m4);
-            __m256i l1 = _mm256_and_si256(_mm256_srl_epi16(_mm256_loadu_si256((const __m256i *)(ql + 32)), sh), m4);
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(b[i].qh + 32 * h));
-            __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh), m2), 4);
-            __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srl_epi16(qh, sh2), m2), 4);
-            int32_t s4;
-            memcpy(&s4, b[i].scales + 4 * c, 4);
-            __m256 sc = _mm256_castps128_ps256(_mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(s4))));
-            __m256 f0 = _mm256_mul_ps(d, _mm256_permutevar8x32_ps(sc, i01));
-            __m256 f1 = _mm256_mul_ps(d, _mm256_permutevar8x32_ps(sc, i23));
-            QV(qchunk)(acc, _mm256_sub_epi8(_mm256_or_si256(l0, h0), c32), _mm256_sub_epi8(_mm256_or_si256(l1, h1), c32),
-                       f0, f1, x, nx, 4 * i + c, 1);
-        }
+        const uint8_t *blk = row + (size_t)i * bsize;
+        if (kind == 2) QV(q6k_decode)(&k, blk);
+        else QV(k45_decode)(&k, blk, kind);
+        QV(ksb_dot)(acc, &k, x, nx, i);
     }
     for (int t = 0; t < nx; t++) out[t] = hsum16(acc[t]);
+}
+
+QV_FN void QV(qdot_q4_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k_n)(row, 0, x, nx, out, n);
+}
+
+QV_FN void QV(qdot_q5_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k_n)(row, 1, x, nx, out, n);
+}
+
+QV_FN void QV(qdot_q6_k_n)(const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    QV(qdot_k_n)(row, 2, x, nx, out, n);
 }
 
 QDOT_ENTRY(q8_0)

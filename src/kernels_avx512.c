@@ -120,6 +120,38 @@ static void quantize_qx_avx512(const float *x, uint8_t *u, float *d, float *s, f
     }
 }
 
+/* hkv_quantize_qk_ref with 16 lanes: the same absmax and f32 products as the reference; each zmm of 16
+ * levels is one 16-block, so its sum is bs. */
+static void quantize_qk_avx512(const float *x, int8_t *q, float *d, int16_t *bs, int64_t n) {
+    const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+    const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, q += QK_K, bs += 16) {
+        __m512 m = _mm512_setzero_ps();
+        __mmask16 bad = 0;
+        for (int g = 0; g < 16; g++) {
+            __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + 16 * g));
+            bad |= _mm512_cmp_ps_mask(a, fmax, _CMP_NLE_UQ); /* !(a <= FLT_MAX): inf or NaN */
+            m = _mm512_max_ps(m, a);
+        }
+        float amax = bad ? 0.0f : _mm512_reduce_max_ps(m);
+        if (bad || amax < 1e-30f) {
+            memset(q, 0, QK_K);
+            memset(bs, 0, 16 * sizeof *bs);
+            d[i] = bad ? NAN : 0.0f;
+            continue;
+        }
+        float db = amax / 127.0f;
+        __m512 id = _mm512_set1_ps(1.0f / db);
+        for (int g = 0; g < 16; g++) {
+            __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), id));
+            v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
+            _mm_storeu_si128((__m128i *)(q + 16 * g), _mm512_cvtepi32_epi8(v));
+            bs[g] = (int16_t)_mm512_reduce_add_epi32(v);
+        }
+        d[i] = db;
+    }
+}
+
 void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni) {
     hkv_kernels_avx2_init(ks);
     ks->name = vnni ? "avx512vnni" : "avx512";
@@ -135,6 +167,7 @@ void hkv_kernels_avx512_init(hkv_kernel_set *ks, int vnni) {
     SETQ(HKV_TYPE_Q6_K, q6_k);
 #undef SETQ
     ks->quantize_qx = quantize_qx_avx512;
+    ks->quantize_qk = quantize_qk_avx512;
 }
 #else
 /* Not x86-64: no SIMD kernels, tensor.c uses the scalar code. ISO C needs at least one declaration. */

@@ -526,8 +526,37 @@ void hkv_quantize_qx_ref(const float *x, uint8_t *u, float *d, float *s, float *
     }
 }
 
-/* Running sums of one qdot call: 16 lanes per token, plus 8 min lanes per token for Q4_K / Q5_K. */
-typedef struct { float acc[HKV_QX_MAX_TOK][16], macc[HKV_QX_MAX_TOK][8]; } qacc_ref;
+/* The K-quant format: one scale per 256-element super-block, int8 levels, int16 sums of each 16. */
+void hkv_quantize_qk_ref(const float *x, int8_t *q, float *d, int16_t *bs, int64_t n) {
+    for (int64_t i = 0; i < n / QK_K; i++, x += QK_K, q += QK_K, bs += 16) {
+        float amax = 0;
+        int bad = 0;
+        for (int j = 0; j < QK_K; j++) {
+            float a = fabsf(x[j]);
+            if (!(a <= FLT_MAX)) bad = 1; /* inf or NaN */
+            else if (a > amax) amax = a;
+        }
+        if (bad || amax < 1e-30f) { /* tiny super-blocks count as zero: 1/d must stay finite */
+            memset(q, 0, QK_K);
+            memset(bs, 0, 16 * sizeof *bs);
+            d[i] = bad ? NAN : 0.0f;
+            continue;
+        }
+        float db = amax / 127.0f, id = 1.0f / db;
+        for (int g = 0; g < 16; g++) {
+            int sum = 0; /* |sum| <= 16 * 127: fits int16 */
+            for (int j = 16 * g; j < 16 * g + 16; j++) {
+                q[j] = (int8_t)clampi(nearest_int(x[j] * id), -127, 127);
+                sum += q[j];
+            }
+            bs[g] = (int16_t)sum;
+        }
+        d[i] = db;
+    }
+}
+
+/* Running sums of one qdot call (32-element weight types): 16 lanes per token. */
+typedef struct { float acc[HKV_QX_MAX_TOK][16]; } qacc_ref;
 
 /* One chunk of 64 weight levels w (activation blocks 2k and 2k+1) with per-lane scales fw, against each
  * token; lanes < nl only (8 for the last chunk of an odd block count). */
@@ -551,8 +580,8 @@ static float hsum_tree(const float *a, int n) {
     return b[0];
 }
 
-static void qfinish_ref(const qacc_ref *a, int nx, int mins, float *out) {
-    for (int t = 0; t < nx; t++) out[t] = mins ? hsum_tree(a->acc[t], 16) - hsum_tree(a->macc[t], 8) : hsum_tree(a->acc[t], 16);
+static void qfinish_ref(const qacc_ref *a, int nx, float *out) {
+    for (int t = 0; t < nx; t++) out[t] = hsum_tree(a->acc[t], 16);
 }
 
 /* Levels of one 32-element block (offsets applied); returns the block scale. */
@@ -597,21 +626,24 @@ static void qdot32_ref(lv32_fn lv, size_t bsize, const void *row, const hkv_qx *
         for (int l = 0; l < 16; l++) fw[l] = l < 8 ? d0 : d1;
         qchunk_ref(&a, w, fw, x, nx, k, two ? 16 : 8);
     }
-    qfinish_ref(&a, nx, 0, out);
+    qfinish_ref(&a, nx, out);
 }
 
-/* Levels of one 256-element super-block, the per-lane scales of its 4 chunks, and its 8 min factors
- * dmin * m (NULL mf: type without mins). */
-typedef void (*lvk_fn)(const void *blk, int8_t *w, float fw[4][16], float *mf);
+/* One 256-element super-block of a K-quant row for the K-format integer path (kernels.h): unsigned levels
+ * w, the integer scale of each element's sub-block, the 16 block-sum coefficients (mi[j] = coef[2j] bk[2j]
+ * + coef[2j+1] bk[2j+1]), and the float factors d (of isum) and dm (of mi). */
+typedef struct { uint8_t w[QK_K]; int32_t sc[QK_K]; int32_t coef[16]; float d, dm; } ksb_ref;
+typedef void (*lvk_fn)(const void *blk, ksb_ref *k);
 
-static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int8_t *w, float fw[4][16], float *mf) {
+static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, ksb_ref *k) {
     const uint8_t *scales = b4 ? b4->scales : b5->scales, *qs = b4 ? b4->qs : b5->qs;
-    float d = f16(b4 ? b4->d : b5->d), dmin = f16(b4 ? b4->dmin : b5->dmin);
-    for (int j = 0; j < 8; j++) {
+    k->d = f16(b4 ? b4->d : b5->d);
+    k->dm = f16(b4 ? b4->dmin : b5->dmin);
+    for (int j = 0; j < 8; j++) { /* sub-block j = elements 32j..32j+31 */
         int sc, m;
         k_scale_min(j, scales, &sc, &m);
-        for (int l = 0; l < 8; l++) fw[j / 2][8 * (j & 1) + l] = d * (float)sc;
-        mf[j] = dmin * (float)m;
+        for (int e = 0; e < 32; e++) k->sc[32 * j + e] = sc;
+        k->coef[2 * j] = k->coef[2 * j + 1] = m;
     }
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++) {
@@ -620,48 +652,61 @@ static void lv_k45(const block_q4_K *b4, const block_q5_K *b5, int8_t *w, float 
                 lo |= ((b5->qh[l] >> (2 * c)) & 1) << 4;
                 hi |= ((b5->qh[l] >> (2 * c + 1)) & 1) << 4;
             }
-            w[64 * c + l] = (int8_t)lo;
-            w[64 * c + 32 + l] = (int8_t)hi;
+            k->w[64 * c + l] = (uint8_t)lo;
+            k->w[64 * c + 32 + l] = (uint8_t)hi;
         }
 }
 
-static void lv_q4_k(const void *blk, int8_t *w, float fw[4][16], float *mf) { lv_k45(blk, NULL, w, fw, mf); }
-static void lv_q5_k(const void *blk, int8_t *w, float fw[4][16], float *mf) { lv_k45(NULL, blk, w, fw, mf); }
+static void lv_q4_k(const void *blk, ksb_ref *k) { lv_k45(blk, NULL, k); }
+static void lv_q5_k(const void *blk, ksb_ref *k) { lv_k45(NULL, blk, k); }
 
-static void lv_q6_k(const void *blk, int8_t *w, float fw[4][16], float *mf) {
+/* Q6_K: x = d sc (w - 32) with w in 0..63, so sum x q = d (sum sc w q - 32 sum_g sc_g bk[g]). */
+static void lv_q6_k(const void *blk, ksb_ref *k) {
     const block_q6_K *b = blk;
-    float d = f16(b->d);
-    (void)mf;
+    k->d = k->dm = f16(b->d);
     for (int e = 0; e < QK_K; e++) { /* element e: half h, group g (32 wide), lane l, as in deq_q6_k */
         int h = e / 128, g = (e % 128) / 32, l = e % 32;
         int low = (b->ql[64 * h + 32 * (g & 1) + l] >> (4 * (g >> 1))) & 0x0f;
         int high = (b->qh[32 * h + l] >> (2 * g)) & 3;
-        w[e] = (int8_t)((low | (high << 4)) - 32);
+        k->w[e] = (uint8_t)(low | (high << 4));
+        k->sc[e] = b->scales[e / 16];
     }
-    for (int c = 0; c < 4; c++) /* a scale per 16 elements: 4 lanes */
-        for (int l = 0; l < 16; l++) fw[c][l] = d * (float)b->scales[4 * c + l / 4];
+    for (int g = 0; g < 16; g++) k->coef[g] = 32 * b->scales[g];
 }
 
-static void qdotk_ref(lvk_fn lv, size_t bsize, int mins, const void *row, const hkv_qx *x, int nx, float *out,
-                      int64_t n) {
-    qacc_ref a = {0};
-    int8_t w[QK_K];
-    float fw[4][16], mf[8];
+static void qdotk_ref(lvk_fn lv, size_t bsize, const void *row, const hkv_qx *x, int nx, float *out, int64_t n) {
+    float acc[HKV_QX_MAX_TOK][16];
+    memset(acc, 0, sizeof acc);
+    ksb_ref k;
     for (int64_t i = 0; i < n / QK_K; i++) {
-        lv((const uint8_t *)row + (size_t)i * bsize, w, fw, mf);
-        for (int c = 0; c < 4; c++) qchunk_ref(&a, w + 64 * c, fw[c], x, nx, 4 * i + c, 16);
-        for (int t = 0; t < nx && mins; t++)
-            for (int j = 0; j < 8; j++) a.macc[t][j] = fmaf(mf[j], x[t].s[8 * i + j], a.macc[t][j]);
+        lv((const uint8_t *)row + (size_t)i * bsize, &k);
+        for (int t = 0; t < nx; t++) {
+            const int8_t *q = x[t].qk + QK_K * i;
+            const int16_t *bk = x[t].bk + 16 * i;
+            float fd = k.d * x[t].dk[i], fm = k.dm * x[t].dk[i];
+            for (int l = 0; l < 16; l++) {
+                int32_t isum = 0;
+                for (int c = 0; c < 4; c++)
+                    for (int e = 64 * c + 4 * l; e < 64 * c + 4 * l + 4; e++) isum += k.sc[e] * (int32_t)k.w[e] * q[e];
+                acc[t][l] = fmaf((float)isum, fd, acc[t][l]);
+            }
+            for (int j = 0; j < 8; j++) {
+                int32_t mi = k.coef[2 * j] * bk[2 * j] + k.coef[2 * j + 1] * bk[2 * j + 1];
+                acc[t][j] = fmaf(-(float)mi, fm, acc[t][j]);
+            }
+        }
     }
-    qfinish_ref(&a, nx, mins, out);
+    for (int t = 0; t < nx; t++) out[t] = hsum_tree(acc[t], 16);
 }
 
 static void qdot_q8_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q8_0, sizeof(block_q8_0), r, x, nx, o, n); }
 static void qdot_q4_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q4_0, sizeof(block_q4_0), r, x, nx, o, n); }
 static void qdot_q5_0_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdot32_ref(lv_q5_0, sizeof(block_q5_0), r, x, nx, o, n); }
-static void qdot_q4_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q4_k, sizeof(block_q4_K), 1, r, x, nx, o, n); }
-static void qdot_q5_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q5_k, sizeof(block_q5_K), 1, r, x, nx, o, n); }
-static void qdot_q6_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q6_k, sizeof(block_q6_K), 0, r, x, nx, o, n); }
+static void qdot_q4_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q4_k, sizeof(block_q4_K), r, x, nx, o, n); }
+static void qdot_q5_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q5_k, sizeof(block_q5_K), r, x, nx, o, n); }
+static void qdot_q6_k_ref(const void *r, const hkv_qx *x, int nx, float *o, int64_t n) { qdotk_ref(lv_q6_k, sizeof(block_q6_K), r, x, nx, o, n); }
+
+int hkv_qdot_uses_qk(int type) { return type == HKV_TYPE_Q4_K || type == HKV_TYPE_Q5_K || type == HKV_TYPE_Q6_K; }
 
 hkv_qdot_fn hkv_qdot_ref_fn(int type) {
     switch (type) {
@@ -795,6 +840,12 @@ hkv_qdotr_fn hkv_qdotr_fn_get(int type) {
     const hkv_kernel_set *ks = simd();
     if (type < 0 || type >= HKV_TYPE_COUNT || !ks) return NULL;
     return ks->qdotr[type];
+}
+
+void hkv_quantize_qk(const float *x, int8_t *q, float *d, int16_t *bs, int64_t n) {
+    const hkv_kernel_set *ks = simd();
+    if (ks && ks->quantize_qk) ks->quantize_qk(x, q, d, bs, n);
+    else hkv_quantize_qk_ref(x, q, d, bs, n);
 }
 
 void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {

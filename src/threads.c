@@ -202,8 +202,9 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
 
 /* ---------------------------------------------------------------- matmul
  *
- * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx, int8
- * blocks of 32) and every weight row is read once per group of up to MATMUL_TOK_GROUP tokens. Float
+ * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx: int8
+ * blocks of 32 for Q8_0 / Q4_0 / Q5_0, int8 super-blocks of 256 for the K-quants, both when the matrices
+ * of one job need both) and every weight row is read once per group of up to MATMUL_TOK_GROUP tokens. Float
  * weights (F32/F16/BF16) keep the float path. Either way a (row, token) result is computed by the same
  * operations whatever the thread count, the row blocking, the row pairing or n_tok (see kernels.h).
  *
@@ -237,6 +238,10 @@ typedef struct {
     uint8_t *u;           /* [n_tok][cols] their levels + 128 */
     float *qd, *qs;       /* [n_tok][cols / 32] their scales and scaled sums */
     float *ql;            /* [n_tok][cols / 4] their per-lane scales */
+    int need32, needk;    /* which activation formats the job's matrices read (kernels.h) */
+    int8_t *qk;           /* K-quant format: [n_tok][cols] levels */
+    float *dk;            /* [n_tok][cols / 256] super-block scales */
+    int16_t *bk;          /* [n_tok][cols / 16] sums of 16 levels */
     void *own_acts;       /* the activations' buffer when the pool's scratch was not used (freed at the end) */
 } matmul_job;
 
@@ -304,33 +309,58 @@ static void matmul_block(void *v, int blk, int thread) {
 
 static void quantize_token(void *v, int t, int thread) {
     matmul_job *j = v;
-    size_t nb = (size_t)j->cols / HKV_QX_BLOCK;
+    size_t nb = (size_t)j->cols / HKV_QX_BLOCK, nk = (size_t)j->cols / QK_K, c = (size_t)j->cols;
     (void)thread;
-    float *dl = j->ql + (size_t)t * (j->cols / 4);
-    hkv_quantize_qx(j->x + (size_t)t * j->cols, j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl, j->cols);
-    j->qx[t] = (hkv_qx){j->u + (size_t)t * j->cols, j->qd + t * nb, j->qs + t * nb, dl};
+    hkv_qx q;
+    memset(&q, 0, sizeof q);
+    if (j->need32) {
+        float *dl = j->ql + (size_t)t * (c / 4);
+        hkv_quantize_qx(j->x + (size_t)t * c, j->u + (size_t)t * c, j->qd + t * nb, j->qs + t * nb, dl, j->cols);
+        q.u = j->u + (size_t)t * c, q.d = j->qd + t * nb, q.s = j->qs + t * nb, q.dl = dl;
+    }
+    if (j->needk) {
+        hkv_quantize_qk(j->x + (size_t)t * c, j->qk + (size_t)t * c, j->dk + t * nk, j->bk + t * (c / 16), j->cols);
+        q.qk = j->qk + (size_t)t * c, q.dk = j->dk + t * nk, q.bk = j->bk + t * (c / 16);
+    }
+    j->qx[t] = q;
+}
+
+#define ROUND64(b) (((b) + 63) / 64 * 64)
+
+/* Byte offsets of the activation arrays in one buffer: both formats always have room (a context reserves
+ * hkv_matmul_acts_bytes once), a job fills the ones it needs. */
+typedef struct { size_t qx, u, qk, dk, bk, total; } acts_layout;
+
+static acts_layout acts_layout_of(int n_tok, int cols) {
+    size_t n = (size_t)n_tok * (size_t)cols, nb = n / HKV_QX_BLOCK;
+    acts_layout l;
+    l.qx = 10 * nb * sizeof(float); /* d, s: nb each; per-lane scales: 8 nb */
+    l.u = l.qx + ROUND64((size_t)n_tok * sizeof(hkv_qx));
+    l.qk = l.u + ROUND64(n);
+    l.dk = l.qk + ROUND64(n);
+    l.bk = l.dk + ROUND64(n / QK_K * sizeof(float));
+    l.total = l.bk + ROUND64(n / 16 * sizeof(int16_t));
+    return l;
 }
 
 /* Fills the quantized activations, in the pool's scratch (allocated once, so a step does not allocate and
  * fault in fresh pages per matmul; j->own_acts when there is no pool); 0 on allocation failure. */
-size_t hkv_matmul_acts_bytes(int n_tok, int cols) {
-    size_t n = (size_t)n_tok * (size_t)cols, nb = n / HKV_QX_BLOCK;
-    return 10 * nb * sizeof(float) + ((size_t)n_tok * sizeof(hkv_qx) + 63) / 64 * 64 + (n + 63) / 64 * 64;
-}
+size_t hkv_matmul_acts_bytes(int n_tok, int cols) { return acts_layout_of(n_tok, cols).total; }
 
 static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
-    size_t n = (size_t)j->n_tok * (size_t)j->cols, nb = n / HKV_QX_BLOCK;
-    size_t qd_bytes = 10 * nb * sizeof *j->qd; /* d, s: nb each; per-lane scales: 8 nb */
-    size_t qx_bytes = ((size_t)j->n_tok * sizeof *j->qx + 63) / 64 * 64, u_bytes = (n + 63) / 64 * 64;
-    /* same total as hkv_matmul_acts_bytes, which a context reserves up front */
-    uint8_t *buf = p ? hkv_pool_scratch(p, qd_bytes + qx_bytes + u_bytes) : NULL;
-    if (!buf) buf = j->own_acts = hkv_malloc(qd_bytes + qx_bytes + u_bytes);
+    size_t nb = (size_t)j->n_tok * (size_t)j->cols / HKV_QX_BLOCK;
+    acts_layout l = acts_layout_of(j->n_tok, j->cols);
+    uint8_t *buf = p ? hkv_pool_scratch(p, l.total) : NULL;
+    if (!buf) buf = j->own_acts = hkv_malloc(l.total);
     if (!buf) return 0;
     j->qd = (float *)buf;
-    j->qx = (hkv_qx *)(buf + qd_bytes);
-    j->u = buf + qd_bytes + qx_bytes;
     j->qs = j->qd + nb;
     j->ql = j->qd + 2 * nb;
+    j->qx = (hkv_qx *)(buf + l.qx);
+    j->u = buf + l.u;
+    j->qk = (int8_t *)(buf + l.qk);
+    j->dk = (float *)(buf + l.dk);
+    j->bk = (int16_t *)(buf + l.bk);
     hkv_pool_run(parallel ? p : NULL, quantize_token, j, j->n_tok);
     return 1;
 }
@@ -370,8 +400,13 @@ void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, i
         matmul_mat *m = &j.m[j.n_mat++];
         *m = (matmul_mat){mm[i].out, mm[i].type, mm[i].W, row_bytes, mm[i].rows, 0, 0,
                           hkv_qdot_fn_get(mm[i].type), hkv_qdot2_fn_get(mm[i].type), hkv_qdotr_fn_get(mm[i].type)};
-        if (m->qdot) any_q = 1;
-        else any_f = 1;
+        if (m->qdot) {
+            any_q = 1;
+            if (hkv_qdot_uses_qk(m->type)) j.needk = 1;
+            else j.need32 = 1;
+        } else {
+            any_f = 1;
+        }
         macs += (double)mm[i].rows * cols * n_tok;
     }
     if (j.n_mat == 0) return;

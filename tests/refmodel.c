@@ -31,6 +31,16 @@ static float *deq(const gguf_file *g, const char *name) {
     return f;
 }
 
+/* Remembers the activation block the engine's integer path uses with this weight matrix: 256 for the
+ * K-quants (one scale per super-block), 32 for the other quantized types, 0 for float weights. */
+static void note_block(const gguf_file *g, ref_model *m, const char *name, const float *w) {
+    const gguf_tensor *t = gguf_find_tensor(g, name);
+    if (!t || !w || m->n_wblock >= (int)(sizeof m->wblock / sizeof m->wblock[0])) return;
+    int ty = t->type, k = ty == HKV_TYPE_Q4_K || ty == HKV_TYPE_Q5_K || ty == HKV_TYPE_Q6_K;
+    m->wblock[m->n_wblock].w = w;
+    m->wblock[m->n_wblock++].block = k ? 256 : hkv_type_get(ty)->block_size > 1 ? 32 : 0;
+}
+
 /* Llama 3 divisors from the rope.scaling.* keys, computed here independently of model.c. */
 static void llama3_from_keys(const gguf_file *g, ref_model *m) {
     float factor = key_f(g, "llama", "rope.scaling.factor", 0), lo = key_f(g, "llama", "rope.scaling.low_freq_factor", 1),
@@ -67,6 +77,8 @@ int ref_load(const gguf_file *g, ref_model *m) {
     m->emb = deq(g, "token_embd.weight");
     m->out_norm = deq(g, "output_norm.weight");
     m->out = deq(g, "output.weight");
+    note_block(g, m, "token_embd.weight", m->emb);
+    note_block(g, m, "output.weight", m->out);
     for (int i = 0; i < 256; i++) m->freq_div[i] = 1;
     float *rf = deq(g, "rope_freqs.weight");
     if (rf) { memcpy(m->freq_div, rf, sizeof(float) * (size_t)m->hd / 2); free(rf); }
@@ -80,6 +92,10 @@ int ref_load(const gguf_file *g, ref_model *m) {
         D(q_norm, "attn_q_norm.weight"); D(k_norm, "attn_k_norm.weight"); D(ffn_norm, "ffn_norm.weight");
         D(wg, "ffn_gate.weight"); D(wu, "ffn_up.weight"); D(wd, "ffn_down.weight");
 #undef D
+#define B(field, suffix) (snprintf(nm, sizeof nm, "blk.%d." suffix, l), note_block(g, m, nm, L->field))
+        B(wq, "attn_q.weight"); B(wk, "attn_k.weight"); B(wv, "attn_v.weight"); B(wo, "attn_output.weight");
+        B(wg, "ffn_gate.weight"); B(wu, "ffn_up.weight"); B(wd, "ffn_down.weight");
+#undef B
     }
     return 1;
 }
@@ -104,22 +120,26 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, float eps
 }
 
 /* out[rows] = W[rows][cols] x (+ b) */
-/* x rounded like the integer path's activations: per 32-block, scale d = absmax / 127, levels round(x / d). */
-static void q8_round(const float *x, float *xq, int n) {
-    for (int b = 0; b < n; b += 32) {
+/* x rounded like the integer path's activations: per block of bs (32, or 256 for K-quant weights), scale
+ * d = absmax / 127, levels round(x / d). */
+static void q8_round(const float *x, float *xq, int n, int bs) {
+    for (int b = 0; b < n; b += bs) {
         float amax = 0;
-        for (int i = b; i < b + 32; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+        for (int i = b; i < b + bs; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
         float d = amax / 127.0f, id = amax > 0 ? 1.0f / d : 0;
-        for (int i = b; i < b + 32; i++) xq[i] = d * (float)lrintf(x[i] * id);
+        for (int i = b; i < b + bs; i++) xq[i] = d * (float)lrintf(x[i] * id);
     }
 }
 
 static void matvec(const ref_model *m, float *out, const float *W, const float *xin, const float *b, int rows, int cols) {
     float *xq = NULL;
     const float *x = xin;
-    if (m->q8_acts) {
+    int bs = 0;
+    for (int i = 0; i < m->n_wblock; i++)
+        if (m->wblock[i].w == W) bs = m->wblock[i].block;
+    if (m->q8_acts && bs) {
         xq = malloc(sizeof(float) * (size_t)cols);
-        q8_round(xin, xq, cols);
+        q8_round(xin, xq, cols, bs);
         x = xq;
     }
     for (int r = 0; r < rows; r++) {

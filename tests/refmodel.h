@@ -26,8 +26,10 @@ typedef struct ref_model {
     float freq_div[256];       /* per-pair frequency divisors (Llama 3 scaling), 1 when absent */
     ref_layer L[8];
     int q8_acts;               /* 1 (caller sets it for quantized weights, where the engine's integer path runs):
-                                  round the activations of every matmul to int8 blocks of 32, scale absmax / 127,
-                                  as the engine does */
+                                  round the activations of every matmul to int8 blocks, scale absmax / 127,
+                                  as the engine does: blocks of 32, or of 256 for K-quant weights */
+    struct { const float *w; int block; } wblock[8 * 7 + 2]; /* each weight matrix's activation block */
+    int n_wblock;
 } ref_model;
 
 /* Reads hyperparameters and dequantizes every tensor of an open GGUF (at most 8 layers); 0 on failure. */

@@ -355,20 +355,27 @@ static void test_pool(void) {
 static const int QDOT_TYPES[] = {HKV_TYPE_Q8_0, HKV_TYPE_Q4_0, HKV_TYPE_Q5_0, HKV_TYPE_Q4_K, HKV_TYPE_Q5_K, HKV_TYPE_Q6_K};
 #define N_QDOT_TYPES ((int)(sizeof QDOT_TYPES / sizeof QDOT_TYPES[0]))
 
-/* Quantized activations of nx tokens of n values each, in one allocation. */
-typedef struct { uint8_t *u; float *d, *s, *dl; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
+/* Quantized activations of nx tokens of n values each, in both formats (the K-quant one when n is a
+ * multiple of 256). */
+typedef struct { uint8_t *u; float *d, *s, *dl, *dk; int8_t *qk; int16_t *bk; hkv_qx x[HKV_QX_MAX_TOK]; } qx_buf;
 
 static void qx_make(qx_buf *b, const float *x, int nx, int64_t n) {
     b->u = malloc((size_t)(nx * n));
     b->d = malloc((size_t)(10 * nx * n / 32) * sizeof *b->d);
     b->s = b->d + nx * n / 32;
     b->dl = b->d + 2 * nx * n / 32;
+    b->qk = malloc((size_t)(nx * n));
+    b->dk = malloc((size_t)(nx * n / 256 + 1) * sizeof *b->dk);
+    b->bk = malloc((size_t)(nx * n / 16) * sizeof *b->bk);
     for (int t = 0; t < nx; t++) {
         hkv_quantize_qx_ref(x + t * n, b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4, n);
-        b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4};
+        b->x[t] = (hkv_qx){b->u + t * n, b->d + t * n / 32, b->s + t * n / 32, b->dl + t * n / 4, NULL, NULL, NULL};
+        if (n % 256) continue;
+        hkv_quantize_qk_ref(x + t * n, b->qk + t * n, b->dk + t * n / 256, b->bk + t * n / 16, n);
+        b->x[t].qk = b->qk + t * n, b->x[t].dk = b->dk + t * n / 256, b->x[t].bk = b->bk + t * n / 16;
     }
 }
-static void qx_free(qx_buf *b) { free(b->u); free(b->d); }
+static void qx_free(qx_buf *b) { free(b->u); free(b->d); free(b->qk); free(b->dk); free(b->bk); }
 
 static void test_quantize_qx(void) {
     const int64_t n = 1024;
@@ -404,12 +411,42 @@ static void test_quantize_qx(void) {
     float o;
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, b.x, 1, &o, 32);
     CHECK(isfinite(o));
-    hkv_qx shifted = {b.u + 96, b.d + 3, b.s + 3, b.dl + 24}; /* the NaN block */
+    hkv_qx shifted = {b.u + 96, b.d + 3, b.s + 3, b.dl + 24, NULL, NULL, NULL}; /* the NaN block */
     hkv_qdot_ref_fn(HKV_TYPE_Q8_0)(&blk, &shifted, 1, &o, 32);
     CHECK(isnan(o));
     qx_free(&b);
     CHECK(hkv_qdot_ref_fn(HKV_TYPE_F32) == NULL && hkv_qdot_ref_fn(HKV_TYPE_F16) == NULL && hkv_qdot_ref_fn(HKV_TYPE_Q4_1) == NULL);
     CHECK(hkv_qdot_fn_get(HKV_TYPE_BF16) == NULL && hkv_qdot_fn_get(-1) == NULL && hkv_qdot_fn_get(HKV_TYPE_COUNT) == NULL);
+    CHECK(hkv_qdot_uses_qk(HKV_TYPE_Q4_K) && hkv_qdot_uses_qk(HKV_TYPE_Q6_K) && !hkv_qdot_uses_qk(HKV_TYPE_Q8_0));
+}
+
+/* The K-quant activation format: one scale per 256 (absmax / 127), levels within half a step, bs = the sums
+ * of each 16 levels, a zero super-block is d = 0, an inf / NaN one d = NaN with zero levels. */
+static void test_quantize_qk(void) {
+    enum { N = 1024 };
+    float x[N], d[N / 256];
+    int8_t q[N];
+    int16_t bs[N / 16];
+    fill_normal(x, N, 3.0f);
+    for (int j = 256; j < 512; j++) x[j] = 0;
+    x[600] = NAN;
+    hkv_quantize_qk_ref(x, q, d, bs, N);
+    int bad = 0, bad_s = 0;
+    for (int i = 0; i < N / 256; i++) {
+        if (i == 2) continue;
+        float amax = 0;
+        for (int j = 0; j < 256; j++) amax = fmaxf(amax, fabsf(x[256 * i + j]));
+        bad += d[i] != amax / 127.0f;
+        for (int j = 0; j < 256; j++) bad += q[256 * i + j] == -128 || fabs(x[256 * i + j] - (double)d[i] * q[256 * i + j]) > 0.51 * d[i];
+    }
+    for (int g = 0; g < N / 16; g++) {
+        int sum = 0;
+        for (int j = 0; j < 16; j++) sum += q[16 * g + j];
+        bad_s += bs[g] != sum;
+    }
+    CHECKF(bad == 0, "%d K-format activations off by more than 0.51 steps", bad);
+    CHECK(bad_s == 0);
+    CHECK(d[1] == 0.0f && isnan(d[2]) && q[600] == 0 && q[700] == 0 && bs[40] == 0 && isfinite(d[3]));
 }
 
 /* The kernel sets this CPU can run (the scalar reference is compared against each). */
@@ -460,13 +497,39 @@ static void test_quantize_qx_sets(void) {
     CHECKF(bad == 0, "%d of %d SIMD activation quantizations differ from the reference", bad, checked);
     hkv_quantize_qx(x, u1, f1, f1 + N / 32, f1 + 2 * N / 32, N); /* the dispatched one, too */
     CHECK(memcmp(u0, u1, N) == 0 && memcmp(f0, f1, 10 * N / 32 * sizeof(float)) == 0);
+    /* the K-quant format on the same data (the 32-blocks of many scales now share super-blocks) */
+    int16_t b0[N / 16], b1[N / 16];
+    int bad_k = 0, checked_k = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        for (int i = 0; i < N / 256; i++) { /* one super-block in 5 gets its own scale from 10^-6 to 10^6 */
+            float sc = (float)pow(10.0, (double)(i % 13) - 6.0);
+            if (i % 5 == 0) for (int j = 0; j < 256; j++) x[256 * i + j] = sc * rng_normal();
+            if (i % 7 == 3) for (int j = 0; j < 256; j++) x[256 * i + j] = j == 0 ? 127.0f : (float)((j * 37 + rep) % 253 - 126) + 0.5f * (j & 1);
+            if (i % 6 == 4) memset(x + 256 * i, 0, 256 * sizeof(float));
+        }
+        if (rep == 2) x[256 * 9 + 17] = NAN;
+        hkv_quantize_qk_ref(x, (int8_t *)u0, f0, b0, N);
+        for (int si = 0; si < n_sets; si++) {
+            if (!sets[si].quantize_qk) continue;
+            memset(u1, 1, N); memset(f1, 1, N / 256 * sizeof(float)); memset(b1, 1, sizeof b1);
+            sets[si].quantize_qk(x, (int8_t *)u1, f1, b1, N);
+            bad_k += memcmp(u0, u1, N) != 0 || memcmp(f0, f1, N / 256 * sizeof(float)) != 0 || memcmp(b0, b1, sizeof b0) != 0;
+            checked_k++;
+        }
+        hkv_quantize_qk(x, (int8_t *)u1, f1, b1, N);
+        bad_k += memcmp(u0, u1, N) != 0 || memcmp(f0, f1, N / 256 * sizeof(float)) != 0 || memcmp(b0, b1, sizeof b0) != 0;
+    }
+    CHECKF(bad_k == 0, "%d of %d SIMD K-format quantizations differ from the reference", bad_k, checked_k);
+    CHECK(checked_k == 3 * n_sets);
     free(x); free(u0); free(u1); free(f0); free(f1);
 }
 
 /* Every kernel set's qdot equals the scalar reference bit for bit, for every nx and every token position
  * in the group; and the reference is within the stated bound of the exact dot with float activations:
  *   |qdot - sum w x| <= sum_i |w_i| * 0.51 * d_x(block of i)  +  1e-5 * sum_i |w_i x_i|
- * (the first term is the activation rounding, at most 0.51 int8 steps of d_x = block absmax / 127;
+ * with w the dequantized weights, so for the K-quants this is the check that the super-block integer dot
+ * is close to the float dot of the dequantized row (the first term is the activation rounding, at most
+ * 0.51 int8 steps of d_x = absmax / 127 of the 32-block, or of the 256-element super-block for K-quants;
  * the second covers the f32 scale products and accumulation, ~n/32 roundings of 2^-24). */
 static void test_qdot(void) {
     hkv_kernel_set sets[4];
@@ -504,7 +567,9 @@ static void test_qdot(void) {
                     for (int64_t i = 0; i < n; i++) {
                         exact += (double)wd[i] * x[k * n + i];
                         mag += fabs((double)wd[i] * x[k * n + i]);
-                        qerr += fabs((double)wd[i]) * 0.51 * b.d[k * n / 32 + i / 32];
+                        /* the step of the activation level: its 32-block's, or its super-block's (K-quants) */
+                        double step = hkv_qdot_uses_qk(t) ? b.dk[k * n / 256 + i / 256] : b.d[k * n / 32 + i / 32];
+                        qerr += fabs((double)wd[i]) * 0.51 * step;
                     }
                     bad_bound += fabs(one[k] - exact) > qerr + 1e-5 * mag;
                 }
@@ -674,6 +739,7 @@ int main(void) {
     hkv_kernels_force_scalar(0);
     test_pool();
     test_quantize_qx();
+    test_quantize_qk();
     test_quantize_qx_sets();
     test_qdot();
     test_matmul();
