@@ -204,7 +204,7 @@ void hkv_pool_run(hkv_pool *p, void (*fn)(void *arg, int i, int thread), void *a
  *
  * Quantized weights take the integer path: each token's activations are quantized once (hkv_qx: int8
  * blocks of 32 for Q8_0 / Q4_0 / Q5_0, int8 super-blocks of 256 for the K-quants, both when the matrices
- * of one job need both) and every weight row is read once per group of up to MATMUL_TOK_GROUP tokens. Float
+ * of one job need both) and every weight row is read once per group of 4 or 8 tokens (tok_group). Float
  * weights (F32/F16/BF16) keep the float path. Either way a (row, token) result is computed by the same
  * operations whatever the thread count, the row blocking, the row pairing or n_tok (see kernels.h).
  *
@@ -262,12 +262,17 @@ static void matmul_block_f(const matmul_job *j, const matmul_mat *m, int r0, int
     }
 }
 
-/* Tokens per integer-path kernel call in a prefill. The kernels take up to HKV_QX_MAX_TOK (8), but with 8
- * tokens x 2 rows the AVX-512 kernels run out of registers (the 16 accumulators spill every chunk) and the
- * group's activations (8 x (n + n) bytes of levels and lane scales) overflow L1 for wide rows; groups of 4
- * measured 1.1-1.5x faster (one thread, CPU time, 128-512 tokens: Q8_0 2048x2048 132 -> 150 GFLOP/s,
- * 8192x2048 132 -> 158, 2048x8192 93 -> 143, Q4_K 98 -> 132, Q6_K 118 -> 127); 2, 3, 5, 6 were slower. */
-#define MATMUL_TOK_GROUP 4
+/* Tokens per integer-path kernel call in a prefill. The kernels take up to HKV_QX_MAX_TOK (8). For the
+ * 32-element types (Q8_0 / Q4_0 / Q5_0) 8 tokens x 2 rows leave the AVX-512 kernels short of registers (the
+ * 16 accumulators spill every chunk) and the group's activations (8 x (n + n) bytes of levels and lane
+ * scales) overflow L1 for wide rows: groups of 4 measured 1.1-1.5x faster (one thread, CPU time, 128-512
+ * tokens: Q8_0 2048x2048 132 -> 150 GFLOP/s, 8192x2048 132 -> 158, 2048x8192 93 -> 143, Qwen2.5-0.5B shapes
+ * +10-17%; 2, 3, 5, 6 were slower). The K-quant kernels decode a whole super-block of weights per call and
+ * keep their accumulators in int32 over it, so they amortise that decode over 8 tokens: 2048x2048 Q4_K /
+ * Q6_K 187 GFLOP/s with 8, 160 with 4 (equal at 8192 columns). */
+#define MATMUL_TOK_GROUP_32 4
+
+static int tok_group(int type) { return hkv_qdot_uses_qk(type) ? HKV_QX_MAX_TOK : MATMUL_TOK_GROUP_32; }
 
 /* Integer path: token groups outside, rows inside (two at a time), so a group's activations stay in L1
  * while the block's rows stay in L2 across groups. */
@@ -276,8 +281,9 @@ static void matmul_block_q(const matmul_job *j, const matmul_mat *m, int r0, int
         m->qdotr(m->W + (size_t)r0 * m->row_bytes, m->row_bytes, r1 - r0, j->qx, m->out + r0, j->cols);
         return;
     }
-    for (int t0 = 0; t0 < j->n_tok; t0 += MATMUL_TOK_GROUP) {
-        int nx = j->n_tok - t0 < MATMUL_TOK_GROUP ? j->n_tok - t0 : MATMUL_TOK_GROUP;
+    int gt = tok_group(m->type);
+    for (int t0 = 0; t0 < j->n_tok; t0 += gt) {
+        int nx = j->n_tok - t0 < gt ? j->n_tok - t0 : gt;
         float o[2 * HKV_QX_MAX_TOK];
         int r = r0;
         /* one token (decode) streams each row once anyway: the pair kernel only pays off when a loaded
@@ -368,10 +374,11 @@ static int quantize_acts(hkv_pool *p, matmul_job *j, int parallel) {
 /* Rows per block of one matrix: about 8 blocks per thread for load balance (at least 4 rows each), no
  * more than the L2 share when token groups revisit the block, and a block count that is a multiple of the
  * thread count so that equal threads finish together; one block for a tiny matmul. */
-static int block_rows_for(int rows, size_t row_bytes, int n_tok, int nt, int split, int integer, size_t block_bytes) {
+static int block_rows_for(int rows, size_t row_bytes, int n_tok, int nt, int split, int integer, int group,
+                          size_t block_bytes) {
     if (!split) return rows;
     int br = rows / (nt * 8);
-    if (integer && n_tok > MATMUL_TOK_GROUP && (size_t)br * row_bytes > block_bytes) br = (int)(block_bytes / row_bytes);
+    if (integer && n_tok > group && (size_t)br * row_bytes > block_bytes) br = (int)(block_bytes / row_bytes);
     if (br < 4) br = 4;
     int nb = (rows + br - 1) / br;
     nb = (nb + nt - 1) / nt * nt;
@@ -422,7 +429,7 @@ void hkv_matmul_multi(hkv_pool *p, const hkv_mm *mm, int n_mm, const float *x, i
         matmul_mat *m = &j.m[i];
         int split = macs >= MATMUL_INLINE_MACS;
         m->block_rows = block_rows_for(m->rows, m->row_bytes, n_tok, parallel ? nt : 1, split, m->qdot != NULL,
-                                       p ? p->block_bytes : (size_t)256 << 10);
+                                       tok_group(m->type), p ? p->block_bytes : (size_t)256 << 10);
         m->first_block = j.n_blocks;
         j.n_blocks += (m->rows + m->block_rows - 1) / m->block_rows;
     }
