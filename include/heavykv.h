@@ -494,6 +494,10 @@ HKV_API const char *hkv_cpu_features(void); /* e.g. "avx2 fma f16c" — what the
  * (rounded to whole MiB; far larger than the caches) with the SIMD kernels; best of `reps` passes. 0 on
  * allocation failure. The roofline that memory-bound decoding is compared with (heavykv bench). */
 HKV_API double hkv_read_bandwidth(int n_threads, size_t bytes, int reps);
+/* The machine's measured int8 compute peak in operations per second (2 per multiply-add) with n_threads
+ * threads (<= 0: one per CPU): each runs the kernel set's dot instruction on registers only (vpdpbusd,
+ * or vpmaddubsw + vpmaddwd), so a prefill's GOP/s can be read as a fraction of it. 0 for the scalar set. */
+HKV_API double hkv_int8_peak(int n_threads);
 
 #ifdef __cplusplus
 }

@@ -91,6 +91,10 @@ typedef struct hkv_kernel_set {
     hkv_qdotr_fn qdotr[HKV_TYPE_COUNT];       /* one token, many rows; NULL: qdot row by row */
     hkv_quantize_qx_fn quantize_qx;           /* hkv_quantize_qx_ref's exact bits; NULL: the reference */
     hkv_quantize_qk_fn quantize_qk;           /* hkv_quantize_qk_ref's exact bits; NULL: the reference */
+    /* int8 multiply-adds this set's dot instruction sustains on one core for n iterations of 12
+     * independent register chains (vpdpbusd, or vpmaddubsw + vpmaddwd + add without VNNI): the compute
+     * peak prefill is compared with. Returns the multiply-adds done; NULL: not measured (scalar). */
+    double (*int8_peak)(long n);
 } hkv_kernel_set;
 
 /* Scalar dequantizer of one type (NULL for unsupported types); SIMD files may reuse them. */
@@ -113,6 +117,8 @@ hkv_qdot_fn hkv_qdot_ref_fn(int type);
 hkv_qdot_fn hkv_qdot_fn_get(int type);
 /* Two-row kernel of this CPU's set for type, or NULL (then the caller runs hkv_qdot_fn_get row by row). */
 hkv_qdot2_fn hkv_qdot2_fn_get(int type);
+/* This CPU's set's int8_peak(n) (multiply-adds done), 0 when the set has none. */
+double hkv_int8_peak_macs(long n);
 /* Many-rows one-token kernel of this CPU's set for type, or NULL (then qdot row by row). */
 hkv_qdotr_fn hkv_qdotr_fn_get(int type);
 

@@ -373,11 +373,32 @@ static void set_qdot(hkv_kernel_set *ks, int vnni) {
 #undef SETQ
 }
 
+/* Register-only int8 dot throughput (kernels.h int8_peak): 12 independent accumulators; the result
+ * depends on the sums (a term that is always 0) so the loop is not removed. */
+__attribute__((target("avxvnni"))) static double int8_peak_avxvnni(long n) {
+    __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], a, b);
+    for (int i = 1; i < 12; i++) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+    return 12.0 * 32.0 * (double)n + (double)(_mm256_extract_epi32(acc[0], 0) == 0x7fffffff);
+}
+
+static double int8_peak_avx2(long n) {
+    __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2), one = _mm256_set1_epi16(1), acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_epi32(i);
+    for (long k = 0; k < n; k++)
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), one));
+    for (int i = 1; i < 12; i++) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+    return 12.0 * 32.0 * (double)n + (double)(_mm256_extract_epi32(acc[0], 0) == 0x7fffffff);
+}
+
 void hkv_kernels_avxvnni_init(hkv_kernel_set *ks) {
     hkv_kernels_avx2_init(ks);
     ks->name = "avxvnni";
     ks->features = "avxvnni avx2 fma f16c";
     set_qdot(ks, 1);
+    ks->int8_peak = int8_peak_avxvnni;
 }
 
 void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
@@ -402,6 +423,7 @@ void hkv_kernels_avx2_init(hkv_kernel_set *ks) {
 #undef SET
     set_qdot(ks, 0);
     ks->quantize_qk = quantize_qk_avx2;
+    ks->int8_peak = int8_peak_avx2;
 }
 #else
 /* Not x86-64: no SIMD kernels, tensor.c uses the scalar code. ISO C needs at least one declaration. */

@@ -848,6 +848,11 @@ void hkv_quantize_qk(const float *x, int8_t *q, float *d, int16_t *bs, int64_t n
     else hkv_quantize_qk_ref(x, q, d, bs, n);
 }
 
+double hkv_int8_peak_macs(long n) {
+    const hkv_kernel_set *ks = simd();
+    return ks && ks->int8_peak ? ks->int8_peak(n) : 0.0;
+}
+
 void hkv_quantize_qx(const float *x, uint8_t *u, float *d, float *s, float *dl, int64_t n) {
     const hkv_kernel_set *ks = simd();
     if (ks && ks->quantize_qx) ks->quantize_qx(x, u, d, s, dl, n);

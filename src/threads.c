@@ -497,3 +497,42 @@ double hkv_read_bandwidth(int n_threads, size_t bytes, int reps) {
     hkv_free(buf);
     return best;
 }
+
+/* ---------------------------------------------------------------- int8 compute peak (prefill's roofline)
+ *
+ * Every thread of a pool runs the kernel set's register-only dot loop at once; the sum of their rates is
+ * the machine's measured int8 peak, which prefill's GOP/s (2 x multiply-adds) is compared with. */
+
+typedef struct { long n; double macs[256], sec[256]; } peak_job;
+
+static void peak_run(void *v, int i, int thread) {
+    peak_job *j = v;
+    (void)i;
+    double t0 = hkv_time_sec(), m = hkv_int8_peak_macs(j->n);
+    j->sec[thread] += hkv_time_sec() - t0;
+    j->macs[thread] += m;
+}
+
+double hkv_int8_peak(int n_threads) {
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    if (n_threads > 256) n_threads = 256;
+    if (hkv_int8_peak_macs(1) <= 0) return 0;
+    hkv_pool *p = hkv_pool_new(n_threads);
+    if (!p) return 0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        peak_job j;
+        memset(&j, 0, sizeof j);
+        j.n = 200000; /* ~10 ms per thread at ~1e11 multiply-adds/s */
+        hkv_pool_run(p, peak_run, &j, n_threads);
+        double rate = 0;
+        for (int t = 0; t < n_threads; t++)
+            if (j.sec[t] > 0) rate += j.macs[t] / j.sec[t];
+        if (2 * rate > best) best = 2 * rate;
+    }
+    hkv_pool_free(p);
+    return best;
+}

@@ -10,7 +10,8 @@ static char out[1 << 18];
 static const char *const FIELDS[] = {"model", "arch", "kernels", "n_threads", "policy", "budget", "budget_tokens",
     "batch", "depth", "n_prompt", "n_gen", "reps", "n_ctx", "pp_tps", "pp_tps_sd", "pp_tps_best", "tg_tps",
     "tg_tps_sd", "tg_tps_best", "tg_ms_p50", "tg_ms_p99", "kv_bytes", "kv_bytes_used", "kv_meta_bytes",
-    "kv_capacity", "kv_memory", "kv_seq_peak", "peak_rss", "read_bw", "tg_bytes_per_s", "roofline", "shared_prompt", NULL};
+    "kv_capacity", "kv_memory", "kv_seq_peak", "peak_rss", "read_bw", "tg_bytes_per_s", "roofline", "shared_prompt",
+    "pp_ops_per_s", "int8_peak", NULL};
 
 static double num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
@@ -48,6 +49,8 @@ static void test_json(void) {
         CHECK(num(r, "tg_ms_p99") >= num(r, "tg_ms_p50") && num(r, "tg_ms_p50") > 0);
         CHECK(num(r, "kv_bytes_used") > 0 && num(r, "kv_bytes_used") <= num(r, "kv_bytes"));
         CHECK(num(r, "peak_rss") > 0 && num(r, "read_bw") > 0 && num(r, "roofline") > 0);
+        /* prefill GOP/s = 2 x weights x prompt tok/s; the int8 peak is measured with any SIMD kernel set */
+        CHECK(num(r, "pp_ops_per_s") > 0 && (num(r, "int8_peak") > 0 || !strcmp(str(r, "kernels"), "scalar")));
         /* stories260K: 5 layers x 4 KV heads x head_dim 8 x (K + V) x F16 = 640 bytes per kept token and seq */
         double held = num(r, "kv_bytes_used") / (640.0 * batch);
         if (h2o) {
@@ -107,7 +110,7 @@ static void test_text_formats(void) {
     int cols_head = 1, cols_row = 1;
     for (char *p = out; nl && p < nl; p++) cols_head += *p == ',';
     for (char *p = nl ? nl + 1 : out; *p && *p != '\n'; p++) cols_row += *p == ',';
-    CHECKF(nl && cols_head == 32 && cols_row == 32, "csv: %d / %d columns: %s", cols_head, cols_row, out);
+    CHECKF(nl && cols_head == 34 && cols_row == 34, "csv: %d / %d columns: %s", cols_head, cols_row, out);
     CHECK(strstr(out, "pp_tps") && strstr(out, "tg_tps") && strstr(out, "kv_bytes_used"));
     snprintf(a, sizeof a, "bench -m '%s' -p 4 -n 2 -r 1 --no-roofline -o md --json '%s'", tu_model(), tu_tmp("b.json"));
     CHECK(tu_cli(a, out, sizeof out) == 0);

@@ -46,6 +46,7 @@ typedef struct bench_machine {
     char cpu[128];
     int n_cpus;
     double read_bw;               /* bytes/s, 0 when not measured */
+    double int8_peak;             /* int8 operations/s of all threads, registers only (0: not measured) */
     const char *kernels;
 } bench_machine;
 

@@ -11,7 +11,8 @@ void bench_report_begin(FILE *f, bench_format fmt, const hkv_model_info *mi, con
     if (fmt == BENCH_CSV) {
         fputs("model,arch,kernels,n_threads,policy,budget,budget_tokens,batch,depth,n_prompt,n_gen,reps,n_ctx,"
               "pp_tps,pp_tps_sd,pp_tps_best,tg_tps,tg_tps_sd,tg_tps_best,tg_ms_p50,tg_ms_p99,kv_bytes,kv_bytes_used,"
-              "kv_meta_bytes,kv_capacity,kv_memory,kv_seq_peak,peak_rss,read_bw,tg_bytes_per_s,roofline,shared_prompt\n", f);
+              "kv_meta_bytes,kv_capacity,kv_memory,kv_seq_peak,peak_rss,read_bw,tg_bytes_per_s,roofline,shared_prompt,"
+              "pp_ops_per_s,int8_peak\n", f);
         return;
     }
     const char *pre = fmt == BENCH_MD ? "" : "# ";
@@ -21,7 +22,9 @@ void bench_report_begin(FILE *f, bench_format fmt, const hkv_model_info *mi, con
     if (fmt == BENCH_MD) fputs("\n", f);
     fprintf(f, "%smachine: %s, %d CPUs, kernels %s, read bandwidth %s", pre, mach->cpu, mach->n_cpus, mach->kernels,
             mach->read_bw > 0 ? "" : "not measured\n");
-    if (mach->read_bw > 0) fprintf(f, "%.1f GB/s\n", mach->read_bw / 1e9);
+    if (mach->read_bw > 0) fprintf(f, "%.1f GB/s", mach->read_bw / 1e9);
+    if (mach->read_bw > 0 && mach->int8_peak > 0) fprintf(f, ", int8 peak %.0f GOP/s", mach->int8_peak / 1e9);
+    if (mach->read_bw > 0) fputs("\n", f);
     if (fmt == BENCH_MD) {
         fputs("\n| policy | budget | batch | depth | pp | tg | pp tok/s | tg tok/s | tg best | lat p50 ms | lat p99 ms "
               "| KV used MiB | KV alloc MiB | peak RSS MiB | roofline |\n"
@@ -41,6 +44,8 @@ static void fmt_roof(char *buf, size_t n, double roof) {
 void bench_report_record(FILE *f, bench_format fmt, const bench_record *r, const hkv_model_info *mi,
                          const bench_machine *mach, int first) {
     char roof[16], pp[48], tg[48];
+    /* prefill's arithmetic rate: 2 operations per weight per prompt token (attention not counted) */
+    double pp_ops = 2.0 * (double)mi->n_params * r->pp_tps;
     fmt_roof(roof, sizeof roof, r->roofline);
     snprintf(pp, sizeof pp, "%.1f ± %.1f", r->pp_tps, r->pp_sd);
     snprintf(tg, sizeof tg, "%.2f ± %.2f", r->tg_tps, r->tg_sd);
@@ -58,13 +63,14 @@ void bench_report_record(FILE *f, bench_format fmt, const bench_record *r, const
         break;
     case BENCH_CSV:
         fprintf(f, "\"%s\",%s,\"%s\",%d,%s,%s,%d,%d,%d,%d,%d,%d,%d,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,"
-                   "%llu,%llu,%llu,%d,%llu,%llu,%llu,%.0f,%.0f,%.4f,%d\n",
+                   "%llu,%llu,%llu,%d,%llu,%llu,%llu,%.0f,%.0f,%.4f,%d,%.0f,%.0f\n",
                 mi->name ? mi->name : "", mi->arch, mach->kernels, r->n_threads, r->policy, r->budget, r->budget_tokens,
                 r->batch, r->depth, r->n_prompt, r->n_gen, r->reps, r->n_ctx, r->pp_tps, r->pp_sd, r->pp_best,
                 r->tg_tps, r->tg_sd, r->tg_best, r->tg_p50_ms, r->tg_p99_ms, (unsigned long long)r->kv_bytes,
                 (unsigned long long)r->kv_bytes_used, (unsigned long long)r->kv_meta_bytes, r->capacity,
                 (unsigned long long)r->kv_memory, (unsigned long long)r->kv_seq_peak,
-                (unsigned long long)r->peak_rss, mach->read_bw, r->tg_bytes_per_s, r->roofline, r->shared_prompt);
+                (unsigned long long)r->peak_rss, mach->read_bw, r->tg_bytes_per_s, r->roofline, r->shared_prompt,
+                pp_ops, mach->int8_peak);
         break;
     case BENCH_JSON: {
         /* names and arch come from a GGUF: escape what JSON needs */
@@ -84,14 +90,15 @@ void bench_report_record(FILE *f, bench_format fmt, const bench_record *r, const
                    "\"tg_tps\": %.3f, \"tg_tps_sd\": %.3f, \"tg_tps_best\": %.3f, \"tg_ms_p50\": %.3f, \"tg_ms_p99\": %.3f, "
                    "\"kv_bytes\": %llu, \"kv_bytes_used\": %llu, \"kv_meta_bytes\": %llu, \"kv_capacity\": %d, "
                    "\"kv_memory\": %llu, \"kv_seq_peak\": %llu, \"peak_rss\": %llu, "
-                   "\"read_bw\": %.0f, \"tg_bytes_per_s\": %.0f, \"roofline\": %.4f, \"shared_prompt\": %s}",
+                   "\"read_bw\": %.0f, \"tg_bytes_per_s\": %.0f, \"roofline\": %.4f, \"shared_prompt\": %s, "
+                   "\"pp_ops_per_s\": %.0f, \"int8_peak\": %.0f}",
                 first ? "" : ",\n", name, mi->arch, mach->kernels, r->n_threads, r->policy, r->budget,
                 r->budget_tokens, r->batch, r->depth, r->n_prompt, r->n_gen, r->reps, r->n_ctx, r->pp_tps, r->pp_sd,
                 r->pp_best, r->tg_tps, r->tg_sd, r->tg_best, r->tg_p50_ms, r->tg_p99_ms,
                 (unsigned long long)r->kv_bytes, (unsigned long long)r->kv_bytes_used,
                 (unsigned long long)r->kv_meta_bytes, r->capacity, (unsigned long long)r->kv_memory,
                 (unsigned long long)r->kv_seq_peak, (unsigned long long)r->peak_rss, mach->read_bw,
-                r->tg_bytes_per_s, r->roofline, r->shared_prompt ? "true" : "false");
+                r->tg_bytes_per_s, r->roofline, r->shared_prompt ? "true" : "false", pp_ops, mach->int8_peak);
         break;
     }
     }

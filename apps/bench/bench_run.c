@@ -31,14 +31,15 @@ static void bench_help(void) {
            "  -c, --ctx-size N        context length (default: depth + n-prompt + n-gen)\n"
            "  -o, --output FMT        table (default), json, csv or md\n"
            "      --json FILE         also write the records to FILE as JSON\n"
-           "      --no-roofline       do not measure the memory read bandwidth\n"
+           "      --no-roofline       do not measure the memory read bandwidth and the int8 compute peak\n"
            "      --bw-mib N          buffer for the bandwidth measurement (default 512)\n"
            "      --kv-policy LIST    e.g. full,h2o,window (default full)\n"
            "      --kv-budget LIST    e.g. 20%%,64 (default 20%%; ignored by full)\n"
            "  other KV flags as for run (--kv-sink, --h2o-score, --prefill-chunk, --kv-type, ...)\n\n"
            "tg tok/s and pp tok/s are summed over the batch. lat p50/p99: one decode step (one token for every\n"
            "sequence). KV used / alloc: bytes of the K/V rows held / allocated after generation. roofline: bytes\n"
-           "read per second while decoding (weights + kept K/V) over the measured read bandwidth.\n");
+           "read per second while decoding (weights + kept K/V) over the measured read bandwidth. JSON/CSV also\n"
+           "give pp_ops_per_s (2 x weights x prompt tok/s) and int8_peak (the machine's measured int8 ops/s).\n");
 }
 
 /* A comma list flag: non-empty items only, each valid as the single-value flag (checked here, before any

@@ -25,7 +25,10 @@ void bench_machine_probe(bench_machine *mach, int n_threads, size_t bw_bytes) {
     mach->n_cpus = n > 0 ? (int)n : 1;
     mach->kernels = hkv_cpu_features();
     /* the default 512 MiB is many times any last-level cache, so the caches cannot serve it */
-    if (bw_bytes) mach->read_bw = hkv_read_bandwidth(n_threads, bw_bytes, 5);
+    if (bw_bytes) {
+        mach->read_bw = hkv_read_bandwidth(n_threads, bw_bytes, 5);
+        mach->int8_peak = hkv_int8_peak(n_threads); /* what prefill's GOP/s is compared with */
+    }
 }
 
 /* Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS. */
