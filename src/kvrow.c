@@ -188,14 +188,25 @@ static atomic_int g_force_avx2; /* test hook, see kvrow_force_avx2 */
 
 void kvrow_force_avx2(int on) { atomic_store(&g_force_avx2, on ? 1 : 0); }
 
+/* The widest set attention and the vector exp may use: 2 AVX-512, 1 AVX2, 0 scalar. hkv_kernel_name() is
+ * "scalar" when the CPU lacks AVX2/FMA/F16C, HEAVYKV_NO_SIMD is set or a test forced the scalar path, and
+ * starts with "avx512" when the matmuls use AVX-512, so attention follows the same switch as the matmuls. */
+#if defined(__x86_64__)
+static int simd_level(void) {
+    const char *name = hkv_kernel_name();
+    if (!strncmp(name, "avx512", 6) && !atomic_load(&g_force_avx2)) return 2;
+    return strcmp(name, "scalar") != 0;
+}
+#endif
+
 void kvrow_exp(const float *x, float *y, int n) {
 #if defined(__x86_64__)
-    const char *name = hkv_kernel_name();
-    if (!strncmp(name, "avx512", 6) && !atomic_load(&g_force_avx2)) {
+    int level = simd_level();
+    if (level == 2) {
         kvrow_exp_avx512(x, y, n);
         return;
     }
-    if (strcmp(name, "scalar") != 0) {
+    if (level == 1) {
         kvrow_exp_avx2(x, y, n);
         return;
     }
@@ -205,15 +216,12 @@ void kvrow_exp(const float *x, float *y, int n) {
 
 kvrow_kernels kvrow_kernels_get(int type, int hd) {
 #if defined(__x86_64__)
-    /* hkv_kernel_name() is "scalar" when the CPU lacks AVX2/FMA/F16C, HEAVYKV_NO_SIMD is set or a test forced
-     * the scalar path, and starts with "avx512" when the matmuls use AVX-512, so attention follows the same
-     * switch as the matmuls */
-    const char *name = hkv_kernel_name();
-    if (hd % 16 == 0 && !strncmp(name, "avx512", 6) && !atomic_load(&g_force_avx2)) {
+    int level = simd_level();
+    if (hd % 16 == 0 && level == 2) {
         kvrow_kernels k = kvrow_kernels_avx512(type, hd);
         if (k.kdot) return k;
     }
-    if (hd % 8 == 0 && strcmp(name, "scalar") != 0) {
+    if (hd % 8 == 0 && level >= 1) {
         kvrow_kernels k = kvrow_kernels_avx2(type, hd);
         if (k.kdot) return k;
     }
